@@ -1,0 +1,40 @@
+# The two commands of the README: `make run` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: run test unit integration lint typecheck bench docs clean
+
+$(STAMP): pyproject.toml helper_sdk/pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel
+	$(BIN)/pip install --quiet -e '.[dev]' ./helper_sdk
+	touch $(STAMP)
+
+run: $(STAMP)
+	PY=$(BIN)/python scripts/run.sh
+
+test: $(STAMP) lint typecheck
+	$(BIN)/python -m pytest -q tests
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest -q -m integration tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/pipeline.py
+
+docs: $(STAMP)
+	$(BIN)/python scripts/write_config_docs.py
+
+clean:
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

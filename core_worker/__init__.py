@@ -1,0 +1,1 @@
+"""Core workers: sessions, the local LLM, helpers and delivery."""

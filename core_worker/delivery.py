@@ -1,0 +1,135 @@
+"""Delivering a reply to its callback URL: signed, retried, dead-lettered, never twice on purpose.
+
+The callback is a Standard Webhooks POST whose ``webhook-id`` is the
+message id, so a receiver can drop the rare duplicate that at-least-once
+delivery allows (a worker dying between the POST and recording success).
+Within the system a done-flag and a claim key keep two workers from
+delivering the same reply.
+
+Outcomes by the receiver's answer: 2xx delivered; 408/425/429/5xx and
+network errors retried with exponential backoff and full jitter until
+``DELIVERY_MAX_AGE``; any other 4xx, or a URL the allow-list refuses, is
+permanent and goes straight to the dead-letter list.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from tasks.keys import Keys
+from tasks.messages import MessageStore
+from tasks.outbound import BlockedURL, HostPolicy, OutboundError, post
+from tasks.schemas import Reply
+from tasks.settings import Settings
+from tasks.signing import sign_headers
+
+__all__ = ["Deliverer", "Outcome", "callback_body", "backoff_delay"]
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+
+class Outcome(enum.Enum):
+    DELIVERED = "delivered"
+    DUPLICATE = "duplicate"  # already delivered, or another worker is delivering it now
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+def callback_body(reply: Reply) -> str:
+    """The JSON a reply_url or channel callback receives."""
+    return json.dumps(
+        {
+            "type": "message.reply",
+            "message_id": reply.message_id,
+            "session_id": reply.session_id,
+            "channel": reply.channel,
+            "status": reply.status,
+            "text": reply.text,
+            "error": reply.error,
+            "context": reply.reply.context,
+            "created_at": reply.created_at,
+        },
+        separators=(",", ":"),
+    )
+
+
+def backoff_delay(retries: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with full jitter (spreads a thundering herd after an outage)."""
+    return rng() * min(cap, base * (2 ** min(retries, 30)))
+
+
+@dataclass
+class Deliverer:
+    settings: Settings
+    keys: Keys
+    redis: redis.Redis
+    messages: MessageStore
+    policy: HostPolicy
+    dead_letter: Callable[[str, str, str], None]
+
+    def attempt(self, payload: dict[str, Any]) -> tuple[Outcome, str]:
+        reply = Reply.from_dict(payload)
+        url = reply.reply.callback_url
+        if not url:
+            return Outcome.DUPLICATE, "no callback URL"
+        done_key, claim_key = self.keys.delivered(reply.message_id), self.keys.delivery_claim(reply.message_id)
+        if self.redis.exists(done_key):
+            return Outcome.DUPLICATE, "already delivered"
+        claim_seconds = int(self.settings.delivery_timeout * 3) + 1
+        if not self.redis.set(claim_key, "1", nx=True, ex=claim_seconds):
+            return Outcome.RETRY, "another worker is delivering it"
+        try:
+            outcome, detail = self._post(reply, url)
+            if outcome is Outcome.DELIVERED:
+                self.redis.set(done_key, "1", ex=self.settings.status_ttl_seconds)
+            return self._settle(reply, payload, outcome, detail)
+        finally:
+            self.redis.delete(claim_key)
+
+    def _post(self, reply: Reply, url: str) -> tuple[Outcome, str]:
+        if not self.settings.switchboard_secret:
+            return Outcome.RETRY, "SWITCHBOARD_SECRET is not set: cannot sign callbacks"
+        body = callback_body(reply)
+        headers = sign_headers(self.settings.switchboard_secret, reply.message_id, body)
+        headers["user-agent"] = "switchboard-delivery/1"
+        try:
+            result = post(
+                self.policy, url, body.encode(), headers,
+                timeout=self.settings.delivery_timeout, max_response_bytes=self.settings.max_reply_bytes,
+            )
+        except BlockedURL as exc:
+            return Outcome.DEAD, f"callback URL refused: {exc}"
+        except OutboundError as exc:
+            return Outcome.RETRY, str(exc)
+        if 200 <= result.status < 300:
+            return Outcome.DELIVERED, f"HTTP {result.status}"
+        detail = f"HTTP {result.status}: {result.body[:200].decode('utf-8', 'replace')}"
+        if result.status in RETRYABLE_STATUS or result.status >= 500:
+            return Outcome.RETRY, detail
+        return Outcome.DEAD, detail
+
+    def _settle(self, reply: Reply, payload: dict[str, Any], outcome: Outcome, detail: str) -> tuple[Outcome, str]:
+        if outcome is Outcome.RETRY:
+            age = time.time() - float(payload.get("first_attempt_at") or time.time())
+            if age <= self.settings.delivery_max_age:
+                log.info("delivery of %s will be retried: %s", reply.message_id, detail)
+                return outcome, detail
+            outcome, detail = Outcome.DEAD, f"gave up after {age:.0f}s: {detail}"
+        if outcome is Outcome.DEAD:
+            log.warning("delivery of %s dead-lettered: %s", reply.message_id, detail)
+            self.dead_letter("delivery", reply.message_id, detail)
+            self.messages.update(reply.message_id, delivery="dead", delivery_error=detail)
+        elif outcome is Outcome.DELIVERED:
+            self.messages.update(reply.message_id, delivery="delivered")
+        return outcome, detail

@@ -1,0 +1,212 @@
+"""Answering the messages of one session, in order, exactly once.
+
+``SessionProcessor.run(session_id, message_id)`` is what a ``handle_message``
+task does: take the session's lease, answer the inbox head until the inbox
+is empty (or the time budget is spent), release.  The task for a message
+keeps retrying until that message has left the inbox, so every admitted
+message is answered even if the worker holding its session dies.
+
+Each step is safe to repeat after a crash at any point:
+- a head that is already answered/failed is only re-delivered and popped;
+- a head that crashed its worker ``max_attempts`` times is failed as poison;
+- the delivery task is idempotent (``webhook-id`` = message id, a done-flag).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from core_worker.conversation import build_messages
+from core_worker.llm import LLMBackend
+from core_worker.sessions import Lease, LeaseLost, SessionStore, Turn
+from tasks.deadletters import DeadLetters
+from tasks.keys import Keys
+from tasks.messages import TERMINAL, MessageRecord, MessageStore
+from tasks.schemas import Envelope, Reply, ReplyRoute, utcnow_iso
+from tasks.settings import Settings
+
+__all__ = ["SessionProcessor", "LeaseKeeper"]
+
+log = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    """Renews a lease from a background thread while the model works (it releases the GIL)."""
+
+    def __init__(self, sessions: SessionStore, lease: Lease, interval: float) -> None:
+        self.sessions, self.lease, self.interval = sessions, lease, interval
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{lease.session_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if not self.sessions.renew(self.lease):
+                    self.lost.set()
+                    return
+            except Exception:  # Redis blip: the next tick tries again; fencing protects writes
+                log.warning("lease renewal failed for %s", self.lease.session_id, exc_info=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@dataclass
+class SessionProcessor:
+    settings: Settings
+    keys: Keys
+    messages: MessageStore
+    sessions: SessionStore
+    llm: Callable[[], LLMBackend]
+    deliver: Callable[[dict[str, Any]], None]
+    dead_letters: DeadLetters
+
+    def run(self, session_id: str, message_id: str) -> bool:
+        """Work the session if we can; True once ``message_id`` is no longer waiting."""
+        lease = self.sessions.acquire(session_id)
+        if lease is None:
+            return not self.is_waiting(session_id, message_id)
+        budget_end = time.monotonic() + self.settings.task_soft_time_limit / 2
+        try:
+            with LeaseKeeper(self.sessions, lease, self.settings.session_lock_seconds / 3):
+                while time.monotonic() < budget_end:
+                    head = self.sessions.head(session_id)
+                    if head is None:
+                        break
+                    self._process_head(lease, head)
+        finally:
+            self.sessions.release(lease)
+        return not self.is_waiting(session_id, message_id)
+
+    def is_waiting(self, session_id: str, message_id: str) -> bool:
+        return self.position(session_id, message_id) is not None
+
+    def position(self, session_id: str, message_id: str) -> int | None:
+        pos = self.messages.redis.lpos(self.keys.session_inbox(session_id), message_id)
+        return None if pos is None else int(pos)  # type: ignore[arg-type]
+
+    def retry_delay(self, session_id: str, message_id: str) -> float:
+        """Poll less often the further back a message waits: its turn cannot come sooner."""
+        position = self.position(session_id, message_id) or 0
+        return min(self.settings.session_retry_seconds * (1 + position), self.settings.session_lock_seconds)
+
+    # -- one message -------------------------------------------------------
+    def _process_head(self, lease: Lease, message_id: str) -> None:
+        record = self.messages.get(message_id)
+        if record is None:  # expired, or rolled back by an edge that answered 503
+            log.warning("dropping unknown message %s from session %s", message_id, lease.session_id)
+            self.sessions.pop(lease, message_id)
+            return
+        if record.status in TERMINAL:  # finished before a crash, not yet popped
+            self._hand_over(record)
+            self.sessions.pop(lease, message_id)
+            return
+        attempts = int(self.messages.redis.hincrby(self.keys.message(message_id), "attempts", 1))  # type: ignore[arg-type]
+        if attempts > self.settings.max_attempts:
+            self._fail(lease, record, f"gave up after {attempts - 1} attempts that crashed or timed out")
+            return
+        self.messages.update(message_id, status="processing")
+        envelope = Envelope.from_dict(record.envelope)
+        try:
+            reply = self._answer(envelope)
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            log.exception("message %s failed (attempt %d)", message_id, attempts)
+            if attempts >= self.settings.max_attempts:
+                self._fail(lease, record, f"{type(exc).__name__}: {exc}")
+                return
+            raise
+        turns = (Turn("user", envelope.text, message_id), Turn("assistant", reply.text, message_id))
+        self.sessions.finish(
+            lease, message_id, status="answered", field="reply", value=json.dumps(_public_reply(reply)), turns=turns
+        )
+        self._deliver(reply)
+        self.sessions.pop(lease, message_id)
+
+    def _answer(self, envelope: Envelope) -> Reply:
+        llm = self.llm()
+        budget = llm.context_length - self.settings.llm_max_tokens
+        chat = build_messages(
+            system_prompt=self.settings.system_prompt,
+            history=self.sessions.history(envelope.session_id),
+            text=envelope.text,
+            count_tokens=llm.count_tokens,
+            budget=budget,
+        )
+        completion = llm.chat(chat, max_tokens=self.settings.llm_max_tokens)
+        return Reply(
+            message_id=envelope.message_id,
+            session_id=envelope.session_id,
+            text=completion.text.strip(),
+            channel=envelope.channel,
+            reply=envelope.reply,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+        )
+
+    def _fail(self, lease: Lease, record: MessageRecord, reason: str) -> None:
+        """Finish a message as failed: dead-letter it and tell the person politely."""
+        self.sessions.finish(lease, record.message_id, status="failed", field="error", value=reason)
+        self.dead_letters.add("poison", record.message_id, reason)
+        envelope = Envelope.from_dict(record.envelope)
+        self._deliver(_failure_reply(envelope, reason))
+        self.sessions.pop(lease, record.message_id)
+
+    def _hand_over(self, record: MessageRecord) -> None:
+        """Re-send the delivery of a message finished before a crash (delivery is idempotent)."""
+        envelope = Envelope.from_dict(record.envelope)
+        if record.status == "answered" and record.reply is not None:
+            self._deliver(
+                Reply(
+                    message_id=record.message_id,
+                    session_id=record.session_id,
+                    text=record.reply["text"],
+                    channel=envelope.channel,
+                    reply=envelope.reply,
+                    created_at=record.reply.get("created_at", utcnow_iso()),
+                )
+            )
+        else:
+            self._deliver(_failure_reply(envelope, record.error or "failed"))
+
+    def _deliver(self, reply: Reply) -> None:
+        if reply.reply.callback_url:
+            self.deliver({**reply.to_dict(), "first_attempt_at": time.time()})
+
+
+def _public_reply(reply: Reply) -> dict[str, Any]:
+    return {
+        "text": reply.text,
+        "created_at": reply.created_at,
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+    }
+
+
+FAILURE_TEXT = "Sorry, I could not answer that message. Please try again or rephrase it."
+
+
+def _failure_reply(envelope: Envelope, reason: str) -> Reply:
+    return Reply(
+        message_id=envelope.message_id,
+        session_id=envelope.session_id,
+        text=FAILURE_TEXT,
+        channel=envelope.channel,
+        reply=envelope.reply if envelope.reply else ReplyRoute(None),
+        status="failed",
+        error=reason,
+    )

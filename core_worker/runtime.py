@@ -1,0 +1,86 @@
+"""Everything one worker process needs, built once per process (after fork)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery
+
+from core_worker.delivery import Deliverer
+from core_worker.llm import BackendConfig, LLMBackend, load_backend
+from core_worker.processor import SessionProcessor
+from core_worker.sessions import SessionStore
+from tasks.deadletters import DeadLetters
+from tasks.keys import Keys
+from tasks.messages import MessageStore
+from tasks.names import DELIVER_REPLY
+from tasks.outbound import HostPolicy
+from tasks.redis_client import redis_client
+from tasks.settings import Settings
+
+__all__ = ["CoreRuntime", "backend_config"]
+
+log = logging.getLogger(__name__)
+
+
+def backend_config(settings: Settings) -> BackendConfig:
+    return BackendConfig(
+        backend=settings.llm_backend,
+        model_path=settings.model_path or None,
+        n_ctx=settings.llm_context,
+        n_threads=settings.llm_threads,
+        max_tokens=settings.llm_max_tokens,
+        temperature=settings.llm_temperature,
+        use_mmap=settings.llm_use_mmap,
+        openai_base_url=settings.openai_base_url,
+        openai_model=settings.openai_model,
+        openai_api_key=settings.openai_api_key,
+        request_timeout=settings.llm_request_timeout,
+    )
+
+
+class CoreRuntime:
+    def __init__(self, settings: Settings, app: Celery) -> None:
+        self.settings = settings
+        self.app = app
+        self.keys = Keys(settings.key_prefix)
+        self.redis = redis_client(settings)
+        self.messages = MessageStore(
+            self.redis, self.keys,
+            status_ttl=settings.status_ttl_seconds, idempotency_ttl=settings.idempotency_ttl_seconds,
+        )
+        self.sessions = SessionStore(
+            self.redis, self.keys,
+            lease_seconds=settings.session_lock_seconds, session_ttl=settings.session_ttl_seconds,
+            status_ttl=settings.status_ttl_seconds, max_turns=settings.session_max_turns,
+        )
+        self.dead_letters = DeadLetters(self.redis, self.keys)
+        self._llm: LLMBackend | None = None
+        self._llm_lock = threading.Lock()
+        self.processor = SessionProcessor(
+            settings=settings, keys=self.keys, messages=self.messages, sessions=self.sessions,
+            llm=self.llm, deliver=self.send_delivery, dead_letters=self.dead_letters,
+        )
+        self.deliverer = Deliverer(
+            settings=settings, keys=self.keys, redis=self.redis, messages=self.messages,
+            policy=HostPolicy(settings.allowed_host_list), dead_letter=self.dead_letters.add,
+        )
+
+    def llm(self) -> LLMBackend:
+        """The process's one model, loaded on first use (never at import, never before fork)."""
+        with self._llm_lock:
+            if self._llm is None:
+                config = backend_config(self.settings)
+                log.info("loading %s backend from %s", config.backend, config.model_path)
+                self._llm = load_backend(config)
+            return self._llm
+
+    def send_delivery(self, payload: dict[str, Any]) -> None:
+        self.app.send_task(DELIVER_REPLY, args=[payload])
+
+    def close(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None

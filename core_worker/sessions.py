@@ -1,0 +1,205 @@
+"""Per-session state in Redis: the ordered inbox, the history, and a fenced lease.
+
+Ordering: the edge appends each message to its session's inbox at
+admission; only the holder of the session's lease works, and only on the
+inbox's head, so one session's messages are answered strictly in arrival
+order however many workers there are.
+
+The lease is a Redis key ``"<token>|<host>|<pid>"`` with a short TTL that
+the holder renews while it works.  ``token`` comes from a per-session
+counter (a fencing token): every write a holder makes is checked against the
+current lease in the same Lua script, so a worker that stalled past its
+lease (SIGSTOP, a long GC, a partition) can never overwrite newer history.
+A lease whose holder process is gone on this host is taken over at once
+instead of waiting for the TTL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from tasks.keys import Keys
+
+__all__ = ["Lease", "LeaseLost", "SessionStore", "Turn"]
+
+
+class LeaseLost(Exception):
+    """Our lease on the session expired and someone else may hold it: stop writing."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    session_id: str
+    token: int
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str  # "user" | "assistant"
+    content: str
+    message_id: str
+
+    def to_json(self) -> str:
+        return json.dumps({"role": self.role, "content": self.content, "message_id": self.message_id})
+
+    @classmethod
+    def from_json(cls, raw: str) -> Turn:
+        data = json.loads(raw)
+        return cls(role=data["role"], content=data["content"], message_id=data.get("message_id", ""))
+
+
+_HOLDS = "local cur = redis.call('GET', KEYS[1])\n" \
+         "if not cur or string.sub(cur, 1, #ARGV[1] + 1) ~= ARGV[1] .. '|' then return 0 end\n"
+
+# KEYS: lock, fence;  ARGV: ttl ms, holder "host|pid", value to take over ("" = only a free lock)
+_ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[3] then return false end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], token .. '|' .. ARGV[2], 'PX', ARGV[1])
+return token
+"""
+
+# KEYS: lock;  ARGV: token, ttl ms
+_RENEW = _HOLDS + "redis.call('PEXPIRE', KEYS[1], ARGV[2])\nreturn 1\n"
+
+# KEYS: lock;  ARGV: token
+_RELEASE = _HOLDS + "redis.call('DEL', KEYS[1])\nreturn 1\n"
+
+# KEYS: lock, inbox;  ARGV: token, message_id
+_POP = _HOLDS + """
+if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then redis.call('LPOP', KEYS[2]) end
+return 1
+"""
+
+# KEYS: lock, inbox, history, record, events
+# ARGV: token, message_id, status, status ttl, session ttl, max history items, now,
+#       field name, field value, [turn json ...]
+_FINISH = _HOLDS + """
+if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] then return -1 end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('HSET', KEYS[4], 'status', ARGV[3], ARGV[8], ARGV[9], 'updated_at', ARGV[7])
+  redis.call('EXPIRE', KEYS[4], ARGV[4])
+end
+if #ARGV > 9 then
+  for i = 10, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[6]), -1)
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('EXPIRE', KEYS[3], ARGV[5]) end
+redis.call('PUBLISH', KEYS[5], ARGV[3])
+return 1
+"""
+
+
+def _holder_alive(value: str) -> bool:
+    """False only when we can prove the holder is dead: same host, its pid gone."""
+    try:
+        _token, host, pid = value.split("|")
+    except ValueError:
+        return True
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+class SessionStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        lease_seconds: float,
+        session_ttl: int,
+        status_ttl: int,
+        max_turns: int,
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self.lease_ms = int(lease_seconds * 1000)
+        self.session_ttl = session_ttl
+        self.status_ttl = status_ttl
+        self.max_items = max_turns * 2
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._pop = client.register_script(_POP)
+        self._finish = client.register_script(_FINISH)
+
+    # -- lease -------------------------------------------------------------
+    def acquire(self, session_id: str) -> Lease | None:
+        """Take the session's lease, or None while a live worker holds it."""
+        lock, fence = self.keys.session_lock(session_id), self.keys.session_fence(session_id)
+        holder = f"{socket.gethostname()}|{os.getpid()}"  # pid changes after fork
+        token = self._acquire(keys=[lock, fence], args=[self.lease_ms, holder, ""])
+        if token is None:
+            current = self.redis.get(lock)
+            if current is None or _holder_alive(str(current)):
+                return None
+            token = self._acquire(keys=[lock, fence], args=[self.lease_ms, holder, current])
+            if token is None:
+                return None
+        return Lease(session_id, int(token))
+
+    def renew(self, lease: Lease) -> bool:
+        return bool(self._renew(keys=[self.keys.session_lock(lease.session_id)], args=[lease.token, self.lease_ms]))
+
+    def release(self, lease: Lease) -> None:
+        self._release(keys=[self.keys.session_lock(lease.session_id)], args=[lease.token])
+
+    # -- inbox and history -------------------------------------------------
+    def head(self, session_id: str) -> str | None:
+        value = self.redis.lindex(self.keys.session_inbox(session_id), 0)
+        return str(value) if value is not None else None
+
+    def pending(self, session_id: str) -> int:
+        return int(self.redis.llen(self.keys.session_inbox(session_id)))  # type: ignore[arg-type]
+
+    def history(self, session_id: str) -> list[Turn]:
+        raw: list[Any] = self.redis.lrange(self.keys.session_history(session_id), 0, -1)  # type: ignore[assignment]
+        return [Turn.from_json(item) for item in raw]
+
+    def pop(self, lease: Lease, message_id: str) -> None:
+        keys = [self.keys.session_lock(lease.session_id), self.keys.session_inbox(lease.session_id)]
+        if not self._pop(keys=keys, args=[lease.token, message_id]):
+            raise LeaseLost(lease.session_id)
+
+    def finish(
+        self,
+        lease: Lease,
+        message_id: str,
+        *,
+        status: str,
+        field: str,
+        value: str,
+        turns: tuple[Turn, ...] = (),
+    ) -> None:
+        """Record the outcome of the inbox head (and its turns) iff we still hold the lease."""
+        sid = lease.session_id
+        keys = [
+            self.keys.session_lock(sid),
+            self.keys.session_inbox(sid),
+            self.keys.session_history(sid),
+            self.keys.message(message_id),
+            self.keys.message_events(message_id),
+        ]
+        args: list[Any] = [
+            lease.token, message_id, status, self.status_ttl, self.session_ttl, self.max_items,
+            repr(time.time()), field, value,
+        ]
+        args += [turn.to_json() for turn in turns]
+        result = self._finish(keys=keys, args=args)
+        if result != 1:
+            raise LeaseLost(f"{sid}: lease lost or {message_id} is no longer the head (result {result})")

@@ -1,0 +1,48 @@
+"""The Celery tasks: thin, like web views; the logic lives in processor.py and delivery.py."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import redis
+from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from core_worker.delivery import Outcome, backoff_delay
+from core_worker.runtime import CoreRuntime
+from core_worker.sessions import LeaseLost
+from tasks.names import DELIVER_REPLY, HANDLE_MESSAGE
+
+__all__ = ["register_tasks"]
+
+log = logging.getLogger(__name__)
+
+
+def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
+    @app.task(name=HANDLE_MESSAGE, bind=True, max_retries=None)
+    def handle_message(self: Task, message_id: str, session_id: str) -> None:  # type: ignore[type-arg]
+        """Answer ``message_id`` (and whatever precedes it in its session); retry until it is done."""
+        rt = runtime()
+        try:
+            if rt.processor.run(session_id, message_id):
+                return
+        except (LeaseLost, SoftTimeLimitExceeded, redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("session %s: %s; will retry", session_id, exc)
+        except Exception:
+            log.exception("session %s failed; will retry (attempts are counted per message)", session_id)
+        try:
+            delay = rt.processor.retry_delay(session_id, message_id)
+        except redis.RedisError:
+            delay = rt.settings.session_retry_seconds
+        raise self.retry(countdown=delay)
+
+    @app.task(name=DELIVER_REPLY, bind=True, max_retries=None)
+    def deliver_reply(self: Task, payload: dict) -> str:  # type: ignore[type-arg]
+        """POST a reply to its callback; retried with backoff until delivered or too old."""
+        rt = runtime()
+        outcome, detail = rt.deliverer.attempt(payload)
+        if outcome is Outcome.RETRY:
+            s = rt.settings
+            raise self.retry(countdown=backoff_delay(self.request.retries, s.delivery_backoff_base, s.delivery_backoff_max))
+        return f"{outcome.value}: {detail}"

@@ -1,0 +1,58 @@
+"""Celery entry point of the workers: ``celery -A core_worker.worker worker -Q core``.
+
+The same app serves the ``core`` queue (LLM) and the ``deliver`` queue; only
+a worker that consumes ``core`` loads a model, in each pool process after
+fork (``worker_process_init``): llama.cpp hangs in a child forked from a
+parent that already ran it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
+
+from core_worker.runtime import CoreRuntime
+from core_worker.tasks import register_tasks
+from tasks.celery_factory import create_celery
+from tasks.names import QUEUE_CORE
+from tasks.settings import load_settings
+
+log = logging.getLogger(__name__)
+
+settings = load_settings()
+app = create_celery(settings, main="switchboard-core")
+
+_runtime: CoreRuntime | None = None
+_consumes_core = False
+
+
+def runtime() -> CoreRuntime:
+    global _runtime
+    if _runtime is None:
+        _runtime = CoreRuntime(settings, app)
+    return _runtime
+
+
+register_tasks(app, runtime)
+
+
+@celeryd_after_setup.connect
+def _note_queues(sender: Any, instance: Any, **_: Any) -> None:
+    global _consumes_core
+    _consumes_core = QUEUE_CORE in instance.app.amqp.queues.consume_from
+
+
+@worker_process_init.connect
+def _load_model(**_: Any) -> None:
+    global _runtime
+    _runtime = None  # never reuse the parent's connections in a child
+    if _consumes_core:
+        runtime().llm()
+
+
+@worker_process_shutdown.connect
+def _close(**_: Any) -> None:
+    if _runtime is not None:
+        _runtime.close()

@@ -1,0 +1,1 @@
+"""Channels: thin Flask webhooks that verify, dedupe, normalize and enqueue."""

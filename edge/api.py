@@ -1,0 +1,118 @@
+"""The generic API channel: ``POST /v1/messages`` and ``GET /v1/messages/<id>``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+
+from edge.context import edge
+from edge.errors import BadRequest, NotFound, UnsupportedMedia
+from edge.intake import accept
+from tasks.outbound import BlockedURL
+from tasks.schemas import Envelope, ReplyRoute, new_message_id
+
+__all__ = ["blueprint", "session_id_for"]
+
+blueprint = Blueprint("api", __name__)
+
+CHANNEL = "api"
+_NAME = validate.Regexp(r"^[\w.@+:=-]{1,128}$", error="use 1-128 letters, digits or . @ + : = - _")
+
+
+class MessageRequest(Schema):
+    class Meta:
+        unknown = RAISE
+
+    user = fields.String(required=True, validate=_NAME)
+    text = fields.String(required=True, validate=validate.Length(min=1))
+    reply_url = fields.Url(load_default=None, allow_none=True, require_tld=False, schemes={"http", "https"})
+    session = fields.String(load_default=None, allow_none=True, validate=_NAME)
+    metadata = fields.Dict(keys=fields.String(), load_default=dict)
+
+    @validates("text")
+    def _text_length(self, value: str, **_: Any) -> None:
+        limit = edge().settings.max_text_chars
+        if len(value) > limit:
+            raise ValidationError(f"longer than MAX_TEXT_CHARS ({limit} characters)")
+
+    @validates("reply_url")
+    def _reply_url_allowed(self, value: str | None, **_: Any) -> None:
+        if value:
+            try:
+                edge().policy.check(value)
+            except BlockedURL as exc:
+                raise ValidationError(str(exc)) from exc
+
+
+def session_id_for(user: str, session: str | None) -> str:
+    """A user's sessions are namespaced by the user, so no one can join someone else's."""
+    return f"{CHANNEL}:{user}" + (f"#{session}" if session else "")
+
+
+def _json_body() -> dict[str, Any]:
+    if not request.is_json:
+        raise UnsupportedMedia("send a JSON body with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+@blueprint.post("/v1/messages")
+def post_message() -> ResponseReturnValue:
+    ctx = edge()
+    try:
+        data = MessageRequest().load(_json_body())
+    except ValidationError as exc:
+        raise BadRequest("invalid fields", fields=exc.messages_dict) from exc
+    idempotency_key = request.headers.get("Idempotency-Key") or None
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+        raise BadRequest("Idempotency-Key must be 1-255 characters", fields={"Idempotency-Key": ["bad length"]})
+    envelope = Envelope(
+        message_id=new_message_id(),
+        channel=CHANNEL,
+        channel_message_id=idempotency_key,
+        sender=data["user"],
+        session_id=session_id_for(data["user"], data["session"]),
+        text=data["text"],
+        metadata=data["metadata"],
+        reply=ReplyRoute(callback_url=data["reply_url"]),
+    )
+    scoped_key = f"{data['user']}:{idempotency_key}" if idempotency_key else None
+    accepted = accept(ctx, envelope, scoped_key)
+    base = ctx.settings.public_base_url.rstrip("/")
+    response = jsonify(
+        {
+            "message_id": accepted.message_id,
+            "session_id": accepted.session_id,
+            "status_url": f"{base}/v1/messages/{accepted.message_id}",
+        }
+    )
+    if accepted.duplicate:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/messages/{accepted.message_id}"
+    return response, 202
+
+
+@blueprint.get("/v1/messages/<message_id>")
+def get_message(message_id: str) -> ResponseReturnValue:
+    ctx = edge()
+    raw_wait = request.args.get("wait", "0")
+    try:
+        wait = float(raw_wait)
+    except ValueError as exc:
+        raise BadRequest("wait must be a number of seconds", fields={"wait": [f"not a number: {raw_wait!r}"]}) from exc
+    if not 0 <= wait <= ctx.settings.max_wait_seconds:
+        raise BadRequest(
+            f"wait must be between 0 and {ctx.settings.max_wait_seconds:g} seconds (MAX_WAIT_SECONDS)",
+            fields={"wait": ["out of range"]},
+        )
+    if len(message_id) > 64:
+        raise NotFound(f"no message {message_id[:64]!r}")
+    record = ctx.messages.wait(message_id, wait)
+    if record is None:
+        raise NotFound(f"no message {message_id!r}")
+    return jsonify(record.public()), 200

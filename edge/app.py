@@ -1,0 +1,49 @@
+"""The edge's Flask app factory: ``gunicorn 'edge.app:create_app()'``."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from celery import Celery
+from flask import Flask
+
+from edge import api, health
+from edge.context import EdgeContext
+from edge.errors import register_error_handlers
+from tasks.celery_factory import create_celery
+from tasks.deadletters import DeadLetters
+from tasks.keys import Keys
+from tasks.messages import MessageStore
+from tasks.outbound import HostPolicy
+from tasks.redis_client import redis_client
+from tasks.settings import Settings, load_settings
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    settings: Settings | None = None, *, client: redis.Redis | None = None, celery: Celery | None = None
+) -> Flask:
+    """Build the edge; ``client``/``celery`` may be injected (tests), else made from ``settings``."""
+    settings = settings or load_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = Flask("switchboard.edge")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    keys = Keys(settings.key_prefix)
+    client = client or redis_client(settings)
+    app.extensions["switchboard"] = EdgeContext(
+        settings=settings,
+        redis=client,
+        keys=keys,
+        messages=MessageStore(
+            client, keys, status_ttl=settings.status_ttl_seconds, idempotency_ttl=settings.idempotency_ttl_seconds
+        ),
+        dead_letters=DeadLetters(client, keys),
+        celery=celery or create_celery(settings, main="switchboard-edge"),
+        policy=HostPolicy(settings.allowed_host_list),
+    )
+    register_error_handlers(app)
+    app.register_blueprint(api.blueprint)
+    app.register_blueprint(health.blueprint)
+    return app

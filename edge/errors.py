@@ -1,0 +1,104 @@
+"""Every error the edge returns, as JSON, in one place.
+
+    ApiError                 (status, "error", optional "fields")
+     ├── BadRequest          400  malformed JSON or invalid fields
+     ├── Unauthorized        401
+     ├── Forbidden           403  signature checks
+     ├── NotFound            404
+     ├── Conflict            409
+     ├── UnsupportedMedia    415
+     ├── Unprocessable       422
+     └── Unavailable         503  Redis or the broker cannot take the message
+
+Werkzeug's own HTTP errors (413 from MAX_CONTENT_LENGTH, 404/405 routing)
+and Redis/kombu connection errors are mapped here too, so nothing reaches a
+client as an HTML page or a bare 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+from kombu.exceptions import OperationalError
+from werkzeug.exceptions import HTTPException
+
+__all__ = [
+    "ApiError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "Conflict",
+    "UnsupportedMedia", "Unprocessable", "Unavailable", "register_error_handlers",
+]
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    status = 400
+
+    def __init__(self, error: str, fields: dict[str, Any] | None = None) -> None:
+        super().__init__(error)
+        self.error, self.fields = error, fields
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, **({"fields": self.fields} if self.fields else {})}
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+
+class Forbidden(ApiError):
+    status = 403
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class UnsupportedMedia(ApiError):
+    status = 415
+
+
+class Unprocessable(ApiError):
+    status = 422
+
+
+class Unavailable(ApiError):
+    status = 503
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> ResponseReturnValue:
+        response = jsonify(exc.body())
+        if exc.status == 503:
+            response.headers["Retry-After"] = "5"
+        return response, exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> ResponseReturnValue:
+        messages = {413: "request body is too large"}
+        code = exc.code or 500
+        return jsonify({"error": messages.get(code, exc.description or exc.name)}), code
+
+    @app.errorhandler(redis.ConnectionError)
+    @app.errorhandler(redis.TimeoutError)
+    @app.errorhandler(OperationalError)
+    def _unavailable(exc: Exception) -> ResponseReturnValue:
+        log.warning("backend unavailable: %s", exc)
+        return _api_error(Unavailable("the message queue is unavailable; try again shortly"))
+
+    @app.errorhandler(Exception)
+    def _bug(exc: Exception) -> ResponseReturnValue:
+        log.exception("unhandled error")
+        return jsonify({"error": "internal error"}), 500

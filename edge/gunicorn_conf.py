@@ -1,0 +1,18 @@
+"""gunicorn settings for the edge (``--config python:edge.gunicorn_conf``).
+
+Threads, because ``GET /v1/messages/<id>?wait=S`` long-polls: a sync worker
+would be held for S seconds per waiting client.
+"""
+
+import os
+
+bind = f"{os.environ.get('EDGE_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("EDGE_WORKERS", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("EDGE_THREADS", "16"))
+timeout = int(os.environ.get("EDGE_TIMEOUT", "60"))
+graceful_timeout = 20
+keepalive = 5
+control_socket_disable = True
+accesslog = "-"
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -1,0 +1,51 @@
+"""Accepting a message: admit it durably, then send its task; 503 unless both happened.
+
+Every channel ends here, so the promise "no 2xx without a durable enqueue"
+is kept in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from kombu.exceptions import OperationalError
+
+from edge.context import EdgeContext
+from edge.errors import Unavailable
+from tasks.names import HANDLE_MESSAGE
+from tasks.schemas import Envelope
+
+__all__ = ["Accepted", "accept"]
+
+log = logging.getLogger(__name__)
+
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+class Accepted:
+    def __init__(self, message_id: str, session_id: str, duplicate: bool) -> None:
+        self.message_id, self.session_id, self.duplicate = message_id, session_id, duplicate
+
+
+def accept(ctx: EdgeContext, envelope: Envelope, idempotency_key: str | None = None) -> Accepted:
+    """Queue ``envelope``; a repeated idempotency key returns the first message instead."""
+    created, message_id = ctx.messages.admit(envelope, idempotency_key)
+    if not created:
+        record = ctx.messages.get(message_id)
+        return Accepted(message_id, record.session_id if record else envelope.session_id, duplicate=True)
+    try:
+        ctx.celery.send_task(
+            HANDLE_MESSAGE,
+            args=[envelope.message_id, envelope.session_id],
+            retry=True,
+            retry_policy=PUBLISH_RETRY,
+        )
+    except (OperationalError, redis.RedisError, OSError) as exc:
+        log.warning("could not enqueue %s: %s", envelope.message_id, exc)
+        try:
+            ctx.messages.rollback(envelope, idempotency_key)
+        except redis.RedisError:
+            log.warning("rollback of %s failed; the core drops it as unknown if it resurfaces", envelope.message_id)
+        raise Unavailable("the message queue is unavailable; try again shortly") from exc
+    return Accepted(message_id, envelope.session_id, duplicate=False)

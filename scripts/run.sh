@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make run`: prepare a model and a secret, start an embedded Redis unless REDIS_URL is set,
+# then start every process of the Procfile with honcho.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+mkdir -p .run
+
+if [ -z "${SWITCHBOARD_SECRET:-}" ]; then
+  [ -s .run/secret ] || "$PY" -c 'from tasks.signing import new_secret; print(new_secret())' > .run/secret
+  SWITCHBOARD_SECRET=$(cat .run/secret)
+  export SWITCHBOARD_SECRET
+  echo "run: callbacks are signed with the secret in .run/secret (set SWITCHBOARD_SECRET to choose one)"
+fi
+
+if [ -z "${MODEL_PATH:-}" ] && [ "${LLM_BACKEND:-llama_cpp}" != "openai" ]; then
+  MODEL_PATH=$("$PY" -m core_worker.model_files)
+  export MODEL_PATH
+fi
+echo "run: model ${MODEL_PATH:-(served by ${OPENAI_BASE_URL:-the OpenAI-compatible server})}"
+
+procfile=Procfile
+if [ -z "${REDIS_URL:-}" ]; then
+  port=${EMBEDDED_REDIS_PORT:-6390}
+  export REDIS_URL="redis://127.0.0.1:${port}/0"
+  procfile=.run/Procfile
+  { echo "redis: $PY -m tasks.embedded_redis --port ${port} --dir .run/redis"; cat Procfile; } > "$procfile"
+  echo "run: embedded Redis (AOF on) at ${REDIS_URL}"
+fi
+export PATH="$PWD/.venv/bin:$PATH"
+echo "run: edge at ${PUBLIC_BASE_URL:-http://127.0.0.1:${PORT:-8000}}"
+exec honcho start -f "$procfile" -d .

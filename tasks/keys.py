@@ -1,0 +1,51 @@
+"""Every Redis key the system writes, in one place.
+
+Keys of one session share a ``{session}`` hash tag so the Lua scripts that
+touch several of them stay valid on a Redis Cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Keys"]
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "sb"
+
+    # messages
+    def message(self, message_id: str) -> str:
+        return f"{self.prefix}:msg:{message_id}"
+
+    def message_events(self, message_id: str) -> str:
+        """Pub/sub channel announcing a message's status changes (long polls listen)."""
+        return f"{self.prefix}:msg:{message_id}:events"
+
+    def idempotency(self, scope: str, key: str) -> str:
+        return f"{self.prefix}:idem:{scope}:{key}"
+
+    # sessions
+    def session_inbox(self, session_id: str) -> str:
+        return f"{self.prefix}:session:{{{session_id}}}:inbox"
+
+    def session_history(self, session_id: str) -> str:
+        return f"{self.prefix}:session:{{{session_id}}}:history"
+
+    def session_lock(self, session_id: str) -> str:
+        return f"{self.prefix}:session:{{{session_id}}}:lock"
+
+    def session_fence(self, session_id: str) -> str:
+        return f"{self.prefix}:session:{{{session_id}}}:fence"
+
+    # delivery
+    def delivery_claim(self, message_id: str) -> str:
+        return f"{self.prefix}:deliver:{message_id}:claim"
+
+    def delivered(self, message_id: str) -> str:
+        return f"{self.prefix}:deliver:{message_id}:done"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}:deadletter"

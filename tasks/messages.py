@@ -1,0 +1,168 @@
+"""Message records in Redis: admission, status and waiting for an answer.
+
+A message is admitted in one atomic step (Lua): its record, its place at
+the end of its session's inbox and its idempotency key are written together,
+so a crash can never leave half of them.  The edge then sends the Celery
+task; if that fails the admission is rolled back and the client gets 503.
+
+Status moves queued -> processing -> answered | failed; every change is
+published on the message's channel so long polls wake at once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from tasks.keys import Keys
+from tasks.schemas import Envelope
+
+__all__ = ["MessageRecord", "MessageStore", "TERMINAL", "STATUSES"]
+
+STATUSES = ("queued", "processing", "answered", "failed")
+TERMINAL = frozenset({"answered", "failed"})
+
+# KEYS: record, inbox, idempotency (may be "")
+# ARGV: message_id, envelope json, session_id, now, status ttl, idempotency ttl
+_ADMIT = """
+if KEYS[3] ~= '' then
+  local existing = redis.call('GET', KEYS[3])
+  if existing then return {0, existing} end
+end
+redis.call('HSET', KEYS[1], 'message_id', ARGV[1], 'envelope', ARGV[2], 'session_id', ARGV[3],
+           'status', 'queued', 'created_at', ARGV[4], 'updated_at', ARGV[4], 'attempts', 0)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[6]) end
+return {1, ARGV[1]}
+"""
+
+# KEYS: record, inbox, idempotency (may be "");  ARGV: message_id
+# KEYS: record, events channel;  ARGV: ttl, status-or-"", field, value, field, value, ...
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('PUBLISH', KEYS[2], ARGV[2])
+return 1
+"""
+
+_ROLLBACK = """
+redis.call('LREM', KEYS[2], 0, ARGV[1])
+redis.call('DEL', KEYS[1])
+if KEYS[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    message_id: str
+    session_id: str
+    status: str
+    envelope: dict[str, Any]
+    reply: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    delivery: str | None
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> MessageRecord:
+        return cls(
+            message_id=data["message_id"],
+            session_id=data.get("session_id", ""),
+            status=data.get("status", "queued"),
+            envelope=json.loads(data.get("envelope") or "{}"),
+            reply=json.loads(data["reply"]) if data.get("reply") else None,
+            error=data.get("error") or None,
+            attempts=int(data.get("attempts") or 0),
+            delivery=data.get("delivery") or None,
+            created_at=float(data.get("created_at") or 0),
+            updated_at=float(data.get("updated_at") or 0),
+        )
+
+    def public(self) -> dict[str, Any]:
+        """The JSON shape of ``GET /v1/messages/<id>`` (DESIGN.md)."""
+        body: dict[str, Any] = {
+            "message_id": self.message_id,
+            "session_id": self.session_id,
+            "status": self.status,
+            "reply": self.reply,
+        }
+        if self.error:
+            body["error"] = self.error
+        if self.delivery:
+            body["delivery"] = self.delivery
+        return body
+
+
+class MessageStore:
+    def __init__(self, client: redis.Redis, keys: Keys, *, status_ttl: int, idempotency_ttl: int) -> None:
+        self.redis = client
+        self.keys = keys
+        self.status_ttl = status_ttl
+        self.idempotency_ttl = idempotency_ttl
+        self._admit = client.register_script(_ADMIT)
+        self._rollback = client.register_script(_ROLLBACK)
+        self._update = client.register_script(_UPDATE)
+
+    def _admit_keys(self, envelope: Envelope, idempotency_key: str | None) -> list[str]:
+        idem = self.keys.idempotency(envelope.channel, idempotency_key) if idempotency_key else ""
+        return [self.keys.message(envelope.message_id), self.keys.session_inbox(envelope.session_id), idem]
+
+    def admit(self, envelope: Envelope, idempotency_key: str | None = None) -> tuple[bool, str]:
+        """Record and queue ``envelope`` in its session; (False, earlier id) if the key was seen before."""
+        created, message_id = self._admit(
+            keys=self._admit_keys(envelope, idempotency_key),
+            args=[
+                envelope.message_id,
+                json.dumps(envelope.to_dict()),
+                envelope.session_id,
+                repr(time.time()),
+                self.status_ttl,
+                self.idempotency_ttl,
+            ],
+        )
+        return bool(created), str(message_id)
+
+    def rollback(self, envelope: Envelope, idempotency_key: str | None = None) -> None:
+        """Undo ``admit`` when the task could not be sent (the client is told 503)."""
+        self._rollback(keys=self._admit_keys(envelope, idempotency_key), args=[envelope.message_id])
+
+    def get(self, message_id: str) -> MessageRecord | None:
+        data = self.redis.hgetall(self.keys.message(message_id))
+        return MessageRecord.from_hash(data) if data else None  # type: ignore[arg-type]
+
+    def update(self, message_id: str, **fields_: str | int | float) -> bool:
+        """Set fields of an existing record (never resurrect an expired one) and wake long polls."""
+        args: list[str | int | float] = [self.status_ttl, str(fields_.get("status", "update"))]
+        for name, value in {**fields_, "updated_at": repr(time.time())}.items():
+            args += [name, value]
+        keys = [self.keys.message(message_id), self.keys.message_events(message_id)]
+        return bool(self._update(keys=keys, args=args))
+
+    def wait(self, message_id: str, timeout: float) -> MessageRecord | None:
+        """The record, waiting up to ``timeout`` seconds for it to become answered or failed."""
+        record = self.get(message_id)
+        if record is None or record.status in TERMINAL or timeout <= 0:
+            return record
+        deadline = time.monotonic() + timeout
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(self.keys.message_events(message_id))
+            while True:
+                # Read after subscribing: a change between the first read and
+                # the subscription would otherwise be missed.
+                record = self.get(message_id)
+                remaining = deadline - time.monotonic()
+                if record is None or record.status in TERMINAL or remaining <= 0:
+                    return record
+                pubsub.get_message(timeout=min(remaining, 1.0))
+        finally:
+            pubsub.close()

@@ -1,0 +1,38 @@
+"""Task and queue names: the only thing the edge knows about the workers.
+
+The edge sends tasks by name (``send_task``) and never imports
+``core_worker``; routing is by pattern so a new task lands on the right
+queue without touching the edge.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HANDLE_MESSAGE",
+    "DELIVER_REPLY",
+    "QUEUE_CORE",
+    "QUEUE_DELIVER",
+    "QUEUE_CONVERT",
+    "TASK_ROUTES",
+    "helper_queue",
+]
+
+HANDLE_MESSAGE = "core.handle_message"
+DELIVER_REPLY = "deliver.deliver_reply"
+
+QUEUE_CORE = "core"
+QUEUE_DELIVER = "deliver"
+QUEUE_CONVERT = "convert"
+HELPER_QUEUE_PREFIX = "helper."
+
+
+def helper_queue(helper_name: str) -> str:
+    """One queue per helper, so a slow helper never blocks another."""
+    return f"{HELPER_QUEUE_PREFIX}{helper_name}"
+
+
+TASK_ROUTES: dict[str, dict[str, str]] = {
+    "core.*": {"queue": QUEUE_CORE},
+    "deliver.*": {"queue": QUEUE_DELIVER},
+    "convert.*": {"queue": QUEUE_CONVERT},
+}

@@ -1,0 +1,149 @@
+"""Outbound HTTP that can only reach allowed hosts.
+
+A ``reply_url`` or a helper URL comes from outside, so a POST to it could be
+turned against internal services (SSRF). Every outbound call goes through
+here: the URL's host must be named in ``SWITCHBOARD_ALLOWED_HOSTS`` or
+resolve only to addresses inside its CIDRs; the connection is made to the
+address that was checked (no second DNS lookup to rebind), and redirects are
+never followed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import urllib3
+
+__all__ = ["HostPolicy", "OutboundError", "BlockedURL", "Target", "HTTPResult", "post"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class OutboundError(Exception):
+    """An outbound call could not be made (network, timeout, TLS)."""
+
+
+class BlockedURL(OutboundError):
+    """The URL is malformed or points somewhere we may not call."""
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str
+    port: int
+    path: str
+    address: str  # the checked IP the connection goes to
+
+
+@dataclass(frozen=True)
+class HTTPResult:
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+
+
+class HostPolicy:
+    """Allow-list of host names (exact, or ``*.example.com``) and CIDRs."""
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self.networks: list[IPNetwork] = []
+        self.names: list[str] = []
+        for entry in entries:
+            try:
+                self.networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                self.names.append(entry.lower().rstrip("."))
+
+    def _name_allowed(self, host: str) -> bool:
+        for name in self.names:
+            if name.startswith("*.") and host.endswith(name[1:]):
+                return True
+            if host == name:
+                return True
+        return False
+
+    def _address_allowed(self, address: IPAddress) -> bool:
+        return any(address in net for net in self.networks)
+
+    def check(self, url: str) -> Target:
+        """Validate ``url`` and pick the address to connect to; raise BlockedURL if not allowed."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise BlockedURL(f"scheme {parts.scheme!r} is not allowed (http or https only)")
+        if parts.username or parts.password:
+            raise BlockedURL("credentials in URLs are not allowed")
+        host = (parts.hostname or "").lower().rstrip(".")
+        if not host:
+            raise BlockedURL("URL has no host")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise BlockedURL(f"bad port in URL: {exc}") from exc
+        path = parts.path or "/"
+        if parts.query:
+            path = f"{path}?{parts.query}"
+        named = self._name_allowed(host)
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise BlockedURL(f"host {host!r} does not resolve") from exc
+        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+        if not named and not all(self._address_allowed(a) for a in addresses):
+            raise BlockedURL(f"host {host!r} is not in SWITCHBOARD_ALLOWED_HOSTS")
+        return Target(parts.scheme, host, port, path, str(addresses[0]))
+
+
+def post(
+    policy: HostPolicy,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    timeout: float,
+    max_response_bytes: int = 262_144,
+) -> HTTPResult:
+    """POST ``body`` to ``url`` through the allow-list; no redirects, no retries (callers decide)."""
+    target = policy.check(url)
+    default_port = 443 if target.scheme == "https" else 80
+    host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
+    pool: urllib3.HTTPConnectionPool
+    if target.scheme == "https":
+        pool = urllib3.HTTPSConnectionPool(
+            target.address,
+            target.port,
+            server_hostname=target.host,
+            assert_hostname=target.host,
+            ssl_context=ssl.create_default_context(),
+            timeout=urllib3.Timeout(total=timeout),
+            retries=False,
+        )
+    else:
+        pool = urllib3.HTTPConnectionPool(
+            target.address, target.port, timeout=urllib3.Timeout(total=timeout), retries=False
+        )
+    try:
+        response = pool.urlopen(
+            "POST",
+            target.path,
+            body=body,
+            headers={**headers, "Host": host_header},
+            redirect=False,
+            preload_content=False,
+            assert_same_host=False,
+        )
+        try:
+            content = response.read(max_response_bytes)
+        finally:
+            response.release_conn()
+        return HTTPResult(response.status, content, dict(response.headers))
+    except urllib3.exceptions.HTTPError as exc:
+        raise OutboundError(f"POST {target.scheme}://{target.host}:{target.port} failed: {exc}") from exc
+    finally:
+        pool.close()

@@ -1,0 +1,228 @@
+"""One typed settings object, read from the environment.
+
+Every setting the system reads is a field here, with its environment
+variable, default and a one-line meaning; ``docs/configuration.md`` is
+generated from this table (``python -m tasks.settings --markdown``) and a
+test keeps the two in step.  Nothing else in the code base calls
+``os.environ`` for configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["Settings", "SettingsError", "load_settings", "settings_markdown"]
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def _setting(default: Any, env: str, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- connections -------------------------------------------------------
+    redis_url: str = _setting(
+        "redis://127.0.0.1:6379/0", "REDIS_URL",
+        "Broker, sessions, dedupe keys, status and registry. Unset under `make run`: an embedded Redis is started.",
+    )
+    redis_socket_timeout: float = _setting(
+        5.0, "REDIS_SOCKET_TIMEOUT", "Seconds before a silent Redis connection counts as dead (never block forever)."
+    )
+    redis_connect_timeout: float = _setting(
+        2.0, "REDIS_CONNECT_TIMEOUT", "Seconds to open a Redis connection; the edge answers 503 past it."
+    )
+    redis_health_check_interval: int = _setting(
+        10, "REDIS_HEALTH_CHECK_INTERVAL", "Seconds between PINGs on idle Redis connections."
+    )
+    key_prefix: str = _setting("sb", "SWITCHBOARD_KEY_PREFIX", "Prefix of every Redis key the system writes.")
+
+    # --- edge ----------------------------------------------------------------
+    port: int = _setting(8000, "PORT", "Port the edge (gunicorn) listens on.")
+    public_base_url: str = _setting(
+        "http://127.0.0.1:8000", "PUBLIC_BASE_URL",
+        "The URL people and providers reach the edge at; used for status URLs and provider signatures.",
+    )
+    max_body_bytes: int = _setting(
+        1_048_576, "MAX_BODY_BYTES", "Largest JSON request body the edge accepts (413 above)."
+    )
+    max_text_chars: int = _setting(16_000, "MAX_TEXT_CHARS", "Longest message text accepted (400 above).")
+    max_wait_seconds: float = _setting(
+        30.0, "MAX_WAIT_SECONDS", "Longest long-poll a `GET /v1/messages/<id>?wait=S` may ask for."
+    )
+    status_ttl_seconds: int = _setting(
+        7 * 24 * 3600, "STATUS_TTL_SECONDS", "How long a message's status and reply are kept."
+    )
+    idempotency_ttl_seconds: int = _setting(
+        24 * 3600, "IDEMPOTENCY_TTL_SECONDS", "How long an `Idempotency-Key` or provider delivery id is remembered."
+    )
+
+    # --- security ------------------------------------------------------------
+    switchboard_secret: str = _setting(
+        "", "SWITCHBOARD_SECRET",
+        "`whsec_…` secret signing every callback (Standard Webhooks). Empty: a random one per `make run`.",
+    )
+    helper_registration_token: str = _setting(
+        "", "HELPER_REGISTRATION_TOKEN", "Bearer token helpers present to register. Empty: registration closed."
+    )
+    allowed_hosts: str = _setting(
+        "127.0.0.0/8,::1,localhost", "SWITCHBOARD_ALLOWED_HOSTS",
+        "Comma list of host names and CIDRs outbound calls (reply_url, helpers) may reach.",
+    )
+
+    # --- sessions ------------------------------------------------------------
+    session_ttl_seconds: int = _setting(
+        7 * 24 * 3600, "SESSION_TTL_SECONDS", "A session's history is forgotten after this much silence."
+    )
+    session_max_turns: int = _setting(
+        20, "SESSION_MAX_TURNS", "Turns (a prompt and its reply) kept per session; older ones are dropped."
+    )
+    session_lock_seconds: int = _setting(
+        180, "SESSION_LOCK_SECONDS",
+        "Lease of a worker on a session; a dead holder's lease expires after this. Must exceed the task time limit.",
+    )
+    session_retry_seconds: float = _setting(
+        0.5, "SESSION_RETRY_SECONDS", "How soon a message waiting behind its session's busy worker is tried again."
+    )
+    system_prompt: str = _setting(
+        "You are Switchboard, a helpful assistant reached by text message, mail and chat. "
+        "Answer briefly and plainly.",
+        "SYSTEM_PROMPT", "System prompt given to the model at the start of every conversation.",
+    )
+    max_attempts: int = _setting(
+        3, "MAX_ATTEMPTS", "Times a message may crash its worker before it is dead-lettered as poison."
+    )
+
+    # --- Celery --------------------------------------------------------------
+    visibility_timeout: int = _setting(
+        3600, "VISIBILITY_TIMEOUT",
+        "Seconds before Redis hands an unacknowledged task to another worker (kombu). Above every time limit.",
+    )
+    unacked_restore_interval: float = _setting(
+        10.0, "UNACKED_RESTORE_INTERVAL",
+        "How often a worker looks for tasks a dead worker left unacknowledged (kombu restore interval and throttle).",
+    )
+    task_soft_time_limit: int = _setting(
+        150, "TASK_SOFT_TIME_LIMIT", "Seconds a task may run before it is asked to stop."
+    )
+    task_time_limit: int = _setting(170, "TASK_TIME_LIMIT", "Seconds before a task's process is killed.")
+
+    # --- LLM -----------------------------------------------------------------
+    llm_backend: str = _setting(
+        "llama_cpp", "LLM_BACKEND",
+        "`llama_cpp`, `ctransformers`, `openai`, or `module:factory` for a custom backend.",
+    )
+    model_path: str = _setting("", "MODEL_PATH", "Local GGUF file. Empty: `MODEL_REPO`/`MODEL_FILE` is downloaded.")
+    model_repo: str = _setting(
+        "Qwen/Qwen2.5-1.5B-Instruct-GGUF", "MODEL_REPO", "Hugging Face repository of the default model."
+    )
+    model_file: str = _setting(
+        "qwen2.5-1.5b-instruct-q4_k_m.gguf", "MODEL_FILE", "GGUF file in `MODEL_REPO`."
+    )
+    model_dir: str = _setting(".run/models", "MODEL_DIR", "Where downloaded and generated models are kept.")
+    llm_context: int = _setting(4096, "LLM_CONTEXT", "Context window in tokens (prompt + reply).")
+    llm_threads: int = _setting(2, "LLM_THREADS", "Threads per model; threads x core worker processes <= cores.")
+    llm_max_tokens: int = _setting(256, "LLM_MAX_TOKENS", "Longest reply in tokens.")
+    llm_temperature: float = _setting(0.7, "LLM_TEMPERATURE", "Sampling temperature.")
+    llm_use_mmap: bool = _setting(
+        False, "LLM_USE_MMAP", "mmap the model (llama_cpp). Off: measured ~40% less resident memory."
+    )
+    openai_base_url: str = _setting(
+        "http://127.0.0.1:8080/v1", "OPENAI_BASE_URL", "OpenAI-compatible server for `LLM_BACKEND=openai`."
+    )
+    openai_model: str = _setting("local", "OPENAI_MODEL", "Model name sent to the OpenAI-compatible server.")
+    openai_api_key: str = _setting("", "OPENAI_API_KEY", "Bearer key for the OpenAI-compatible server, if any.")
+    llm_request_timeout: float = _setting(
+        120.0, "LLM_REQUEST_TIMEOUT", "Seconds to wait for an OpenAI-compatible server's answer."
+    )
+
+    # --- delivery ------------------------------------------------------------
+    delivery_timeout: float = _setting(10.0, "DELIVERY_TIMEOUT", "Seconds per callback POST.")
+    delivery_backoff_base: float = _setting(
+        1.0, "DELIVERY_BACKOFF_BASE", "First retry delay of a failed callback; doubles each time, with jitter."
+    )
+    delivery_backoff_max: float = _setting(
+        60.0, "DELIVERY_BACKOFF_MAX", "Longest delay between callback retries (kept below the visibility timeout)."
+    )
+    delivery_max_age: float = _setting(
+        3600.0, "DELIVERY_MAX_AGE", "Seconds after which an undelivered reply goes to the dead-letter list."
+    )
+    max_reply_bytes: int = _setting(
+        262_144, "MAX_CALLBACK_RESPONSE_BYTES", "Most of a callback's response body that is read (and logged)."
+    )
+
+    def __post_init__(self) -> None:
+        if not self.task_soft_time_limit < self.task_time_limit < self.visibility_timeout:
+            raise SettingsError(
+                "TASK_SOFT_TIME_LIMIT < TASK_TIME_LIMIT < VISIBILITY_TIMEOUT must hold, else a slow task "
+                "is handed to a second worker while the first still runs"
+            )
+        if self.session_lock_seconds <= self.task_time_limit:
+            raise SettingsError("SESSION_LOCK_SECONDS must exceed TASK_TIME_LIMIT")
+        if self.delivery_backoff_max >= self.visibility_timeout:
+            raise SettingsError("DELIVERY_BACKOFF_MAX must stay below VISIBILITY_TIMEOUT")
+        if self.switchboard_secret and not self.switchboard_secret.startswith("whsec_"):
+            raise SettingsError("SWITCHBOARD_SECRET must be in whsec_<base64> form")
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        return [h.strip() for h in self.allowed_hosts.split(",") if h.strip()]
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(raw: str, kind: Any, env: str) -> Any:
+    try:
+        if kind in (bool, "bool"):
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{env}={raw!r} is not a valid {kind}") from exc
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from ``environ`` (default: the process environment)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        name = f.metadata["env"]
+        if name in env:
+            values[f.name] = _parse(env[name], f.type, name)
+    values.update(overrides)
+    return Settings(**values)
+
+
+def settings_markdown() -> str:
+    """The table in docs/configuration.md, generated so it cannot drift."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for f in fields(Settings):
+        default = f.default
+        shown = "(empty)" if default == "" else f"`{default}`"
+        rows.append(f"| `{f.metadata['env']}` | {shown} | {f.metadata['doc']} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--markdown"]:
+        sys.stdout.write(settings_markdown())
+    else:
+        sys.stderr.write("usage: python -m tasks.settings --markdown\n")
+        sys.exit(2)

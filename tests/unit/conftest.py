@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import fakeredis
+import pytest
+
+from tasks.keys import Keys
+from tasks.messages import MessageStore
+from tasks.settings import Settings, load_settings
+
+
+@pytest.fixture
+def fake_redis() -> Iterator[fakeredis.FakeRedis]:
+    client = fakeredis.FakeRedis(decode_responses=True)
+    yield client
+    client.flushall()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return load_settings({}, switchboard_secret="whsec_" + "A" * 43 + "=")
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys("test")
+
+
+@pytest.fixture
+def message_store(fake_redis: fakeredis.FakeRedis, keys: Keys) -> MessageStore:
+    return MessageStore(fake_redis, keys, status_ttl=3600, idempotency_ttl=600)

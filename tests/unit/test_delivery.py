@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import fakeredis
+import pytest
+
+from core_worker.delivery import Deliverer, Outcome, backoff_delay
+from tasks.deadletters import DeadLetters
+from tasks.keys import Keys
+from tasks.messages import MessageStore
+from tasks.outbound import HostPolicy
+from tasks.schemas import Reply, ReplyRoute
+from tasks.settings import Settings
+from tasks.signing import verify
+
+
+class Receiver:
+    """A loopback HTTP server answering with a scripted status."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/callback"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+@pytest.fixture
+def deliverer(settings: Settings, fake_redis: fakeredis.FakeRedis, keys: Keys, message_store: MessageStore) -> Deliverer:
+    return Deliverer(
+        settings=settings, keys=keys, redis=fake_redis, messages=message_store,
+        policy=HostPolicy(settings.allowed_host_list), dead_letter=DeadLetters(fake_redis, keys).add,
+    )
+
+
+def payload(url: str, first_attempt_at: float | None = None) -> dict[str, object]:
+    reply = Reply("m1", "api:alice", "hello there", "api", ReplyRoute(url, {"to": "alice"}))
+    return {**reply.to_dict(), "first_attempt_at": first_attempt_at}
+
+
+def test_a_reply_is_posted_signed_and_only_once(deliverer: Deliverer, receiver: Receiver, settings: Settings) -> None:
+    assert deliverer.attempt(payload(receiver.url))[0] is Outcome.DELIVERED
+    assert deliverer.attempt(payload(receiver.url))[0] is Outcome.DUPLICATE
+    assert len(receiver.requests) == 1
+    headers, body = receiver.requests[0]
+    verify(settings.switchboard_secret, body, headers)
+    assert headers["webhook-id"] == "m1"
+    assert json.loads(body)["text"] == "hello there"
+    assert json.loads(body)["context"] == {"to": "alice"}
+
+
+def test_server_errors_are_retried(deliverer: Deliverer, receiver: Receiver) -> None:
+    receiver.status = 503
+    assert deliverer.attempt(payload(receiver.url))[0] is Outcome.RETRY
+    receiver.status = 200
+    assert deliverer.attempt(payload(receiver.url))[0] is Outcome.DELIVERED
+
+
+def test_client_errors_are_dead_lettered_with_the_reason(
+    deliverer: Deliverer, receiver: Receiver, fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    receiver.status = 404
+    outcome, detail = deliverer.attempt(payload(receiver.url))
+    assert outcome is Outcome.DEAD and "404" in detail
+    assert DeadLetters(fake_redis, keys).recent()[0]["reason"].startswith("HTTP 404")
+
+
+def test_a_reply_older_than_the_max_age_is_dead_lettered(deliverer: Deliverer, receiver: Receiver) -> None:
+    receiver.status = 500
+    assert deliverer.attempt(payload(receiver.url, first_attempt_at=1.0))[0] is Outcome.DEAD
+
+
+def test_an_unreachable_target_is_retried(deliverer: Deliverer) -> None:
+    assert deliverer.attempt(payload("http://127.0.0.1:9/nothing-listens"))[0] is Outcome.RETRY
+
+
+def test_a_url_outside_the_allow_list_is_dead_lettered(deliverer: Deliverer) -> None:
+    assert deliverer.attempt(payload("http://192.0.2.1/cb"))[0] is Outcome.DEAD
+
+
+def test_backoff_grows_exponentially_with_full_jitter_and_a_cap() -> None:
+    assert backoff_delay(0, 1.0, 60.0, rng=lambda: 1.0) == 1.0
+    assert backoff_delay(3, 1.0, 60.0, rng=lambda: 1.0) == 8.0
+    assert backoff_delay(30, 1.0, 60.0, rng=lambda: 1.0) == 60.0
+    assert backoff_delay(3, 1.0, 60.0, rng=lambda: 0.5) == 4.0

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+from celery import Celery
+from flask.testing import FlaskClient
+from kombu.exceptions import OperationalError
+
+from edge.app import create_app
+from tasks.keys import Keys
+from tasks.names import HANDLE_MESSAGE
+from tasks.settings import Settings
+
+
+class RecordingCelery(Celery):
+    """A Celery app whose send_task records calls (or fails, to simulate a dead broker)."""
+
+    def __init__(self) -> None:
+        super().__init__("test", broker="memory://", set_as_current=False)
+        self.sent: list[tuple[str, Any]] = []
+        self.broken = False
+
+    def send_task(self, name: str, args: Any = None, **_: Any) -> Any:  # type: ignore[override]
+        if self.broken:
+            raise OperationalError("broker down")
+        self.sent.append((name, args))
+
+
+@pytest.fixture
+def celery_app() -> RecordingCelery:
+    return RecordingCelery()
+
+
+@pytest.fixture
+def client(settings: Settings, fake_redis: fakeredis.FakeRedis, celery_app: RecordingCelery) -> Iterator[FlaskClient]:
+    app = create_app(settings.replace(key_prefix="test", max_text_chars=100), client=fake_redis, celery=celery_app)
+    with app.test_client() as test_client:
+        yield test_client
+
+
+def test_a_message_is_accepted_queued_and_its_task_sent(
+    client: FlaskClient, celery_app: RecordingCelery, fake_redis: fakeredis.FakeRedis
+) -> None:
+    response = client.post("/v1/messages", json={"user": "alice", "text": "hi", "reply_url": "http://127.0.0.1:9/cb"})
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["session_id"] == "api:alice"
+    assert body["status_url"].endswith(f"/v1/messages/{body['message_id']}")
+    assert celery_app.sent == [(HANDLE_MESSAGE, [body["message_id"], "api:alice"])]
+    status = client.get(f"/v1/messages/{body['message_id']}").get_json()
+    assert status == {"message_id": body["message_id"], "session_id": "api:alice", "status": "queued", "reply": None}
+    assert fake_redis.lrange(Keys("test").session_inbox("api:alice"), 0, -1) == [body["message_id"]]
+
+
+def test_a_named_session_is_namespaced_by_its_user(client: FlaskClient) -> None:
+    response = client.post("/v1/messages", json={"user": "bob", "text": "hi", "session": "trip"})
+    assert response.get_json()["session_id"] == "api:bob#trip"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"text": "hi"}, "user"),
+        ({"user": "alice"}, "text"),
+        ({"user": "alice", "text": ""}, "text"),
+        ({"user": "alice", "text": "x" * 101}, "text"),
+        ({"user": "a b", "text": "hi"}, "user"),
+        ({"user": "alice", "text": "hi", "reply_url": "not a url"}, "reply_url"),
+        ({"user": "alice", "text": "hi", "reply_url": "http://10.0.0.1/cb"}, "reply_url"),
+        ({"user": "alice", "text": "hi", "extra": 1}, "extra"),
+    ],
+)
+def test_invalid_fields_get_400_naming_them(client: FlaskClient, body: dict[str, Any], field: str) -> None:
+    response = client.post("/v1/messages", json=body)
+    assert response.status_code == 400
+    assert field in response.get_json()["fields"]
+
+
+def test_malformed_json_gets_400(client: FlaskClient) -> None:
+    response = client.post("/v1/messages", data="{nope", content_type="application/json")
+    assert response.status_code == 400 and "error" in response.get_json()
+
+
+def test_a_body_that_is_not_json_gets_415(client: FlaskClient) -> None:
+    response = client.post("/v1/messages", data="user=alice", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415
+
+
+def test_a_body_over_the_limit_gets_413(settings: Settings, fake_redis: fakeredis.FakeRedis) -> None:
+    app = create_app(settings.replace(max_body_bytes=1000), client=fake_redis, celery=RecordingCelery())
+    response = app.test_client().post("/v1/messages", json={"user": "alice", "text": "x" * 2000})
+    assert response.status_code == 413 and response.get_json() == {"error": "request body is too large"}
+
+
+def test_the_same_idempotency_key_returns_the_first_message(client: FlaskClient, celery_app: RecordingCelery) -> None:
+    first = client.post("/v1/messages", json={"user": "alice", "text": "hi"}, headers={"Idempotency-Key": "k1"})
+    again = client.post("/v1/messages", json={"user": "alice", "text": "hi"}, headers={"Idempotency-Key": "k1"})
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json()["message_id"] == first.get_json()["message_id"]
+    assert len(celery_app.sent) == 1
+
+
+def test_a_broker_failure_gets_503_and_leaves_nothing_behind(
+    client: FlaskClient, celery_app: RecordingCelery, fake_redis: fakeredis.FakeRedis
+) -> None:
+    celery_app.broken = True
+    response = client.post("/v1/messages", json={"user": "alice", "text": "hi"}, headers={"Idempotency-Key": "k2"})
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert fake_redis.keys("test:*") == []
+
+
+def test_redis_down_gets_503(settings: Settings) -> None:
+    server = fakeredis.FakeServer()
+    server.connected = False
+    dead = fakeredis.FakeRedis(decode_responses=True, server=server)
+    app = create_app(settings, client=dead, celery=RecordingCelery())
+    test_client = app.test_client()
+    assert test_client.post("/v1/messages", json={"user": "alice", "text": "hi"}).status_code == 503
+    assert test_client.get("/readyz").status_code == 503
+    assert test_client.get("/healthz").status_code == 200
+
+
+def test_an_unknown_message_gets_404(client: FlaskClient) -> None:
+    response = client.get("/v1/messages/does-not-exist")
+    assert response.status_code == 404 and "error" in response.get_json()
+
+
+@pytest.mark.parametrize("wait", ["abc", "-1", "1000"])
+def test_a_bad_wait_gets_400(client: FlaskClient, wait: str) -> None:
+    assert client.get(f"/v1/messages/x?wait={wait}").status_code == 400
+
+
+def test_unknown_routes_answer_json(client: FlaskClient) -> None:
+    response = client.get("/nope")
+    assert response.status_code == 404 and response.is_json

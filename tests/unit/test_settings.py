@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.settings import SettingsError, load_settings, settings_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_valid() -> None:
+    settings = load_settings({})
+    assert settings.task_soft_time_limit < settings.task_time_limit < settings.visibility_timeout
+
+
+def test_values_are_parsed_from_the_environment() -> None:
+    settings = load_settings({"PORT": "9000", "LLM_USE_MMAP": "yes", "DELIVERY_TIMEOUT": "2.5"})
+    assert (settings.port, settings.llm_use_mmap, settings.delivery_timeout) == (9000, True, 2.5)
+
+
+def test_a_bad_number_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="PORT"):
+        load_settings({"PORT": "eighty"})
+
+
+def test_time_limits_must_stay_below_the_visibility_timeout() -> None:
+    with pytest.raises(SettingsError, match="VISIBILITY_TIMEOUT"):
+        load_settings({"VISIBILITY_TIMEOUT": "100"})
+
+
+def test_secret_must_be_in_whsec_form() -> None:
+    with pytest.raises(SettingsError, match="whsec_"):
+        load_settings({"SWITCHBOARD_SECRET": "plain"})
+
+
+def test_configuration_doc_lists_every_setting() -> None:
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    assert settings_markdown() in doc, "run `make docs` to regenerate docs/configuration.md"
