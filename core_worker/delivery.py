@@ -3,8 +3,12 @@
 The callback is a Standard Webhooks POST whose ``webhook-id`` is the
 message id, so a receiver can drop the rare duplicate that at-least-once
 delivery allows (a worker dying between the POST and recording success).
-Within the system a done-flag and a claim key keep two workers from
-delivering the same reply.
+
+Replies of one session are delivered in the order they were answered: the
+core appends each to the session's outbox when it finishes the message, and
+only the outbox head is posted; it leaves the outbox once delivered or
+dead-lettered.  A reply not in the outbox is done, so a repeated delivery
+task does nothing; a claim key keeps two workers off the same head.
 
 Outcomes by the receiver's answer: 2xx delivered; 408/425/429/5xx and
 network errors retried with exponential backoff and full jitter until
@@ -41,9 +45,17 @@ RETRYABLE_STATUS = frozenset({408, 425, 429})
 
 class Outcome(enum.Enum):
     DELIVERED = "delivered"
-    DUPLICATE = "duplicate"  # already delivered, or another worker is delivering it now
+    DUPLICATE = "duplicate"  # already delivered or dead-lettered
+    WAIT = "wait"  # an earlier reply of the session goes first, or another worker is posting this one
     RETRY = "retry"
     DEAD = "dead"
+
+
+# KEYS: outbox;  ARGV: message_id
+_POP_HEAD = """
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) return 1 end
+return 0
+"""
 
 
 def callback_body(reply: Reply) -> str:
@@ -78,22 +90,29 @@ class Deliverer:
     policy: HostPolicy
     dead_letter: Callable[[str, str, str], None]
 
+    def __post_init__(self) -> None:
+        self._pop_head = self.redis.register_script(_POP_HEAD)
+
     def attempt(self, payload: dict[str, Any]) -> tuple[Outcome, str]:
         reply = Reply.from_dict(payload)
         url = reply.reply.callback_url
         if not url:
             return Outcome.DUPLICATE, "no callback URL"
-        done_key, claim_key = self.keys.delivered(reply.message_id), self.keys.delivery_claim(reply.message_id)
-        if self.redis.exists(done_key):
-            return Outcome.DUPLICATE, "already delivered"
+        outbox = self.keys.session_outbox(reply.session_id)
+        position = self.redis.lpos(outbox, reply.message_id)
+        if position is None:
+            return Outcome.DUPLICATE, "already delivered or dead-lettered"
+        if position:
+            return Outcome.WAIT, f"{position} earlier replies of the session go first"
+        claim_key = self.keys.delivery_claim(reply.message_id)
         claim_seconds = int(self.settings.delivery_timeout * 3) + 1
         if not self.redis.set(claim_key, "1", nx=True, ex=claim_seconds):
-            return Outcome.RETRY, "another worker is delivering it"
+            return Outcome.WAIT, "another worker is delivering it"
         try:
-            outcome, detail = self._post(reply, url)
-            if outcome is Outcome.DELIVERED:
-                self.redis.set(done_key, "1", ex=self.settings.status_ttl_seconds)
-            return self._settle(reply, payload, outcome, detail)
+            outcome, detail = self._settle(reply, payload, *self._post(reply, url))
+            if outcome in (Outcome.DELIVERED, Outcome.DEAD):
+                self._pop_head(keys=[outbox], args=[reply.message_id])
+            return outcome, detail
         finally:
             self.redis.delete(claim_key)
 

@@ -132,22 +132,26 @@ class SessionProcessor:
             raise
         turns = (Turn("user", envelope.text, message_id), Turn("assistant", reply.text, message_id))
         self.sessions.finish(
-            lease, message_id, status="answered", field="reply", value=json.dumps(_public_reply(reply)), turns=turns
+            lease, message_id, status="answered", field="reply", value=json.dumps(_public_reply(reply)), turns=turns,
+            deliver=bool(envelope.reply.callback_url),
         )
         self._deliver(reply)
         self.sessions.pop(lease, message_id)
 
     def _answer(self, envelope: Envelope) -> Reply:
         llm = self.llm()
+        history = self.sessions.history(envelope.session_id)
         budget = llm.context_length - self.settings.llm_max_tokens
         chat = build_messages(
             system_prompt=self.settings.system_prompt,
-            history=self.sessions.history(envelope.session_id),
+            history=history,
             text=envelope.text,
             count_tokens=llm.count_tokens,
             budget=budget,
         )
         completion = llm.chat(chat, max_tokens=self.settings.llm_max_tokens)
+        history_used = len(chat) - 1 - (1 if self.settings.system_prompt else 0)
+        context_ids = list(dict.fromkeys(t.message_id for t in history[len(history) - history_used :]))
         return Reply(
             message_id=envelope.message_id,
             session_id=envelope.session_id,
@@ -156,13 +160,17 @@ class SessionProcessor:
             reply=envelope.reply,
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
+            context_message_ids=tuple(context_ids) if history_used else (),
         )
 
     def _fail(self, lease: Lease, record: MessageRecord, reason: str) -> None:
         """Finish a message as failed: dead-letter it and tell the person politely."""
-        self.sessions.finish(lease, record.message_id, status="failed", field="error", value=reason)
-        self.dead_letters.add("poison", record.message_id, reason)
         envelope = Envelope.from_dict(record.envelope)
+        self.sessions.finish(
+            lease, record.message_id, status="failed", field="error", value=reason,
+            deliver=bool(envelope.reply.callback_url),
+        )
+        self.dead_letters.add("poison", record.message_id, reason)
         self._deliver(_failure_reply(envelope, reason))
         self.sessions.pop(lease, record.message_id)
 
@@ -194,6 +202,7 @@ def _public_reply(reply: Reply) -> dict[str, Any]:
         "created_at": reply.created_at,
         "prompt_tokens": reply.prompt_tokens,
         "completion_tokens": reply.completion_tokens,
+        "context_message_ids": list(reply.context_message_ids),
     }
 
 

@@ -79,17 +79,18 @@ if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then redis.call('LPOP', KEYS[2]) 
 return 1
 """
 
-# KEYS: lock, inbox, history, record, events
+# KEYS: lock, inbox, history, record, events, outbox
 # ARGV: token, message_id, status, status ttl, session ttl, max history items, now,
-#       field name, field value, [turn json ...]
+#       field name, field value, "1" to queue a delivery, [turn json ...]
 _FINISH = _HOLDS + """
 if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] then return -1 end
+if ARGV[10] == '1' and not redis.call('LPOS', KEYS[6], ARGV[2]) then redis.call('RPUSH', KEYS[6], ARGV[2]) end
 if redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('HSET', KEYS[4], 'status', ARGV[3], ARGV[8], ARGV[9], 'updated_at', ARGV[7])
   redis.call('EXPIRE', KEYS[4], ARGV[4])
 end
-if #ARGV > 9 then
-  for i = 10, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+if #ARGV > 10 then
+  for i = 11, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
   redis.call('LTRIM', KEYS[3], -tonumber(ARGV[6]), -1)
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('EXPIRE', KEYS[3], ARGV[5]) end
@@ -185,8 +186,9 @@ class SessionStore:
         field: str,
         value: str,
         turns: tuple[Turn, ...] = (),
+        deliver: bool = False,
     ) -> None:
-        """Record the outcome of the inbox head (and its turns) iff we still hold the lease."""
+        """Record the outcome of the inbox head (its turns; its place in the outbox) iff we hold the lease."""
         sid = lease.session_id
         keys = [
             self.keys.session_lock(sid),
@@ -194,10 +196,11 @@ class SessionStore:
             self.keys.session_history(sid),
             self.keys.message(message_id),
             self.keys.message_events(message_id),
+            self.keys.session_outbox(sid),
         ]
         args: list[Any] = [
             lease.token, message_id, status, self.status_ttl, self.session_ttl, self.max_items,
-            repr(time.time()), field, value,
+            repr(time.time()), field, value, "1" if deliver else "0",
         ]
         args += [turn.to_json() for turn in turns]
         result = self._finish(keys=keys, args=args)

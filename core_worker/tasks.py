@@ -42,6 +42,8 @@ def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
         """POST a reply to its callback; retried with backoff until delivered or too old."""
         rt = runtime()
         outcome, detail = rt.deliverer.attempt(payload)
+        if outcome is Outcome.WAIT:
+            raise self.retry(countdown=rt.settings.session_retry_seconds)
         if outcome is Outcome.RETRY:
             s = rt.settings
             raise self.retry(countdown=backoff_delay(self.request.retries, s.delivery_backoff_base, s.delivery_backoff_max))

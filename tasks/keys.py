@@ -36,15 +36,16 @@ class Keys:
     def session_lock(self, session_id: str) -> str:
         return f"{self.prefix}:session:{{{session_id}}}:lock"
 
+    def session_outbox(self, session_id: str) -> str:
+        """Replies waiting to be delivered, in answer order (delivery is ordered per session too)."""
+        return f"{self.prefix}:session:{{{session_id}}}:outbox"
+
     def session_fence(self, session_id: str) -> str:
         return f"{self.prefix}:session:{{{session_id}}}:fence"
 
     # delivery
     def delivery_claim(self, message_id: str) -> str:
         return f"{self.prefix}:deliver:{message_id}:claim"
-
-    def delivered(self, message_id: str) -> str:
-        return f"{self.prefix}:deliver:{message_id}:done"
 
     @property
     def dead_letters(self) -> str:

@@ -88,9 +88,12 @@ class Reply:
     completion_tokens: int = 0
     status: str = "answered"  # or "failed": the text is then a polite notice, ``error`` the reason
     error: str | None = None
+    context_message_ids: tuple[str, ...] = ()  # earlier messages whose turns were in the prompt
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["context_message_ids"] = list(self.context_message_ids)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Reply:
@@ -155,7 +158,9 @@ class ReplySchema(_Strict):
     completion_tokens = fields.Integer(load_default=0)
     status = fields.String(load_default="answered", validate=validate.OneOf(["answered", "failed"]))
     error = fields.String(load_default=None, allow_none=True)
+    context_message_ids = fields.List(fields.String(), load_default=list)
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> Reply:
+        data["context_message_ids"] = tuple(data["context_message_ids"])
         return Reply(**data)

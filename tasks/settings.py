@@ -85,9 +85,10 @@ class Settings:
     session_max_turns: int = _setting(
         20, "SESSION_MAX_TURNS", "Turns (a prompt and its reply) kept per session; older ones are dropped."
     )
-    session_lock_seconds: int = _setting(
-        180, "SESSION_LOCK_SECONDS",
-        "Lease of a worker on a session; a dead holder's lease expires after this. Must exceed the task time limit.",
+    session_lock_seconds: float = _setting(
+        15.0, "SESSION_LOCK_SECONDS",
+        "Lease of a worker on a session, renewed every third of it while it works; a stalled holder loses it "
+        "after this (a dead one on the same host at once).",
     )
     session_retry_seconds: float = _setting(
         0.5, "SESSION_RETRY_SECONDS", "How soon a message waiting behind its session's busy worker is tried again."
@@ -165,8 +166,8 @@ class Settings:
                 "TASK_SOFT_TIME_LIMIT < TASK_TIME_LIMIT < VISIBILITY_TIMEOUT must hold, else a slow task "
                 "is handed to a second worker while the first still runs"
             )
-        if self.session_lock_seconds <= self.task_time_limit:
-            raise SettingsError("SESSION_LOCK_SECONDS must exceed TASK_TIME_LIMIT")
+        if self.session_lock_seconds < 1:
+            raise SettingsError("SESSION_LOCK_SECONDS must be at least 1")
         if self.delivery_backoff_max >= self.visibility_timeout:
             raise SettingsError("DELIVERY_BACKOFF_MAX must stay below VISIBILITY_TIMEOUT")
         if self.switchboard_secret and not self.switchboard_secret.startswith("whsec_"):

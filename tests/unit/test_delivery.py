@@ -58,9 +58,28 @@ def deliverer(settings: Settings, fake_redis: fakeredis.FakeRedis, keys: Keys, m
     )
 
 
-def payload(url: str, first_attempt_at: float | None = None) -> dict[str, object]:
-    reply = Reply("m1", "api:alice", "hello there", "api", ReplyRoute(url, {"to": "alice"}))
+@pytest.fixture(autouse=True)
+def outbox(fake_redis: fakeredis.FakeRedis, keys: Keys) -> str:
+    """The core queues each finished reply in its session's outbox; m1 is first."""
+    key = keys.session_outbox("api:alice")
+    fake_redis.rpush(key, "m1")
+    return key
+
+
+def payload(url: str, first_attempt_at: float | None = None, message_id: str = "m1") -> dict[str, object]:
+    reply = Reply(message_id, "api:alice", "hello there", "api", ReplyRoute(url, {"to": "alice"}))
     return {**reply.to_dict(), "first_attempt_at": first_attempt_at}
+
+
+def test_replies_of_a_session_are_delivered_in_answer_order(
+    deliverer: Deliverer, receiver: Receiver, fake_redis: fakeredis.FakeRedis, outbox: str
+) -> None:
+    fake_redis.rpush(outbox, "m2")
+    assert deliverer.attempt(payload(receiver.url, message_id="m2"))[0] is Outcome.WAIT
+    assert deliverer.attempt(payload(receiver.url))[0] is Outcome.DELIVERED
+    assert deliverer.attempt(payload(receiver.url, message_id="m2"))[0] is Outcome.DELIVERED
+    assert [h["webhook-id"] for h, _ in receiver.requests] == ["m1", "m2"]
+    assert fake_redis.llen(outbox) == 0
 
 
 def test_a_reply_is_posted_signed_and_only_once(deliverer: Deliverer, receiver: Receiver, settings: Settings) -> None:

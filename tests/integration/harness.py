@@ -1,0 +1,204 @@
+"""Real processes for integration tests: Redis, gunicorn, Celery workers, a callback receiver."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from tasks.embedded_redis import redis_server_command
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class Proc:
+    """A subprocess in its own process group, its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.log_path = log_dir / f"{name}.log"
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.popen = subprocess.Popen(
+            self.argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal_group(self, sig: int) -> None:
+        assert self.popen is not None
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        self.signal_group(signal.SIGKILL)
+        if self.popen is not None:
+            self.popen.wait(timeout=10)
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.signal_group(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+class RedisServer:
+    """A real redis-server on a free port with AOF, restartable with its data."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = Proc("redis", redis_server_command(self.port, data_dir), dict(os.environ), data_dir)
+        self.wait_ready()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=5)
+
+    def wait_ready(self) -> None:
+        wait_until(lambda: bool(self.client().ping()), 20, "redis")
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def restart(self) -> None:
+        self.proc.start()
+        self.wait_ready()
+
+
+@dataclass
+class Callback:
+    webhook_id: str
+    body: dict[str, Any]
+    received_at: float
+
+
+@dataclass
+class CallbackReceiver:
+    """A loopback HTTP listener that accepts only correctly signed callbacks."""
+
+    secret: str
+    status: int = 200
+    received: list[Callback] = field(default_factory=list)
+    rejected: int = 0
+
+    def __post_init__(self) -> None:
+        receiver = self
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                try:
+                    Webhook(receiver.secret).verify(raw, headers)
+                except WebhookVerificationError:
+                    receiver.rejected += 1
+                    self._answer(401)
+                    return
+                if receiver.status < 300:
+                    with lock:
+                        receiver.received.append(Callback(headers["webhook-id"], json.loads(raw), time.time()))
+                self._answer(receiver.status)
+
+            def _answer(self, status: int) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/callback"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def for_message(self, message_id: str) -> list[Callback]:
+        return [c for c in self.received if c.webhook_id == message_id]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class System:
+    """The edge and the workers, started as `make run` would, against a test Redis."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir = env, log_dir
+        self.port = int(env["PORT"])
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.procs: dict[str, Proc] = {}
+
+    def start_edge(self) -> Proc:
+        argv = [str(BIN / "gunicorn"), "--config", "python:edge.gunicorn_conf", "edge.app:create_app()"]
+        proc = self.procs["edge"] = Proc("edge", argv, self.env, self.log_dir)
+        wait_until(lambda: requests.get(f"{self.base_url}/healthz", timeout=1).ok, 30, "the edge")
+        return proc
+
+    def start_worker(self, name: str, queues: str, *, pool: str = "prefork", concurrency: int = 1) -> Proc:
+        argv = [
+            str(BIN / "celery"), "-A", "core_worker.worker", "worker", "-Q", queues, "--pool", pool,
+            "--concurrency", str(concurrency), "--hostname", f"{name}@%h", "--loglevel", "INFO",
+            "--without-gossip", "--without-mingle",
+        ]
+        proc = self.procs[name] = Proc(name, argv, self.env, self.log_dir)
+        wait_until(lambda: " ready." in proc.log(), 60, f"worker {name}", interval=0.2)
+        return proc
+
+    def post(self, **body: Any) -> requests.Response:
+        return requests.post(f"{self.base_url}/v1/messages", json=body, timeout=15)
+
+    def status(self, message_id: str, wait: float = 0) -> dict[str, Any]:
+        response = requests.get(f"{self.base_url}/v1/messages/{message_id}", params={"wait": wait}, timeout=wait + 10)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def logs(self) -> str:
+        return "\n".join(f"===== {name}\n{proc.log()[-4000:]}" for name, proc in self.procs.items())
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.stop()
