@@ -32,7 +32,7 @@ from tasks.messages import TERMINAL, MessageRecord, MessageStore
 from tasks.schemas import Envelope, Reply, ReplyRoute, utcnow_iso
 from tasks.settings import Settings
 
-__all__ = ["SessionProcessor", "LeaseKeeper"]
+__all__ = ["LeaseKeeper", "SessionProcessor"]
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class SessionProcessor:
             self._hand_over(record)
             self.sessions.pop(lease, message_id)
             return
-        attempts = int(self.messages.redis.hincrby(self.keys.message(message_id), "attempts", 1))  # type: ignore[arg-type]
+        attempts = int(self.messages.redis.hincrby(self.keys.message(message_id), "attempts", 1))
         if attempts > self.settings.max_attempts:
             self._fail(lease, record, f"gave up after {attempts - 1} attempts that crashed or timed out")
             return
@@ -149,7 +149,9 @@ class SessionProcessor:
             count_tokens=llm.count_tokens,
             budget=budget,
         )
+        started = time.perf_counter()
         completion = llm.chat(chat, max_tokens=self.settings.llm_max_tokens)
+        generation_ms = (time.perf_counter() - started) * 1000
         history_used = len(chat) - 1 - (1 if self.settings.system_prompt else 0)
         context_ids = list(dict.fromkeys(t.message_id for t in history[len(history) - history_used :]))
         return Reply(
@@ -161,6 +163,7 @@ class SessionProcessor:
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
             context_message_ids=tuple(context_ids) if history_used else (),
+            generation_ms=round(generation_ms, 3),
         )
 
     def _fail(self, lease: Lease, record: MessageRecord, reason: str) -> None:
@@ -203,6 +206,7 @@ def _public_reply(reply: Reply) -> dict[str, Any]:
         "prompt_tokens": reply.prompt_tokens,
         "completion_tokens": reply.completion_tokens,
         "context_message_ids": list(reply.context_message_ids),
+        "generation_ms": reply.generation_ms,
     }
 
 

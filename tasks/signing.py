@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-__all__ = ["sign_headers", "verify", "new_secret", "WebhookVerificationError"]
+__all__ = ["WebhookVerificationError", "new_secret", "sign_headers", "verify"]
 
 
 def new_secret() -> str:
@@ -22,7 +22,7 @@ def new_secret() -> str:
 
 
 def sign_headers(secret: str, webhook_id: str, body: str, *, now: datetime | None = None) -> dict[str, str]:
-    timestamp = now or datetime.now(timezone.utc)
+    timestamp = now or datetime.now(UTC)
     signature = Webhook(secret).sign(webhook_id, timestamp, body)
     return {
         "webhook-id": webhook_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -64,10 +65,8 @@ class Proc:
 
     def signal_group(self, sig: int) -> None:
         assert self.popen is not None
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def kill(self) -> None:
         self.signal_group(signal.SIGKILL)

@@ -16,7 +16,9 @@ def history(n: int) -> list[Turn]:
 
 
 def test_the_prompt_is_system_then_history_then_the_new_text() -> None:
-    messages = build_messages(system_prompt="be brief", history=history(2), text="next", count_tokens=words, budget=1000)
+    messages = build_messages(
+        system_prompt="be brief", history=history(2), text="next", count_tokens=words, budget=1000
+    )
     assert [(m.role, m.content) for m in messages] == [
         ("system", "be brief"),
         ("user", "question 0"), ("assistant", "answer 0"),

@@ -51,7 +51,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def deliverer(settings: Settings, fake_redis: fakeredis.FakeRedis, keys: Keys, message_store: MessageStore) -> Deliverer:
+def deliverer(
+    settings: Settings, fake_redis: fakeredis.FakeRedis, keys: Keys, message_store: MessageStore
+) -> Deliverer:
     return Deliverer(
         settings=settings, keys=keys, redis=fake_redis, messages=message_store,
         policy=HostPolicy(settings.allowed_host_list), dead_letter=DeadLetters(fake_redis, keys).add,

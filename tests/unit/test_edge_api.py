@@ -23,7 +23,7 @@ class RecordingCelery(Celery):
         self.sent: list[tuple[str, Any]] = []
         self.broken = False
 
-    def send_task(self, name: str, args: Any = None, **_: Any) -> Any:  # type: ignore[override]
+    def send_task(self, name: str, args: Any = None, **_: Any) -> Any:
         if self.broken:
             raise OperationalError("broker down")
         self.sent.append((name, args))

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import fakeredis
+import pytest
+
+from core_worker.llm import ChatMessage, Completion
+from core_worker.processor import FAILURE_TEXT, SessionProcessor
+from core_worker.sessions import SessionStore
+from tasks.deadletters import DeadLetters
+from tasks.keys import Keys
+from tasks.messages import MessageStore
+from tasks.settings import Settings
+from tests.factories import envelope
+
+
+class ScriptedLLM:
+    """A model double that echoes, records prompts, and fails on request."""
+
+    name = "scripted"
+    context_length = 2048
+
+    def __init__(self) -> None:
+        self.prompts: list[list[ChatMessage]] = []
+        self.fail_on: set[str] = set()
+
+    def chat(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, stop: Sequence[str] = ()
+    ) -> Completion:
+        self.prompts.append(list(messages))
+        if messages[-1].content in self.fail_on:
+            raise RuntimeError("model exploded")
+        return Completion(f"echo: {messages[-1].content}", 10, 3, "stop")
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def llm() -> ScriptedLLM:
+    return ScriptedLLM()
+
+
+@pytest.fixture
+def delivered() -> list[dict[str, Any]]:
+    return []
+
+
+@pytest.fixture
+def processor(
+    settings: Settings, fake_redis: fakeredis.FakeRedis, keys: Keys, message_store: MessageStore,
+    llm: ScriptedLLM, delivered: list[dict[str, Any]],
+) -> SessionProcessor:
+    sessions = SessionStore(fake_redis, keys, lease_seconds=30, session_ttl=600, status_ttl=600, max_turns=10)
+    return SessionProcessor(
+        settings=settings.replace(max_attempts=2), keys=keys, messages=message_store, sessions=sessions,
+        llm=lambda: llm, deliver=delivered.append, dead_letters=DeadLetters(fake_redis, keys),
+    )
+
+
+def test_a_session_is_drained_in_order_with_history(
+    processor: SessionProcessor, message_store: MessageStore, llm: ScriptedLLM, delivered: list[dict[str, Any]]
+) -> None:
+    first, second = envelope(text="one"), envelope(text="two")
+    message_store.admit(first)
+    message_store.admit(second)
+    assert processor.run(first.session_id, second.message_id) is True
+    assert [d["message_id"] for d in delivered] == [first.message_id, second.message_id]
+    assert [m.content for m in llm.prompts[1]][1:] == ["one", "echo: one", "two"]
+    record = message_store.get(second.message_id)
+    assert record is not None and record.reply is not None
+    assert record.reply["context_message_ids"] == [first.message_id]
+
+
+def test_a_task_whose_message_is_already_done_does_nothing(
+    processor: SessionProcessor, message_store: MessageStore, llm: ScriptedLLM
+) -> None:
+    env = envelope()
+    message_store.admit(env)
+    assert processor.run(env.session_id, env.message_id)
+    assert processor.run(env.session_id, env.message_id)  # a redelivered task
+    assert len(llm.prompts) == 1
+
+
+def test_a_task_waits_while_another_worker_holds_the_session(
+    processor: SessionProcessor, message_store: MessageStore, llm: ScriptedLLM
+) -> None:
+    env = envelope()
+    message_store.admit(env)
+    lease = processor.sessions.acquire(env.session_id)
+    assert lease is not None
+    assert processor.run(env.session_id, env.message_id) is False
+    assert llm.prompts == []
+
+
+def test_a_message_that_keeps_failing_is_dead_lettered_and_the_session_moves_on(
+    processor: SessionProcessor, message_store: MessageStore, llm: ScriptedLLM,
+    delivered: list[dict[str, Any]], fake_redis: fakeredis.FakeRedis, keys: Keys,
+) -> None:
+    poison, after = envelope(text="boom"), envelope(text="fine")
+    llm.fail_on.add("boom")
+    message_store.admit(poison)
+    message_store.admit(after)
+    with pytest.raises(RuntimeError):
+        processor.run(poison.session_id, poison.message_id)  # attempt 1: the task retries
+    assert processor.run(poison.session_id, after.message_id)  # attempt 2 = MAX_ATTEMPTS: failed
+    record = message_store.get(poison.message_id)
+    assert record is not None and record.status == "failed" and "model exploded" in (record.error or "")
+    assert delivered[0]["status"] == "failed" and delivered[0]["text"] == FAILURE_TEXT
+    assert message_store.get(after.message_id).status == "answered"  # type: ignore[union-attr]
+    assert DeadLetters(fake_redis, keys).recent()[0]["kind"] == "poison"
+
+
+def test_a_message_answered_before_a_crash_is_only_delivered_again(
+    processor: SessionProcessor, message_store: MessageStore, llm: ScriptedLLM, delivered: list[dict[str, Any]]
+) -> None:
+    env = envelope()
+    message_store.admit(env)
+    lease = processor.sessions.acquire(env.session_id)
+    assert lease is not None
+    processor.sessions.finish(lease, env.message_id, status="answered", field="reply",
+                              value='{"text": "saved"}', deliver=True)
+    processor.sessions.release(lease)  # the worker died before delivering and popping
+    assert processor.run(env.session_id, env.message_id)
+    assert llm.prompts == []
+    assert [d["text"] for d in delivered] == ["saved"]
+
+
+def test_a_crash_counted_past_the_limit_fails_the_message_without_running_it(
+    processor: SessionProcessor, message_store: MessageStore, llm: ScriptedLLM,
+    fake_redis: fakeredis.FakeRedis, keys: Keys,
+) -> None:
+    env = envelope()
+    message_store.admit(env)
+    fake_redis.hset(keys.message(env.message_id), "attempts", 2)  # two workers died on it
+    assert processor.run(env.session_id, env.message_id)
+    assert llm.prompts == []
+    assert message_store.get(env.message_id).status == "failed"  # type: ignore[union-attr]
