@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from core_worker.llm import ChatMessage
 from core_worker.sessions import Turn
 
-__all__ = ["build_messages", "PER_MESSAGE_OVERHEAD"]
+__all__ = ["PER_MESSAGE_OVERHEAD", "build_messages"]
 
 # Tokens a chat template adds around each message (role markers, separators);
 # generous so that the rendered prompt never overflows the context.

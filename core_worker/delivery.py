@@ -36,7 +36,7 @@ from tasks.schemas import Reply
 from tasks.settings import Settings
 from tasks.signing import sign_headers
 
-__all__ = ["Deliverer", "Outcome", "callback_body", "backoff_delay"]
+__all__ = ["Deliverer", "Outcome", "backoff_delay", "callback_body"]
 
 log = logging.getLogger(__name__)
 

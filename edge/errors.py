@@ -27,8 +27,16 @@ from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
 __all__ = [
-    "ApiError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "Conflict",
-    "UnsupportedMedia", "Unprocessable", "Unavailable", "register_error_handlers",
+    "ApiError",
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "NotFound",
+    "Unauthorized",
+    "Unavailable",
+    "Unprocessable",
+    "UnsupportedMedia",
+    "register_error_handlers",
 ]
 
 log = logging.getLogger(__name__)

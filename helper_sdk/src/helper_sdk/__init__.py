@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-__all__ = ["__version__", "verify_core_signature", "WebhookVerificationError"]
+__all__ = ["WebhookVerificationError", "__version__", "verify_core_signature"]
 
 __version__ = "0.1.0"
 
