@@ -6,7 +6,9 @@ would be held for S seconds per waiting client.
 
 import os
 
-bind = f"{os.environ.get('EDGE_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+# honcho assigns each process its own PORT, so `make run` passes the edge's port as EDGE_PORT.
+_port = os.environ.get("EDGE_PORT") or os.environ.get("PORT") or "8000"
+bind = f"{os.environ.get('EDGE_HOST', '127.0.0.1')}:{_port}"
 workers = int(os.environ.get("EDGE_WORKERS", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("EDGE_THREADS", "16"))

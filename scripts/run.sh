@@ -27,6 +27,8 @@ if [ -z "${REDIS_URL:-}" ]; then
   { echo "redis: $PY -m tasks.embedded_redis --port ${port} --dir .run/redis"; cat Procfile; } > "$procfile"
   echo "run: embedded Redis (AOF on) at ${REDIS_URL}"
 fi
+export EDGE_PORT=${PORT:-8000}
+export PUBLIC_BASE_URL=${PUBLIC_BASE_URL:-http://127.0.0.1:${EDGE_PORT}}
 export PATH="$PWD/.venv/bin:$PATH"
-echo "run: edge at ${PUBLIC_BASE_URL:-http://127.0.0.1:${PORT:-8000}}"
+echo "run: edge at ${PUBLIC_BASE_URL}"
 exec honcho start -f "$procfile" -d .
