@@ -1,0 +1,208 @@
+"""ctransformers backend: the fallback local engine (prebuilt wheels, no compiler).
+
+ctransformers 0.2.27 bundles a 2023 llama.cpp, so this module works around its
+gaps: it only runs llama-family GGUF files with SentencePiece vocabularies,
+defaults to a 512-token context, takes a missing path for a Hugging Face repo
+name, crashes on GGUF v1 and fails opaquely on BF16 or tied-embedding files.
+All of those are checked up front and turned into ModelLoadError.  Its
+tokenizer cannot parse special-token text, so prompts are split on special
+tokens here and their ids inserted directly, as llama.cpp's ``special=True`` does.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from core_worker.chat_template import ChatTemplate, ChatTemplateError, GGUFInfo, template_for_model
+
+from .base import (
+    DEFAULT_REPEAT_PENALTY,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+    BackendConfig,
+    ChatMessage,
+    Completion,
+    GenerationError,
+    ModelLoadError,
+    apply_stop,
+    effective_context,
+    merge_stops,
+    read_model,
+)
+
+__all__ = ["SUPPORTED_TENSOR_TYPES", "CTransformersBackend", "check_supported", "cpu_library"]
+
+# Tensor types the bundled (Sept 2023) llama.cpp can compute with.
+SUPPORTED_TENSOR_TYPES = frozenset(
+    {"F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}
+)
+
+
+@lru_cache(maxsize=1)
+def cpu_library(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """Which prebuilt ctransformers library fits this CPU.
+
+    ctransformers' own detection (py-cpuinfo) costs ~1.1 s per load; reading the
+    flags line ourselves is instant.  None (not Linux) lets ctransformers detect.
+    """
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return None
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+            break
+    if "avx2" in flags:
+        return "avx2"
+    if "avx" in flags and "f16c" in flags:  # the same rule ctransformers applies
+        return "avx"
+    return "basic"
+
+
+def check_supported(info: GGUFInfo) -> None:
+    """Raise ModelLoadError for files the bundled llama.cpp would crash or fail on."""
+    where = info.path
+    if info.architecture != "llama":
+        raise ModelLoadError(
+            f"ctransformers runs only llama-family GGUF models; {where} is {info.architecture or 'unknown'!r} "
+            "(use LLM_BACKEND=llama_cpp)"
+        )
+    if info.version < 2:
+        raise ModelLoadError(f"{where} is GGUF v{info.version}; ctransformers needs v2 or later")
+    if info.tokenizer_model != "llama":
+        raise ModelLoadError(
+            f"{where} has a {info.tokenizer_model!r} tokenizer; ctransformers handles SentencePiece ('llama') only"
+        )
+    if "output.weight" not in info.tensor_names:
+        raise ModelLoadError(f"{where} ties its output to the token embedding; ctransformers needs an output tensor")
+    unsupported = sorted(info.tensor_types - SUPPORTED_TENSOR_TYPES)
+    if unsupported:
+        raise ModelLoadError(f"{where} uses tensor types ctransformers cannot run: {', '.join(unsupported)}")
+
+
+class CTransformersBackend:
+    """One ctransformers model, serialised by a lock (the model is not thread-safe)."""
+
+    name = "ctransformers"
+
+    def __init__(self, config: BackendConfig) -> None:
+        info = read_model(config.model_path)
+        check_supported(info)
+        self._config = config
+        self.info = info
+        self.template: ChatTemplate = template_for_model(info)
+        self.context_length = effective_context(config.n_ctx, info.context_length)
+        self._lock = threading.RLock()
+        # Longest first, so "<|im_end|>" wins over a shorter special that prefixes it.
+        specials = sorted(info.special_tokens, key=len, reverse=True)
+        self._special_re = re.compile("(" + "|".join(map(re.escape, specials)) + ")") if specials else None
+        try:
+            from ctransformers import LLM, Config
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ModelLoadError(f"ctransformers is not installed: {exc}") from exc
+        ct_config = Config(
+            context_length=self.context_length,  # else 512, whatever the file says
+            threads=config.n_threads,
+            mmap=config.use_mmap,
+            gpu_layers=0,
+        )
+        try:
+            self._llm: Any = LLM(info.path, "gguf", config=ct_config, lib=cpu_library())
+        except Exception as exc:  # "Failed to create LLM ..." carries no reason
+            raise ModelLoadError(f"ctransformers failed to load {info.path}: {exc}") from exc
+
+    def _model(self) -> Any:
+        if self._llm is None:
+            raise GenerationError("backend is closed")
+        return self._llm
+
+    def render_prompt(self, messages: Sequence[ChatMessage]) -> str:
+        """The exact prompt text sent to the model (public so tests can compare backends)."""
+        try:
+            return self.template.render(messages, add_generation_prompt=True)
+        except ChatTemplateError as exc:
+            raise GenerationError(str(exc)) from exc
+
+    def tokenize_prompt(self, prompt: str) -> list[int]:
+        """Tokenize like llama.cpp with ``special=True``: special-token text becomes its id,
+        each text piece is tokenized on its own, BOS added unless the template wrote it."""
+        add_bos = self.info.add_bos_token and not (
+            self.template.bos_token and prompt.startswith(self.template.bos_token)
+        )
+        with self._lock:
+            llm = self._model()
+            ids: list[int] = [llm.bos_token_id] if add_bos else []
+            parts = self._special_re.split(prompt) if self._special_re else [prompt]
+            for i, part in enumerate(parts):
+                if not part:
+                    continue
+                if i % 2:  # odd indexes are the captured special tokens
+                    ids.append(self.info.special_tokens[part])
+                else:
+                    ids.extend(llm.tokenize(part, add_bos_token=False))
+            return ids
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of plain text (no BOS, special-token text counted as text)."""
+        if not text:
+            return 0
+        with self._lock:
+            return len(self._model().tokenize(text, add_bos_token=False))
+
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int | None = None,
+        stop: Sequence[str] = (),
+    ) -> Completion:
+        prompt = self.render_prompt(messages)
+        stops = merge_stops(self.template.stop, stop)
+        with self._lock:
+            llm = self._model()
+            tokens = self.tokenize_prompt(prompt)
+            room = self.context_length - len(tokens)
+            if room <= 0:
+                raise GenerationError(f"prompt is {len(tokens)} tokens; the context holds {self.context_length}")
+            wanted = self._config.max_tokens if max_tokens is None else max_tokens
+            limit = max(1, min(wanted, room))  # ctransformers only warns past the context; we must not get there
+            seed = self._config.seed if self._config.seed is not None else random.getrandbits(31)
+            out = bytearray()
+            count = 0
+            finish = "stop"  # the generator ends by itself only on EOS
+            text = ""
+            try:
+                for token in llm.generate(
+                    tokens,
+                    top_k=DEFAULT_TOP_K,
+                    top_p=DEFAULT_TOP_P,
+                    temperature=self._config.temperature,
+                    repetition_penalty=DEFAULT_REPEAT_PENALTY,
+                    seed=seed,
+                    threads=self._config.n_threads,
+                    reset=True,  # re-uses the evaluated common prefix, like llama.cpp's cache
+                ):
+                    count += 1
+                    out += llm.detokenize([token], decode=False)
+                    text, hit = apply_stop(out.decode("utf-8", errors="ignore"), stops)
+                    if hit:
+                        break
+                    if count >= limit:
+                        finish = "length"
+                        break
+            except Exception as exc:
+                raise GenerationError(f"ctransformers generation failed: {exc}") from exc
+        return Completion(text=text.strip(), prompt_tokens=len(tokens), completion_tokens=count, finish_reason=finish)
+
+    def close(self) -> None:
+        """Drop the model; ctransformers frees it when the object is collected."""
+        with self._lock:
+            self._llm = None

@@ -1,0 +1,148 @@
+"""llama-cpp-python backend: the default local engine.
+
+We render the chat prompt ourselves (core_worker.chat_template) and feed token
+ids to ``create_completion``, so this backend and the ctransformers one run
+on byte-identical prompts; ``create_chat_completion`` would apply
+llama-cpp-python's own formatting instead.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from core_worker.chat_template import ChatTemplate, ChatTemplateError, template_for_model
+
+from .base import (
+    DEFAULT_REPEAT_PENALTY,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+    BackendConfig,
+    ChatMessage,
+    Completion,
+    GenerationError,
+    ModelLoadError,
+    effective_context,
+    merge_stops,
+    read_model,
+)
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+__all__ = ["LlamaCppBackend"]
+
+
+class LlamaCppBackend:
+    """One llama.cpp model. A lock serialises every call: a ``Llama`` object
+    used from two threads at once crashes the process."""
+
+    name = "llama_cpp"
+
+    def __init__(self, config: BackendConfig) -> None:
+        info = read_model(config.model_path)
+        self._config = config
+        self.info = info
+        self.template: ChatTemplate = template_for_model(info)
+        self.context_length = effective_context(config.n_ctx, info.context_length)
+        self._lock = threading.RLock()
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ModelLoadError(f"llama-cpp-python is not installed: {exc}") from exc
+        kwargs: dict[str, Any] = {
+            "n_ctx": self.context_length,
+            "n_threads": config.n_threads,
+            "n_threads_batch": config.n_threads,
+            "use_mmap": config.use_mmap,
+            "n_gpu_layers": 0,
+            "verbose": False,
+        }
+        if config.seed is not None:
+            kwargs["seed"] = config.seed
+        try:
+            self._llm: Llama | None = Llama(model_path=info.path, **kwargs)
+        except Exception as exc:  # llama-cpp-python raises ValueError/RuntimeError with little detail
+            raise ModelLoadError(f"llama.cpp failed to load {info.path}: {exc}") from exc
+
+    # -- helpers ---------------------------------------------------------------
+    def _model(self) -> Llama:
+        if self._llm is None:
+            raise GenerationError("backend is closed")
+        return self._llm
+
+    def render_prompt(self, messages: Sequence[ChatMessage]) -> str:
+        """The exact prompt text sent to the model (public so tests can compare backends)."""
+        try:
+            return self.template.render(messages, add_generation_prompt=True)
+        except ChatTemplateError as exc:
+            raise GenerationError(str(exc)) from exc
+
+    def tokenize_prompt(self, prompt: str) -> list[int]:
+        """Tokens of a rendered prompt: special-token text (``</s>``, ``<|im_end|>``) becomes
+        the special ids, and BOS is added unless the template already wrote it."""
+        add_bos = not (self.template.bos_token and prompt.startswith(self.template.bos_token))
+        with self._lock:
+            return list(self._model().tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+
+    # -- LLMBackend ------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        """Tokens of plain text (no BOS, special-token text counted as text)."""
+        if not text:
+            return 0
+        with self._lock:
+            return len(self._model().tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int | None = None,
+        stop: Sequence[str] = (),
+    ) -> Completion:
+        prompt = self.render_prompt(messages)
+        with self._lock:
+            llm = self._model()
+            tokens = self.tokenize_prompt(prompt)
+            room = self.context_length - len(tokens)
+            if room <= 0:
+                raise GenerationError(
+                    f"prompt is {len(tokens)} tokens; the context holds {self.context_length}"
+                )
+            wanted = self._config.max_tokens if max_tokens is None else max_tokens
+            limit = max(1, min(wanted, room))
+            # Without an explicit seed llama-cpp-python reuses one fixed seed
+            # for every call, so identical prompts would get identical replies.
+            seed = self._config.seed if self._config.seed is not None else random.getrandbits(31)
+            try:
+                result: Any = llm.create_completion(
+                    prompt=tokens,
+                    max_tokens=limit,
+                    temperature=self._config.temperature,
+                    top_k=DEFAULT_TOP_K,
+                    top_p=DEFAULT_TOP_P,
+                    repeat_penalty=DEFAULT_REPEAT_PENALTY,
+                    stop=merge_stops(self.template.stop, stop),
+                    seed=seed,
+                    stream=False,
+                )
+            except Exception as exc:
+                raise GenerationError(f"llama.cpp generation failed: {exc}") from exc
+        choice = result["choices"][0]
+        usage = result.get("usage") or {}
+        finish = choice.get("finish_reason") or "stop"
+        return Completion(
+            text=str(choice.get("text") or "").strip(),
+            prompt_tokens=int(usage.get("prompt_tokens", len(tokens))),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            finish_reason="length" if finish == "length" else "stop",
+        )
+
+    def close(self) -> None:
+        """Free the model now rather than at garbage collection (workers recycle)."""
+        with self._lock:
+            llm, self._llm = self._llm, None
+        if llm is not None:
+            llm.close()

@@ -1,0 +1,136 @@
+"""Backend for any OpenAI-compatible server (llama.cpp's, llama-cpp-python's, vLLM, ...).
+
+It lets the model run outside the worker processes: one server shared by all
+workers instead of one model copy per process.  The server applies its own
+chat template, so prompts are not rendered here.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import requests
+
+from .base import BackendConfig, ChatMessage, Completion, GenerationError, ModelLoadError
+
+__all__ = ["OpenAIBackend"]
+
+
+class OpenAIBackend:
+    """Talks HTTP to ``{openai_base_url}/chat/completions``; holds no model itself."""
+
+    name = "openai"
+
+    def __init__(self, config: BackendConfig) -> None:
+        base = config.openai_base_url.rstrip("/")
+        if not base.startswith(("http://", "https://")):
+            raise ModelLoadError(f"openai_base_url must be an http(s) URL, got {config.openai_base_url!r}")
+        self._config = config
+        self._base = base
+        # Tokenize endpoints live outside /v1 on llama.cpp-style servers.
+        self._root = base[: -len("/v1")] if base.endswith("/v1") else base
+        # The server does not report its window through the OpenAI API, so we
+        # trust the configured one; set n_ctx to the server's --n_ctx.
+        self.context_length = config.n_ctx
+        self._session = requests.Session()
+        self._session.headers["Content-Type"] = "application/json"
+        if config.openai_api_key:
+            self._session.headers["Authorization"] = f"Bearer {config.openai_api_key}"
+        self._lock = threading.Lock()  # requests.Session is not documented as thread-safe
+        self._tokenizer: str | None = None  # which tokenize endpoint works; "" = none does
+
+    def _post(self, url: str, payload: dict[str, Any], timeout: float) -> requests.Response:
+        with self._lock:
+            return self._session.post(url, json=payload, timeout=timeout)
+
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int | None = None,
+        stop: Sequence[str] = (),
+    ) -> Completion:
+        payload: dict[str, Any] = {
+            "model": self._config.openai_model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "max_tokens": self._config.max_tokens if max_tokens is None else max_tokens,
+            "temperature": self._config.temperature,
+            "stream": False,
+        }
+        if stop:
+            payload["stop"] = list(stop)
+        if self._config.seed is not None:
+            payload["seed"] = self._config.seed
+        url = f"{self._base}/chat/completions"
+        try:
+            resp = self._post(url, payload, self._config.request_timeout)
+        except requests.RequestException as exc:
+            raise GenerationError(f"POST {url} failed: {exc}") from exc
+        if resp.status_code >= 400:
+            raise GenerationError(f"POST {url} returned HTTP {resp.status_code}: {resp.text[:500]}")
+        try:
+            body = resp.json()
+            choice = body["choices"][0]
+            text = choice["message"].get("content") or ""
+            usage = body.get("usage") or {}
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise GenerationError(f"POST {url} returned an unexpected body: {resp.text[:500]}") from exc
+        finish = choice.get("finish_reason") or "stop"
+        return Completion(
+            text=str(text).strip(),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason="length" if finish == "length" else "stop",
+        )
+
+    def count_tokens(self, text: str) -> int:
+        """Exact count from the server's tokenize endpoint when it has one
+        (llama-cpp-python ``/extras/tokenize/count``, llama.cpp ``/tokenize``);
+        otherwise an estimate of one token per 4 characters, which errs on the
+        high side for English, so trimming stays safe."""
+        if not text:
+            return 0
+        if self._tokenizer is None:
+            self._tokenizer = self._probe_tokenizer()
+        if self._tokenizer:
+            counted, _ = self._remote_count(self._tokenizer, text)
+            if counted is not None:
+                return counted
+        return max(1, math.ceil(len(text) / 4))
+
+    def _probe_tokenizer(self) -> str | None:
+        """The working tokenize path, "" if the server has none, None if it did not answer
+        (then we ask again next time rather than settle for estimates forever)."""
+        answered = False
+        for path in ("/extras/tokenize/count", "/tokenize"):
+            counted, reached = self._remote_count(path, "hello")
+            if counted is not None:
+                return path
+            answered = answered or reached
+        return "" if answered else None
+
+    def _remote_count(self, path: str, text: str) -> tuple[int | None, bool]:
+        """(token count or None, whether the server answered at all)."""
+        payload: dict[str, Any] = (
+            {"input": text, "model": self._config.openai_model} if path.startswith("/extras") else {"content": text}
+        )
+        try:
+            resp = self._post(self._root + path, payload, min(self._config.request_timeout, 10.0))
+        except requests.RequestException:
+            return None, False
+        try:
+            body = resp.json() if resp.status_code == 200 else None
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            if isinstance(body.get("count"), int):
+                return int(body["count"]), True
+            if isinstance(body.get("tokens"), list):
+                return len(body["tokens"]), True
+        return None, True
+
+    def close(self) -> None:
+        self._session.close()

@@ -1,0 +1,122 @@
+"""Fixtures for the LLM backend tests: a generated tiny model, a real OpenAI-compatible
+server (``python -m llama_cpp.server``) on loopback, and an echo backend for the
+``module:factory`` path.  Import the fixtures into a test module to use them."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import requests
+
+from core_worker.llm import BackendConfig, ChatMessage, Completion
+from core_worker.tiny_model import write_tiny_model
+
+__all__ = ["EchoBackend", "LlamaServer", "llama_server", "make_echo_backend", "tiny_gguf"]
+
+SERVER_START_TIMEOUT = 90.0
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random model, generated once per session (no downloads in tests)."""
+    return write_tiny_model(tmp_path_factory.mktemp("llm") / "tiny.gguf", seed=1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LlamaServer:
+    """A running ``llama_cpp.server`` child; ``base_url`` ends in /v1."""
+
+    def __init__(self, model: Path, log_path: Path, n_ctx: int = 2048) -> None:
+        self.port = _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+             "--port", str(self.port), "--n_ctx", str(n_ctx), "--n_threads", "1", "--verbose", "False"],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = SERVER_START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited ({self.process.returncode}):\n{self.log()}")
+            try:
+                if requests.get(f"{self.base_url}/models", timeout=1.0).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"llama_cpp.server did not answer within {timeout:.0f}s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def llama_server(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """A real OpenAI-compatible server over the tiny model, stopped at session end."""
+    server = LlamaServer(tiny_gguf, tmp_path_factory.mktemp("llama-server") / "server.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+class EchoBackend:
+    """Replies with the last user message; for tests and benchmarks of everything but the model."""
+
+    name = "echo"
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.context_length = config.n_ctx
+        self.max_tokens = config.max_tokens
+        self.closed = False
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def chat(self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None,
+             stop: Sequence[str] = ()) -> Completion:
+        last = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        words = last.split()
+        limit = self.max_tokens if max_tokens is None else max_tokens
+        reply = words[:limit]
+        return Completion(
+            text=" ".join(reply),
+            prompt_tokens=sum(self.count_tokens(m.content) for m in messages),
+            completion_tokens=len(reply),
+            finish_reason="length" if len(words) > limit else "stop",
+        )
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def make_echo_backend(config: BackendConfig) -> EchoBackend:
+    """Factory for ``BackendConfig(backend="tests.integration.llm_fixtures:make_echo_backend")``."""
+    return EchoBackend(config)
