@@ -9,6 +9,7 @@ parent that already ran it.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
@@ -16,7 +17,7 @@ from celery.signals import celeryd_after_setup, worker_process_init, worker_proc
 from core_worker.runtime import CoreRuntime
 from core_worker.tasks import register_tasks
 from tasks.celery_factory import create_celery
-from tasks.names import QUEUE_CORE
+from tasks.names import QUEUE_CORE, QUEUE_DELIVER
 from tasks.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,18 @@ register_tasks(app, runtime)
 
 @celeryd_after_setup.connect
 def _note_queues(sender: Any, instance: Any, **_: Any) -> None:
+    """Check the worker's shape before it takes any task."""
     global _consumes_core
-    _consumes_core = QUEUE_CORE in instance.app.amqp.queues.consume_from
+    queues = instance.app.amqp.queues.consume_from
+    _consumes_core = QUEUE_CORE in queues
+    if QUEUE_DELIVER in queues and not settings.switchboard_secret:
+        raise RuntimeError("SWITCHBOARD_SECRET is not set: replies cannot be signed (make run writes .run/secret)")
+    cores = os.cpu_count() or 1
+    if _consumes_core and instance.concurrency * settings.llm_threads > cores:
+        log.warning(
+            "%d processes x LLM_THREADS=%d exceed %d cores: generation will be many times slower",
+            instance.concurrency, settings.llm_threads, cores,
+        )
 
 
 @worker_process_init.connect
