@@ -46,7 +46,8 @@ def _note_queues(sender: Any, instance: Any, **_: Any) -> None:
     queues = instance.app.amqp.queues.consume_from
     _consumes_core = QUEUE_CORE in queues
     if QUEUE_DELIVER in queues and not settings.switchboard_secret:
-        raise RuntimeError("SWITCHBOARD_SECRET is not set: replies cannot be signed (make run writes .run/secret)")
+        # SystemExit, because Celery only logs an Exception raised by a signal handler.
+        raise SystemExit("SWITCHBOARD_SECRET is not set: replies cannot be signed (make run writes .run/secret)")
     cores = os.cpu_count() or 1
     if _consumes_core and instance.concurrency * settings.llm_threads > cores:
         log.warning(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.harness import CallbackReceiver, RedisServer, System, wait_until
+from tests.integration.harness import BIN, CallbackReceiver, Proc, RedisServer, System, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +105,12 @@ def test_redis_down_gets_503_and_the_edge_recovers_when_it_returns(
         assert system.status(after.json()["message_id"], wait=30)["status"] == "answered", system.logs()
     finally:
         own_redis.stop()
+
+
+def test_a_delivery_worker_refuses_to_start_without_a_signing_secret(make_system: MakeSystem) -> None:
+    system = make_system(SWITCHBOARD_SECRET="")
+    argv = [str(BIN / "celery"), "-A", "core_worker.worker", "worker", "-Q", "deliver", "--pool", "threads"]
+    proc = Proc("io-nosecret", argv, system.env, system.log_dir)
+    assert proc.popen is not None
+    assert proc.popen.wait(timeout=60) != 0
+    assert "SWITCHBOARD_SECRET is not set" in proc.log()
