@@ -6,7 +6,9 @@ own tokenizer (passed in), so trimming is right for whatever model is loaded.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from core_worker.llm import ChatMessage
 from core_worker.sessions import Turn
@@ -19,6 +21,12 @@ PER_MESSAGE_OVERHEAD = 8
 TRUNCATION_NOTE = "\n[message truncated to fit the model's context]"
 
 
+@dataclass(frozen=True)
+class Prompt:
+    messages: list[ChatMessage]
+    history_ids: list[str]  # earlier messages whose turns made it into the prompt, oldest first
+
+
 def build_messages(
     *,
     system_prompt: str,
@@ -26,11 +34,11 @@ def build_messages(
     text: str,
     count_tokens: Callable[[str], int],
     budget: int,
-) -> list[ChatMessage]:
+) -> Prompt:
     """System prompt, as many of the latest turns as fit ``budget`` tokens, then the new text.
 
-    Turns are dropped oldest first and in user/assistant pairs, so the model
-    never sees an answer without its question. A new text that alone does
+    Turns are dropped oldest first and by whole exchanges (question, helper
+    calls, answer), so the model never sees an answer without its question. A new text that alone does
     not fit is cut, with a note the model can see.
     """
 
@@ -44,28 +52,54 @@ def build_messages(
     remaining -= cost(text)
 
     kept: list[ChatMessage] = []
-    pairs = _pairs(history)
-    for pair in reversed(pairs):
-        pair_cost = sum(cost(t.content) for t in pair)
-        if pair_cost > remaining:
+    kept_ids: list[str] = []
+    for group in reversed(_groups(history)):
+        rendered = _render(group)
+        group_cost = sum(cost(m.content) for m in rendered)
+        if group_cost > remaining:
             break
-        remaining -= pair_cost
-        kept[:0] = [ChatMessage(t.role, t.content) for t in pair]
-    return [*system, *kept, ChatMessage("user", text)]
+        remaining -= group_cost
+        kept[:0] = rendered
+        kept_ids[:0] = [group[0].message_id]
+    return Prompt([*system, *kept, ChatMessage("user", text)], list(dict.fromkeys(kept_ids)))
 
 
-def _pairs(history: Sequence[Turn]) -> list[tuple[Turn, ...]]:
-    """Group turns as (user, assistant) pairs; a stray turn stands alone."""
-    pairs: list[tuple[Turn, ...]] = []
-    i = 0
-    while i < len(history):
-        if history[i].role == "user" and i + 1 < len(history) and history[i + 1].role == "assistant":
-            pairs.append((history[i], history[i + 1]))
-            i += 2
+def _groups(history: Sequence[Turn]) -> list[list[Turn]]:
+    """Group turns as user (+ helper calls) + assistant exchanges; a stray turn stands alone."""
+    groups: list[list[Turn]] = []
+    for turn in history:
+        if turn.role == "user" or not groups or groups[-1][-1].role == "assistant":
+            groups.append([turn])
         else:
-            pairs.append((history[i],))
-            i += 1
-    return pairs
+            groups[-1].append(turn)
+    return groups
+
+
+def _render(group: Sequence[Turn]) -> list[ChatMessage]:
+    """Helper calls are folded into their user turn: chat templates expect user/assistant alternation."""
+    messages: list[ChatMessage] = []
+    for turn in group:
+        if turn.role == "tool":
+            note = tool_note(turn.content)
+            if messages and messages[-1].role == "user":
+                messages[-1] = ChatMessage("user", f"{messages[-1].content}\n\n{note}")
+            else:
+                messages.append(ChatMessage("user", note))
+        else:
+            messages.append(ChatMessage(turn.role, turn.content))
+    return messages
+
+
+def tool_note(content: str) -> str:
+    """How a recorded helper call reads to the model."""
+    try:
+        call = json.loads(content)
+        name = f"{call['helper']}.{call['capability']}"
+    except (ValueError, KeyError, TypeError):
+        return f"[helper call: {content}]"
+    if call.get("error"):
+        return f"[{name} failed: {call['error']}]"
+    return f"[Result of {name}: {json.dumps(call.get('output'), ensure_ascii=False)}]"
 
 
 def _truncate(text: str, max_tokens: int, count_tokens: Callable[[str], int]) -> str:

@@ -18,13 +18,17 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from core_worker.conversation import build_messages
+from core_worker.helper_calls import call_deadline
+from core_worker.helper_flow import Decision, HelperFlow, result_note, unavailable_text
 from core_worker.llm import LLMBackend
+from core_worker.routing import ToolCall
 from core_worker.sessions import Lease, LeaseLost, SessionStore, Turn
 from tasks.deadletters import DeadLetters
 from tasks.keys import Keys
@@ -73,6 +77,8 @@ class SessionProcessor:
     llm: Callable[[], LLMBackend]
     deliver: Callable[[dict[str, Any]], None]
     dead_letters: DeadLetters
+    helpers: HelperFlow | None = None
+    call_helper: Callable[[str, str, dict[str, Any]], None] = lambda *_: None
 
     def run(self, session_id: str, message_id: str) -> bool:
         """Work the session if we can; True once ``message_id`` is no longer waiting."""
@@ -86,7 +92,8 @@ class SessionProcessor:
                     head = self.sessions.head(session_id)
                     if head is None:
                         break
-                    self._process_head(lease, head)
+                    if not self._process_head(lease, head):
+                        break  # parked on a helper call: the helper's task resumes the session
         finally:
             self.sessions.release(lease)
         return not self.is_waiting(session_id, message_id)
@@ -104,56 +111,110 @@ class SessionProcessor:
         return min(self.settings.session_retry_seconds * (1 + position), self.settings.session_lock_seconds)
 
     # -- one message -------------------------------------------------------
-    def _process_head(self, lease: Lease, message_id: str) -> None:
+    def _process_head(self, lease: Lease, message_id: str) -> bool:
+        """Move the head one step; False when it is parked waiting for a helper (the session waits too)."""
         record = self.messages.get(message_id)
         if record is None:  # expired, or rolled back by an edge that answered 503
             log.warning("dropping unknown message %s from session %s", message_id, lease.session_id)
             self.sessions.pop(lease, message_id)
-            return
+            return True
         if record.status in TERMINAL:  # finished before a crash, not yet popped
             self._hand_over(record)
             self.sessions.pop(lease, message_id)
-            return
+            return True
+        if record.stage == "awaiting_helper" and record.call and time.time() < float(record.call["deadline"]):
+            return False
         attempts = int(self.messages.redis.hincrby(self.keys.message(message_id), "attempts", 1))
         if attempts > self.settings.max_attempts:
             self._fail(lease, record, f"gave up after {attempts - 1} attempts that crashed or timed out")
-            return
-        self.messages.update(message_id, status="processing")
+            return True
+        if record.status != "processing":
+            self.messages.update(message_id, status="processing")
         envelope = Envelope.from_dict(record.envelope)
         try:
-            reply = self._answer(envelope)
+            if record.stage == "awaiting_helper" and record.call:  # the helper never answered in time
+                self.messages.complete_call(message_id, record.call["call_id"],
+                                            {"output": None, "error": "timed out", "duration_ms": 0})
+                record = self.messages.get(message_id) or record
+            if record.stage == "helper_done" and record.call:
+                reply, turns = self._compose(envelope, record.call, record.call_result or {})
+            else:
+                decision = self.helpers.decide(envelope) if self.helpers else Decision()
+                if decision.call is not None:
+                    if self.helpers and self.helpers.registry.allow_call(decision.call.capability.helper):
+                        self._park(lease, envelope, decision.call)
+                        return False
+                    reply, turns = self._compose(envelope, _call_json(decision.call, "", 0.0),
+                                                 {"output": None, "error": "circuit open", "duration_ms": 0})
+                elif decision.text is not None:
+                    reply = self._reply(envelope, decision.text)
+                    turns = (Turn("user", envelope.text, message_id), Turn("assistant", reply.text, message_id))
+                else:
+                    reply = self._answer(envelope)
+                    turns = (Turn("user", envelope.text, message_id), Turn("assistant", reply.text, message_id))
         except LeaseLost:
             raise
         except Exception as exc:
             log.exception("message %s failed (attempt %d)", message_id, attempts)
             if attempts >= self.settings.max_attempts:
                 self._fail(lease, record, f"{type(exc).__name__}: {exc}")
-                return
+                return True
             raise
-        turns = (Turn("user", envelope.text, message_id), Turn("assistant", reply.text, message_id))
         self.sessions.finish(
             lease, message_id, status="answered", field="reply", value=json.dumps(_public_reply(reply)), turns=turns,
             deliver=bool(envelope.reply.callback_url),
         )
         self._deliver(reply)
         self.sessions.pop(lease, message_id)
+        return True
 
-    def _answer(self, envelope: Envelope) -> Reply:
+    def _park(self, lease: Lease, envelope: Envelope, call: ToolCall) -> None:
+        """Record the call on the message (fenced), then send it to the helper's own queue."""
+        timeout = min(call.capability.timeout or self.settings.helper_timeout, self.settings.helper_max_timeout)
+        payload = _call_json(call, f"{envelope.message_id}-{uuid.uuid4().hex[:8]}",
+                             call_deadline(self.settings, timeout, time.time()))
+        payload["channel"] = envelope.channel
+        self.sessions.set_fields(lease, envelope.message_id, {
+            "stage": "awaiting_helper", "call_id": payload["call_id"], "call": json.dumps(payload),
+        })
+        self.call_helper(envelope.message_id, envelope.session_id, payload)
+
+    def _compose(
+        self, envelope: Envelope, call: dict[str, Any], result: dict[str, Any]
+    ) -> tuple[Reply, tuple[Turn, ...]]:
+        """The reply to a message whose helper call finished (or failed), and the turns to remember."""
+        mid = envelope.message_id
+        record = {"helper": call["helper"], "capability": call["capability"], "via": call.get("via"),
+                  "input": call.get("arguments"), "output": result.get("output"), "error": result.get("error"),
+                  "duration_ms": result.get("duration_ms", 0)}
+        tool_turn = Turn("tool", json.dumps(record, ensure_ascii=False), mid)
+        output = result.get("output")
+        if result.get("error") or output is None:
+            reply = self._reply(envelope, unavailable_text(call["helper"]))
+        elif call.get("reply") == "direct":
+            reply = self._reply(envelope, str(output.get("text", "")))
+        else:
+            reply = self._answer(envelope, extra=result_note(f"{call['helper']}.{call['capability']}", output))
+        return reply, (Turn("user", envelope.text, mid), tool_turn, Turn("assistant", reply.text, mid))
+
+    def _reply(self, envelope: Envelope, text: str) -> Reply:
+        return Reply(message_id=envelope.message_id, session_id=envelope.session_id, text=text,
+                     channel=envelope.channel, reply=envelope.reply)
+
+    def _answer(self, envelope: Envelope, extra: str = "") -> Reply:
         llm = self.llm()
         history = self.sessions.history(envelope.session_id)
         budget = llm.context_length - self.settings.llm_max_tokens
-        chat = build_messages(
+        prompt = build_messages(
             system_prompt=self.settings.system_prompt,
             history=history,
-            text=envelope.text,
+            text=f"{envelope.text}\n\n{extra}" if extra else envelope.text,
             count_tokens=llm.count_tokens,
             budget=budget,
         )
         started = time.perf_counter()
-        completion = llm.chat(chat, max_tokens=self.settings.llm_max_tokens)
+        completion = llm.chat(prompt.messages, max_tokens=self.settings.llm_max_tokens)
         generation_ms = (time.perf_counter() - started) * 1000
-        history_used = len(chat) - 1 - (1 if self.settings.system_prompt else 0)
-        context_ids = list(dict.fromkeys(t.message_id for t in history[len(history) - history_used :]))
         return Reply(
             message_id=envelope.message_id,
             session_id=envelope.session_id,
@@ -162,7 +223,7 @@ class SessionProcessor:
             reply=envelope.reply,
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
-            context_message_ids=tuple(context_ids) if history_used else (),
+            context_message_ids=tuple(prompt.history_ids),
             generation_ms=round(generation_ms, 3),
         )
 
@@ -223,3 +284,8 @@ def _failure_reply(envelope: Envelope, reason: str) -> Reply:
         status="failed",
         error=reason,
     )
+
+
+def _call_json(call: ToolCall, call_id: str, deadline: float) -> dict[str, Any]:
+    return {"call_id": call_id, "helper": call.capability.helper, "capability": call.capability.name,
+            "arguments": call.arguments, "reply": call.capability.reply, "via": call.via, "deadline": deadline}

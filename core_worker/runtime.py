@@ -9,13 +9,16 @@ from typing import Any
 from celery import Celery
 
 from core_worker.delivery import Deliverer
+from core_worker.helper_calls import HelperCaller
+from core_worker.helper_flow import HelperFlow
 from core_worker.llm import BackendConfig, LLMBackend, load_backend
 from core_worker.processor import SessionProcessor
 from core_worker.sessions import SessionStore
 from tasks.deadletters import DeadLetters
+from tasks.helpers import registry_from_settings
 from tasks.keys import Keys
 from tasks.messages import MessageStore
-from tasks.names import DELIVER_REPLY
+from tasks.names import CALL_HELPER, DELIVER_REPLY, HANDLE_MESSAGE, helper_queue
 from tasks.outbound import HostPolicy
 from tasks.redis_client import redis_client
 from tasks.settings import Settings
@@ -59,13 +62,20 @@ class CoreRuntime:
         self.dead_letters = DeadLetters(self.redis, self.keys)
         self._llm: LLMBackend | None = None
         self._llm_lock = threading.Lock()
+        policy = HostPolicy(settings.allowed_host_list)
+        self.helpers = registry_from_settings(self.redis, self.keys, settings)
         self.processor = SessionProcessor(
             settings=settings, keys=self.keys, messages=self.messages, sessions=self.sessions,
             llm=self.llm, deliver=self.send_delivery, dead_letters=self.dead_letters,
+            helpers=HelperFlow(self.helpers, self.llm, settings.system_prompt, settings.llm_max_tokens),
+            call_helper=self.send_helper_call,
+        )
+        self.helper_caller = HelperCaller(
+            settings=settings, messages=self.messages, registry=self.helpers, policy=policy, resume=self.resume,
         )
         self.deliverer = Deliverer(
             settings=settings, keys=self.keys, redis=self.redis, messages=self.messages,
-            policy=HostPolicy(settings.allowed_host_list), dead_letter=self.dead_letters.add,
+            policy=policy, dead_letter=self.dead_letters.add,
         )
 
     def llm(self) -> LLMBackend:
@@ -79,6 +89,12 @@ class CoreRuntime:
 
     def send_delivery(self, payload: dict[str, Any]) -> None:
         self.app.send_task(DELIVER_REPLY, args=[payload])
+
+    def send_helper_call(self, message_id: str, session_id: str, call: dict[str, Any]) -> None:
+        self.app.send_task(CALL_HELPER, args=[message_id, session_id, call], queue=helper_queue(call["helper"]))
+
+    def resume(self, message_id: str, session_id: str) -> None:
+        self.app.send_task(HANDLE_MESSAGE, args=[message_id, session_id])
 
     def close(self) -> None:
         if self._llm is not None:

@@ -79,6 +79,13 @@ if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then redis.call('LPOP', KEYS[2]) 
 return 1
 """
 
+# KEYS: lock, inbox, record;  ARGV: token, message_id, field, value, ...
+_SET_FIELDS = _HOLDS + """
+if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] then return -1 end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
 # KEYS: lock, inbox, history, record, events, outbox
 # ARGV: token, message_id, status, status ttl, session ttl, max history items, now,
 #       field name, field value, "1" to queue a delivery, [turn json ...]
@@ -138,6 +145,7 @@ class SessionStore:
         self._release = client.register_script(_RELEASE)
         self._pop = client.register_script(_POP)
         self._finish = client.register_script(_FINISH)
+        self._set_fields = client.register_script(_SET_FIELDS)
 
     # -- lease -------------------------------------------------------------
     def acquire(self, session_id: str) -> Lease | None:
@@ -176,6 +184,16 @@ class SessionStore:
         keys = [self.keys.session_lock(lease.session_id), self.keys.session_inbox(lease.session_id)]
         if not self._pop(keys=keys, args=[lease.token, message_id]):
             raise LeaseLost(lease.session_id)
+
+    def set_fields(self, lease: Lease, message_id: str, fields: dict[str, str]) -> None:
+        """Write fields of the inbox head's record iff we still hold the lease."""
+        sid = lease.session_id
+        keys = [self.keys.session_lock(sid), self.keys.session_inbox(sid), self.keys.message(message_id)]
+        args: list[Any] = [lease.token, message_id]
+        for name, value in fields.items():
+            args += [name, value]
+        if self._set_fields(keys=keys, args=args) != 1:
+            raise LeaseLost(f"{sid}: lease lost or {message_id} is no longer the head")
 
     def finish(
         self,

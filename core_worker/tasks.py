@@ -12,7 +12,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from core_worker.delivery import Outcome, backoff_delay
 from core_worker.runtime import CoreRuntime
 from core_worker.sessions import LeaseLost
-from tasks.names import DELIVER_REPLY, HANDLE_MESSAGE
+from tasks.names import CALL_HELPER, DELIVER_REPLY, HANDLE_MESSAGE, helper_queue
 
 __all__ = ["register_tasks"]
 
@@ -49,3 +49,10 @@ def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
             delay = backoff_delay(self.request.retries, s.delivery_backoff_base, s.delivery_backoff_max)
             raise self.retry(countdown=delay)
         return f"{outcome.value}: {detail}"
+
+    @app.task(name=CALL_HELPER, bind=True, max_retries=None)
+    def call_helper(self: Task, message_id: str, session_id: str, call: dict) -> None:
+        """Call a helper for a parked message, then resume it on the core (never waited on)."""
+        delay = runtime().helper_caller.attempt(message_id, session_id, call, self.request.retries)
+        if delay is not None:
+            raise self.retry(countdown=delay, queue=helper_queue(call["helper"]))

@@ -12,8 +12,9 @@ import logging
 import os
 from typing import Any
 
-from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
+from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown, worker_ready
 
+from core_worker.helper_queues import HelperQueueSync
 from core_worker.runtime import CoreRuntime
 from core_worker.tasks import register_tasks
 from tasks.celery_factory import create_celery
@@ -54,6 +55,13 @@ def _note_queues(sender: Any, instance: Any, **_: Any) -> None:
             "%d processes x LLM_THREADS=%d exceed %d cores: generation will be many times slower",
             instance.concurrency, settings.llm_threads, cores,
         )
+
+
+@worker_ready.connect
+def _follow_helpers(sender: Any, **_: Any) -> None:
+    """Workers that deliver also call helpers: consume each registered helper's queue."""
+    if QUEUE_DELIVER in sender.app.amqp.queues.consume_from:
+        HelperQueueSync(sender, runtime().helpers, settings.helper_sync_interval).start()
 
 
 @worker_process_init.connect

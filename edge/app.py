@@ -8,11 +8,12 @@ import redis
 from celery import Celery
 from flask import Flask
 
-from edge import api, health
+from edge import api, health, helpers_api
 from edge.context import EdgeContext
 from edge.errors import register_error_handlers
 from tasks.celery_factory import create_celery
 from tasks.deadletters import DeadLetters
+from tasks.helpers import registry_from_settings
 from tasks.keys import Keys
 from tasks.messages import MessageStore
 from tasks.outbound import HostPolicy
@@ -42,8 +43,10 @@ def create_app(
         dead_letters=DeadLetters(client, keys),
         celery=celery or create_celery(settings, main="switchboard-edge"),
         policy=HostPolicy(settings.allowed_host_list),
+        helpers=registry_from_settings(client, keys, settings),
     )
     register_error_handlers(app)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(helpers_api.blueprint)
     return app

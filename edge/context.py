@@ -9,6 +9,7 @@ from celery import Celery
 from flask import current_app
 
 from tasks.deadletters import DeadLetters
+from tasks.helpers import HelperRegistry
 from tasks.keys import Keys
 from tasks.messages import MessageStore
 from tasks.outbound import HostPolicy
@@ -26,6 +27,7 @@ class EdgeContext:
     dead_letters: DeadLetters
     celery: Celery
     policy: HostPolicy
+    helpers: HelperRegistry
 
 
 def edge() -> EdgeContext:

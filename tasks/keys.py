@@ -47,6 +47,17 @@ class Keys:
     def delivery_claim(self, message_id: str) -> str:
         return f"{self.prefix}:deliver:{message_id}:claim"
 
+    # helpers
+    @property
+    def helpers(self) -> str:
+        return f"{self.prefix}:helpers"
+
+    def helper(self, name: str) -> str:
+        return f"{self.prefix}:helper:{name}"
+
+    def helper_health(self, name: str) -> str:
+        return f"{self.prefix}:helper:{name}:health"
+
     @property
     def dead_letters(self) -> str:
         return f"{self.prefix}:deadletter"

@@ -51,6 +51,15 @@ redis.call('PUBLISH', KEYS[2], ARGV[2])
 return 1
 """
 
+# KEYS: record, events;  ARGV: call_id, result json, now
+_COMPLETE_CALL = """
+if redis.call('HGET', KEYS[1], 'stage') ~= 'awaiting_helper' then return 0 end
+if redis.call('HGET', KEYS[1], 'call_id') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'stage', 'helper_done', 'call_result', ARGV[2], 'updated_at', ARGV[3])
+redis.call('PUBLISH', KEYS[2], 'helper_done')
+return 1
+"""
+
 _ROLLBACK = """
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 redis.call('DEL', KEYS[1])
@@ -71,6 +80,9 @@ class MessageRecord:
     delivery: str | None
     created_at: float
     updated_at: float
+    stage: str | None = None  # None, "awaiting_helper" or "helper_done" while a helper call is under way
+    call: dict[str, Any] | None = None
+    call_result: dict[str, Any] | None = None
 
     @classmethod
     def from_hash(cls, data: dict[str, str]) -> MessageRecord:
@@ -85,6 +97,9 @@ class MessageRecord:
             delivery=data.get("delivery") or None,
             created_at=float(data.get("created_at") or 0),
             updated_at=float(data.get("updated_at") or 0),
+            stage=data.get("stage") or None,
+            call=json.loads(data["call"]) if data.get("call") else None,
+            call_result=json.loads(data["call_result"]) if data.get("call_result") else None,
         )
 
     def public(self) -> dict[str, Any]:
@@ -111,6 +126,7 @@ class MessageStore:
         self._admit = client.register_script(_ADMIT)
         self._rollback = client.register_script(_ROLLBACK)
         self._update = client.register_script(_UPDATE)
+        self._complete_call = client.register_script(_COMPLETE_CALL)
 
     def _admit_keys(self, envelope: Envelope, idempotency_key: str | None) -> list[str]:
         idem = self.keys.idempotency(envelope.channel, idempotency_key) if idempotency_key else ""
@@ -146,6 +162,11 @@ class MessageStore:
             args += [name, value]
         keys = [self.keys.message(message_id), self.keys.message_events(message_id)]
         return bool(self._update(keys=keys, args=args))
+
+    def complete_call(self, message_id: str, call_id: str, result: dict[str, Any]) -> bool:
+        """Record a helper call's result iff the message still waits for exactly that call."""
+        keys = [self.keys.message(message_id), self.keys.message_events(message_id)]
+        return bool(self._complete_call(keys=keys, args=[call_id, json.dumps(result), repr(time.time())]))
 
     def wait(self, message_id: str, timeout: float) -> MessageRecord | None:
         """The record, waiting up to ``timeout`` seconds for it to become answered or failed."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "DELIVER_REPLY",
+    "CALL_HELPER",
     "HANDLE_MESSAGE",
     "QUEUE_CONVERT",
     "QUEUE_CORE",
@@ -19,6 +20,7 @@ __all__ = [
 
 HANDLE_MESSAGE = "core.handle_message"
 DELIVER_REPLY = "deliver.deliver_reply"
+CALL_HELPER = "helper.call"  # sent with queue=helper_queue(name): one queue per helper
 
 QUEUE_CORE = "core"
 QUEUE_DELIVER = "deliver"

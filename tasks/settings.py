@@ -145,6 +145,31 @@ class Settings:
         120.0, "LLM_REQUEST_TIMEOUT", "Seconds to wait for an OpenAI-compatible server's answer."
     )
 
+    # --- helpers -------------------------------------------------------------
+    helper_heartbeat_interval: int = _setting(
+        10, "HELPER_HEARTBEAT_INTERVAL", "Seconds between a helper's heartbeats (told to the helper at registration)."
+    )
+    helper_missed_heartbeats: int = _setting(
+        3, "HELPER_MISSED_HEARTBEATS", "Heartbeats a helper may miss before it disappears from routing."
+    )
+    helper_timeout: float = _setting(
+        20.0, "HELPER_TIMEOUT", "Seconds per helper call unless the manifest asks for less (`timeout`)."
+    )
+    helper_max_timeout: float = _setting(60.0, "HELPER_MAX_TIMEOUT", "Longest per-call timeout a manifest may ask for.")
+    helper_retries: int = _setting(2, "HELPER_RETRIES", "Retries of a helper call that failed in a retryable way.")
+    helper_backoff_base: float = _setting(
+        0.5, "HELPER_BACKOFF_BASE", "First retry delay of a failed helper call; doubles each time, with jitter."
+    )
+    circuit_failure_threshold: int = _setting(
+        3, "CIRCUIT_FAILURE_THRESHOLD", "Consecutive failed calls that open a helper's circuit (calls stop)."
+    )
+    circuit_reset_seconds: float = _setting(
+        30.0, "CIRCUIT_RESET_SECONDS", "How long an open circuit stays open before one trial call is let through."
+    )
+    helper_sync_interval: float = _setting(
+        2.0, "HELPER_SYNC_INTERVAL", "How often io workers start consuming the queues of newly registered helpers."
+    )
+
     # --- delivery ------------------------------------------------------------
     delivery_timeout: float = _setting(10.0, "DELIVERY_TIMEOUT", "Seconds per callback POST.")
     delivery_backoff_base: float = _setting(
@@ -168,6 +193,8 @@ class Settings:
             )
         if self.session_lock_seconds < 1:
             raise SettingsError("SESSION_LOCK_SECONDS must be at least 1")
+        if self.helper_max_timeout * (self.helper_retries + 1) >= self.visibility_timeout:
+            raise SettingsError("HELPER_MAX_TIMEOUT x (HELPER_RETRIES + 1) must stay below VISIBILITY_TIMEOUT")
         if self.delivery_backoff_max >= self.visibility_timeout:
             raise SettingsError("DELIVERY_BACKOFF_MAX must stay below VISIBILITY_TIMEOUT")
         if self.switchboard_secret and not self.switchboard_secret.startswith("whsec_"):

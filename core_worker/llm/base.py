@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from core_worker.chat_template import GGUFInfo
@@ -95,6 +95,7 @@ class LLMBackend(Protocol):
 
     name: str
     context_length: int
+    constrains_json: bool  # True: ``json_schema`` is enforced while generating; False: callers must validate
 
     def chat(
         self,
@@ -102,6 +103,7 @@ class LLMBackend(Protocol):
         *,
         max_tokens: int | None = None,
         stop: Sequence[str] = (),
+        json_schema: dict[str, Any] | None = None,
     ) -> Completion: ...
 
     def count_tokens(self, text: str) -> int: ...

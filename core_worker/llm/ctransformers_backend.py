@@ -92,6 +92,7 @@ class CTransformersBackend:
     """One ctransformers model, serialised by a lock (the model is not thread-safe)."""
 
     name = "ctransformers"
+    constrains_json = False
 
     def __init__(self, config: BackendConfig) -> None:
         info = read_model(config.model_path)
@@ -163,6 +164,7 @@ class CTransformersBackend:
         *,
         max_tokens: int | None = None,
         stop: Sequence[str] = (),
+        json_schema: dict[str, Any] | None = None,  # not enforceable here: callers validate
     ) -> Completion:
         prompt = self.render_prompt(messages)
         stops = merge_stops(self.template.stop, stop)

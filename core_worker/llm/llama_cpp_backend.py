@@ -8,6 +8,7 @@ llama-cpp-python's own formatting instead.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ class LlamaCppBackend:
     used from two threads at once crashes the process."""
 
     name = "llama_cpp"
+    constrains_json = True
 
     def __init__(self, config: BackendConfig) -> None:
         info = read_model(config.model_path)
@@ -48,6 +50,7 @@ class LlamaCppBackend:
         self.template: ChatTemplate = template_for_model(info)
         self.context_length = effective_context(config.n_ctx, info.context_length)
         self._lock = threading.RLock()
+        self._grammars: dict[str, Any] = {}
         try:
             from llama_cpp import Llama
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -101,8 +104,10 @@ class LlamaCppBackend:
         *,
         max_tokens: int | None = None,
         stop: Sequence[str] = (),
+        json_schema: dict[str, Any] | None = None,
     ) -> Completion:
         prompt = self.render_prompt(messages)
+        grammar = self._grammar(json_schema) if json_schema is not None else None
         with self._lock:
             llm = self._model()
             tokens = self.tokenize_prompt(prompt)
@@ -127,6 +132,7 @@ class LlamaCppBackend:
                     stop=merge_stops(self.template.stop, stop),
                     seed=seed,
                     stream=False,
+                    grammar=grammar,
                 )
             except Exception as exc:
                 raise GenerationError(f"llama.cpp generation failed: {exc}") from exc
@@ -139,6 +145,18 @@ class LlamaCppBackend:
             completion_tokens=int(usage.get("completion_tokens", 0)),
             finish_reason="length" if finish == "length" else "stop",
         )
+
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        """llama.cpp's GBNF grammar for ``schema``, compiled once per schema (routing reuses few)."""
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            from llama_cpp import LlamaGrammar
+
+            try:
+                self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+            except Exception as exc:
+                raise GenerationError(f"cannot turn the JSON schema into a grammar: {exc}") from exc
+        return self._grammars[key]
 
     def close(self) -> None:
         """Free the model now rather than at garbage collection (workers recycle)."""

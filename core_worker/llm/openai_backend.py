@@ -23,6 +23,7 @@ class OpenAIBackend:
     """Talks HTTP to ``{openai_base_url}/chat/completions``; holds no model itself."""
 
     name = "openai"
+    constrains_json = True
 
     def __init__(self, config: BackendConfig) -> None:
         base = config.openai_base_url.rstrip("/")
@@ -52,6 +53,7 @@ class OpenAIBackend:
         *,
         max_tokens: int | None = None,
         stop: Sequence[str] = (),
+        json_schema: dict[str, Any] | None = None,
     ) -> Completion:
         payload: dict[str, Any] = {
             "model": self._config.openai_model,
@@ -62,6 +64,8 @@ class OpenAIBackend:
         }
         if stop:
             payload["stop"] = list(stop)
+        if json_schema is not None:  # llama.cpp's server enforces it; others may only hint (callers validate)
+            payload["response_format"] = {"type": "json_object", "schema": json_schema}
         if self._config.seed is not None:
             payload["seed"] = self._config.seed
         url = f"{self._base}/chat/completions"

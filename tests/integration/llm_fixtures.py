@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -91,6 +92,7 @@ class EchoBackend:
     """Replies with the last user message; for tests and benchmarks of everything but the model."""
 
     name = "echo"
+    constrains_json = False
 
     def __init__(self, config: BackendConfig) -> None:
         self.context_length = config.n_ctx
@@ -101,7 +103,7 @@ class EchoBackend:
         return len(text.split())
 
     def chat(self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None,
-             stop: Sequence[str] = ()) -> Completion:
+             stop: Sequence[str] = (), json_schema: dict[str, Any] | None = None) -> Completion:
         last = next((m.content for m in reversed(messages) if m.role == "user"), "")
         words = last.split()
         limit = self.max_tokens if max_tokens is None else max_tokens

@@ -6,6 +6,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import gguf
 import pytest
@@ -44,13 +45,14 @@ class FixedBackend:
     """A minimal LLMBackend for the custom-factory path."""
 
     name = "fixed"
+    constrains_json = False
 
     def __init__(self, config: BackendConfig) -> None:
         self.context_length = config.n_ctx
         self.closed = False
 
     def chat(self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None,
-             stop: Sequence[str] = ()) -> Completion:
+             stop: Sequence[str] = (), json_schema: dict[str, Any] | None = None) -> Completion:
         return Completion("fixed", prompt_tokens=len(messages), completion_tokens=1, finish_reason="stop")
 
     def count_tokens(self, text: str) -> int:

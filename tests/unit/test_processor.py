@@ -21,13 +21,15 @@ class ScriptedLLM:
 
     name = "scripted"
     context_length = 2048
+    constrains_json = False
 
     def __init__(self) -> None:
         self.prompts: list[list[ChatMessage]] = []
         self.fail_on: set[str] = set()
 
     def chat(
-        self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, stop: Sequence[str] = ()
+        self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, stop: Sequence[str] = (),
+        json_schema: dict[str, Any] | None = None,
     ) -> Completion:
         self.prompts.append(list(messages))
         if messages[-1].content in self.fail_on:

@@ -1,0 +1,176 @@
+"""Choosing a helper capability for a message: explicitly, by content, or by the model.
+
+Pure functions over the registry's capabilities; no I/O.  Whatever chose
+the capability, its arguments are validated against the capability's input
+JSON Schema before any call, so text (a mail body, a converted file) can
+only reach a helper the routing chose, with arguments of the declared shape.
+
+1. Explicit: ``/<capability> args``, ``/<helper>.<capability> args`` or
+   ``@<helper> args`` at the start of what the person typed.  ``args`` is a
+   JSON object, or free text that fills the capability's only required
+   string field; anything else is left to the model to fill.
+2. By content: the first attachment whose MIME type a capability
+   ``accepts``.
+3. By the model: the capabilities are described to the LLM, which answers
+   ``{"tool": "<helper>.<capability>", "arguments": {...}}`` or
+   ``{"tool": "none"}``, constrained to that shape where the backend can.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+
+from tasks.helpers import Capability
+from tasks.schemas import Attachment
+
+__all__ = [
+    "NO_TOOL",
+    "ExplicitRequest",
+    "ToolCall",
+    "argument_errors",
+    "arguments_from_text",
+    "attachment_call",
+    "explicit_request",
+    "parse_tool_choice",
+    "tool_choice_prompt",
+    "tool_choice_schema",
+]
+
+NO_TOOL = "none"
+_NAME = r"[a-z][a-z0-9_-]{0,31}"
+_SLASH = re.compile(rf"^\s*/({_NAME})(?:\.({_NAME}))?(?:\s+(.*))?$", re.S)
+_AT = re.compile(rf"^\s*@({_NAME})\b[\s,:]*(.*)$", re.S)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    capability: Capability
+    arguments: dict[str, Any]
+    via: str  # "explicit" | "attachment" | "model"
+
+
+@dataclass(frozen=True)
+class ExplicitRequest:
+    """The person asked for a helper by name; ``candidates`` are the capabilities that match."""
+
+    candidates: tuple[Capability, ...]
+    rest: str
+    named: str
+
+
+def explicit_request(text: str, capabilities: Sequence[Capability]) -> ExplicitRequest | None:
+    if match := _SLASH.match(text):
+        first, second, rest = match.group(1), match.group(2), match.group(3) or ""
+        if second:
+            found = tuple(c for c in capabilities if c.helper == first and c.name == second)
+            named = f"{first}.{second}"
+        else:
+            found = tuple(c for c in capabilities if c.name == first) or tuple(
+                c for c in capabilities if c.helper == first
+            )
+            named = first
+        return ExplicitRequest(found, rest.strip(), named)
+    if match := _AT.match(text):
+        helper, rest = match.group(1), match.group(2)
+        found = tuple(c for c in capabilities if c.helper == helper)
+        return ExplicitRequest(found, rest.strip(), helper) if found else None
+    return None
+
+
+def arguments_from_text(capability: Capability, rest: str) -> dict[str, Any] | None:
+    """Arguments from what followed the command, or None when only the model can fill them."""
+    if rest.startswith("{"):
+        try:
+            value = json.loads(rest)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+    schema = capability.input_schema
+    properties: dict[str, Any] = schema.get("properties", {})
+    strings = [name for name, prop in properties.items() if prop.get("type") == "string"]
+    required = list(schema.get("required", []))
+    if len(required) == 1 and required[0] in strings:
+        return {required[0]: rest}
+    if not required and len(strings) == 1:
+        return {strings[0]: rest}
+    return None
+
+
+def attachment_call(attachments: Sequence[Attachment], capabilities: Sequence[Capability]) -> ToolCall | None:
+    """The first attachment a capability accepts, passed as its descriptor fields the schema knows."""
+    for attachment in attachments:
+        for capability in capabilities:
+            if capability.accepts_mime(attachment.mime):
+                descriptor = {"url": attachment.url, "mime": attachment.mime, "name": attachment.name,
+                              "size": attachment.size}
+                properties = capability.input_schema.get("properties")
+                arguments = {k: v for k, v in descriptor.items() if properties is None or k in properties}
+                return ToolCall(capability, arguments, "attachment")
+    return None
+
+
+def argument_errors(capability: Capability, arguments: Any) -> list[str]:
+    validator = jsonschema.Draft202012Validator(capability.input_schema)
+    return [
+        f"{'/'.join(str(p) for p in error.absolute_path) or '(arguments)'}: {error.message}"
+        for error in validator.iter_errors(arguments)
+    ]
+
+
+def tool_choice_schema(capabilities: Sequence[Capability]) -> dict[str, Any]:
+    """The JSON Schema of the model's answer: one of the tools with its arguments, or none."""
+    options: list[dict[str, Any]] = [
+        {
+            "type": "object",
+            "properties": {"tool": {"const": c.qualified}, "arguments": c.input_schema},
+            "required": ["tool", "arguments"],
+            "additionalProperties": False,
+        }
+        for c in capabilities
+    ]
+    options.append(
+        {"type": "object", "properties": {"tool": {"const": NO_TOOL}}, "required": ["tool"],
+         "additionalProperties": False}
+    )
+    return {"anyOf": options}
+
+
+def tool_choice_prompt(capabilities: Sequence[Capability]) -> str:
+    lines = [
+        "You can use these tools. Decide whether one of them is needed to answer the user's last message.",
+        "Answer with JSON only: {\"tool\": \"<name>\", \"arguments\": {...}} to use a tool, "
+        "or {\"tool\": \"none\"} to answer yourself.",
+        "Tools:",
+    ]
+    for c in capabilities:
+        lines.append(f"- {c.qualified}: {c.description} Arguments (JSON Schema): {json.dumps(c.input_schema)}")
+    return "\n".join(lines)
+
+
+def parse_tool_choice(raw: str, capabilities: Sequence[Capability]) -> ToolCall | None:
+    """The model's choice; None for "none"; ValueError (with the reason) when it is not a valid choice."""
+    text = raw.strip()
+    if text.startswith("```"):
+        text = text.strip("`").removeprefix("json").strip()
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    if not isinstance(value, dict) or not isinstance(value.get("tool"), str):
+        raise ValueError('expected an object with a "tool" string')
+    if value["tool"] == NO_TOOL:
+        return None
+    capability = next((c for c in capabilities if c.qualified == value["tool"]), None)
+    if capability is None:
+        raise ValueError(f"unknown tool {value['tool']!r}")
+    arguments = value.get("arguments", {})
+    errors = argument_errors(capability, arguments)
+    if errors:
+        raise ValueError("; ".join(errors))
+    return ToolCall(capability, arguments, "model")

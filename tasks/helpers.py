@@ -1,0 +1,308 @@
+"""The helper registry: manifests, secrets, heartbeats and health, in Redis.
+
+The edge writes it (registration routes), the core reads it (routing) and
+records call outcomes in it (circuit breaker).  A helper's record lives as
+long as its heartbeats keep it alive (``expires_in``); once it expires the
+helper disappears from routing and a heartbeat gets 404, telling the helper
+to register again.
+
+Circuit breaker per helper: ``closed`` (calls flow) -> ``open`` after
+``CIRCUIT_FAILURE_THRESHOLD`` consecutive failures (calls are refused and the
+person gets a graceful reply) -> ``half-open`` once ``CIRCUIT_RESET_SECONDS``
+passed (one trial call; success closes, failure re-opens).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+import redis
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates, validates_schema
+
+from tasks.keys import Keys
+from tasks.outbound import BlockedURL, HostPolicy
+from tasks.settings import Settings
+
+__all__ = [
+    "Capability",
+    "CircuitState",
+    "HelperRecord",
+    "HelperRegistry",
+    "ManifestSchema",
+    "NameTaken",
+    "validate_manifest",
+]
+
+NAME = validate.Regexp(r"^[a-z][a-z0-9_-]{0,31}$", error="use 1-32 of a-z, 0-9, _ and -, starting with a letter")
+MIME = validate.Regexp(r"^[\w.+-]+/(\*|[\w.+-]+)$", error="not a MIME type or pattern like image/*")
+CircuitState = str  # "closed" | "open" | "half-open"
+
+
+# KEYS: helper record;  ARGV: ttl, now.  Never recreate an expired record as a partial hash.
+_HEARTBEAT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], 'last_heartbeat', ARGV[2])
+return 1
+"""
+
+
+class NameTaken(Exception):
+    """Another live helper registered this name from another URL."""
+
+
+class _JSONSchemaField(fields.Dict):
+    """A JSON Schema object, checked against the metaschema it declares (2020-12 by default)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        schema = super()._deserialize(value, attr, data, **kwargs)
+        validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        try:
+            validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ValidationError(f"not a valid JSON Schema: {exc.message}") from exc
+        if schema.get("type", "object") != "object":
+            raise ValidationError("must describe a JSON object (type: object)")
+        return schema
+
+
+class CapabilitySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    name = fields.String(required=True, validate=NAME)
+    description = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+    input_schema = _JSONSchemaField(required=True)
+    output_schema = _JSONSchemaField(required=True)
+    accepts = fields.List(fields.String(validate=MIME), load_default=list)
+    produces = fields.List(fields.String(validate=MIME), load_default=list)
+    reply = fields.String(load_default="model", validate=validate.OneOf(["model", "direct"]))
+    timeout = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0.1))
+
+    @validates_schema
+    def _direct_needs_text(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("reply") == "direct":
+            props = data.get("output_schema", {}).get("properties", {})
+            if props.get("text", {}).get("type") != "string":
+                raise ValidationError("a direct-reply capability's output_schema needs a string property 'text'",
+                                      field_name="output_schema")
+
+
+class ManifestSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    name = fields.String(required=True, validate=NAME)
+    url = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
+    version = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    capabilities = fields.List(fields.Nested(CapabilitySchema), required=True, validate=validate.Length(min=1, max=32))
+
+    @validates("capabilities")
+    def _unique(self, value: list[dict[str, Any]], **_: Any) -> None:
+        names = [c["name"] for c in value]
+        if len(names) != len(set(names)):
+            raise ValidationError("capability names must be unique")
+
+
+def validate_manifest(body: Any, policy: HostPolicy) -> dict[str, Any]:
+    """The manifest, validated; raises ValidationError naming each problem."""
+    manifest: dict[str, Any] = ManifestSchema().load(body)
+    try:
+        policy.check(manifest["url"])
+    except BlockedURL as exc:
+        raise ValidationError({"url": [str(exc)]}) from exc
+    return manifest
+
+
+@dataclass(frozen=True)
+class Capability:
+    helper: str
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    accepts: tuple[str, ...]
+    produces: tuple[str, ...]
+    reply: str
+    timeout: float | None
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.helper}.{self.name}"
+
+    def accepts_mime(self, mime: str) -> bool:
+        return any(fnmatch.fnmatch(mime.lower(), pattern.lower()) for pattern in self.accepts)
+
+
+@dataclass(frozen=True)
+class HelperRecord:
+    name: str
+    url: str
+    version: str
+    description: str
+    secret: str
+    capabilities: tuple[Capability, ...]
+    registered_at: float
+    last_heartbeat: float
+    health: dict[str, Any] = field(default_factory=dict)
+
+    def capability(self, name: str) -> Capability | None:
+        return next((c for c in self.capabilities if c.name == name), None)
+
+    def public(self, now: float) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "version": self.version,
+            "description": self.description,
+            "capabilities": [c.name for c in self.capabilities],
+            "registered_at": self.registered_at,
+            "last_heartbeat": self.last_heartbeat,
+            "seconds_since_heartbeat": round(now - self.last_heartbeat, 1),
+            "health": self.health,
+        }
+
+
+def _record(raw: dict[str, str], health: dict[str, str], circuit: CircuitState) -> HelperRecord:
+    manifest = json.loads(raw["manifest"])
+    caps = tuple(
+        Capability(
+            helper=manifest["name"], name=c["name"], description=c["description"], input_schema=c["input_schema"],
+            output_schema=c["output_schema"], accepts=tuple(c.get("accepts", ())),
+            produces=tuple(c.get("produces", ())), reply=c.get("reply", "model"), timeout=c.get("timeout"),
+        )
+        for c in manifest["capabilities"]
+    )
+    return HelperRecord(
+        name=manifest["name"], url=manifest["url"], version=manifest["version"],
+        description=manifest.get("description", ""), secret=raw["secret"], capabilities=caps,
+        registered_at=float(raw["registered_at"]), last_heartbeat=float(raw["last_heartbeat"]),
+        health={
+            "circuit": circuit,
+            "consecutive_failures": int(health.get("consecutive", 0)),
+            "recent_failures": int(health.get("failures", 0)),
+            "calls": int(health.get("calls", 0)),
+            "last_error": health.get("last_error") or None,
+        },
+    )
+
+
+class HelperRegistry:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, *, heartbeat_interval: int, missed_heartbeats: int,
+        failure_threshold: int, reset_seconds: float,
+    ) -> None:
+        self.redis, self.keys = client, keys
+        self.heartbeat_interval = heartbeat_interval
+        self.expires_in = heartbeat_interval * missed_heartbeats
+        self.failure_threshold, self.reset_seconds = failure_threshold, reset_seconds
+        self._heartbeat = client.register_script(_HEARTBEAT)
+
+    # -- lifecycle (edge) ----------------------------------------------------
+    def register(self, manifest: dict[str, Any], secret: str) -> None:
+        key = self.keys.helper(manifest["name"])
+        existing = self.redis.hget(key, "manifest")
+        if existing and json.loads(str(existing))["url"] != manifest["url"]:
+            raise NameTaken(manifest["name"])
+        now = repr(time.time())
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.hset(key, mapping={"manifest": json.dumps(manifest), "secret": secret,
+                                "registered_at": now, "last_heartbeat": now})
+        pipe.expire(key, self.expires_in)
+        pipe.sadd(self.keys.helpers, manifest["name"])
+        pipe.execute()
+
+    def heartbeat(self, name: str) -> bool:
+        """Extend the helper's life; False (the edge answers 404) once it has expired."""
+        return bool(self._heartbeat(keys=[self.keys.helper(name)], args=[self.expires_in, repr(time.time())]))
+
+    def deregister(self, name: str) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.helper(name), self.keys.helper_health(name))
+        pipe.srem(self.keys.helpers, name)
+        pipe.execute()
+
+    def secret(self, name: str) -> str | None:
+        value = self.redis.hget(self.keys.helper(name), "secret")
+        return None if value is None else str(value)
+
+    # -- reading (edge and core) ---------------------------------------------
+    def get(self, name: str) -> HelperRecord | None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.helper(name))
+        pipe.hgetall(self.keys.helper_health(name))
+        raw, health = pipe.execute()
+        if not raw:
+            return None
+        return _record(raw, health, self._circuit(health, time.time()))
+
+    def all(self) -> list[HelperRecord]:
+        names = sorted(str(n) for n in self.redis.smembers(self.keys.helpers))
+        records = []
+        for name in names:
+            record = self.get(name)
+            if record is None:
+                self.redis.srem(self.keys.helpers, name)  # expired: prune
+            else:
+                records.append(record)
+        return records
+
+    def names(self) -> list[str]:
+        return sorted(str(n) for n in self.redis.smembers(self.keys.helpers))
+
+    # -- circuit breaker (core) ------------------------------------------------
+    def _circuit(self, health: dict[str, str], now: float) -> CircuitState:
+        opened_at = float(health.get("opened_at") or 0)
+        if not opened_at:
+            return "closed"
+        return "half-open" if now - opened_at >= self.reset_seconds else "open"
+
+    def allow_call(self, name: str) -> bool:
+        """False while the circuit is open; in half-open, one caller at a time gets a trial."""
+        health: dict[str, str] = self.redis.hgetall(self.keys.helper_health(name))  # type: ignore[assignment]
+        state = self._circuit(health, time.time())
+        if state == "closed":
+            return True
+        if state == "open":
+            return False
+        trial_key = f"{self.keys.helper_health(name)}:trial"
+        return bool(self.redis.set(trial_key, "1", nx=True, ex=max(1, int(self.reset_seconds))))
+
+    def record_success(self, name: str) -> None:
+        key = self.keys.helper_health(name)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hincrby(key, "calls", 1)
+        pipe.hset(key, mapping={"consecutive": 0, "opened_at": 0})
+        pipe.delete(f"{key}:trial")
+        pipe.expire(key, 7 * 24 * 3600)
+        pipe.execute()
+
+    def record_failure(self, name: str, error: str) -> CircuitState:
+        key = self.keys.helper_health(name)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hincrby(key, "calls", 1)
+        pipe.hincrby(key, "failures", 1)
+        pipe.hincrby(key, "consecutive", 1)
+        pipe.hset(key, "last_error", error[:300])
+        pipe.expire(key, 7 * 24 * 3600)
+        _, _, consecutive, _, _ = pipe.execute()
+        if int(consecutive) >= self.failure_threshold:
+            self.redis.hset(key, "opened_at", repr(time.time()))
+            self.redis.delete(f"{key}:trial")
+            return "open"
+        return "closed"
+
+
+def registry_from_settings(client: redis.Redis, keys: Keys, settings: Settings) -> HelperRegistry:
+    return HelperRegistry(
+        client, keys,
+        heartbeat_interval=settings.helper_heartbeat_interval, missed_heartbeats=settings.helper_missed_heartbeats,
+        failure_threshold=settings.circuit_failure_threshold, reset_seconds=settings.circuit_reset_seconds,
+    )
