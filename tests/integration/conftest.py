@@ -71,6 +71,13 @@ def system_env(redis_url: str, secret: str, model: Path, **overrides: str) -> di
         "REDIS_HEALTH_CHECK_INTERVAL": "2",
         "DELIVERY_BACKOFF_BASE": "0.2",
         "DELIVERY_BACKOFF_MAX": "2",
+        "HELPER_TIMEOUT": "2",
+        "HELPER_MAX_TIMEOUT": "3",
+        "HELPER_RETRIES": "1",
+        "HELPER_BACKOFF_BASE": "0.2",
+        "HELPER_HEARTBEAT_INTERVAL": "1",
+        "HELPER_SYNC_INTERVAL": "0.5",
+        "CIRCUIT_RESET_SECONDS": "5",
         "HF_HUB_OFFLINE": "1",
     }
     env.update(overrides)
