@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from core_worker.routing import (
+    argument_errors,
+    arguments_from_text,
+    attachment_call,
+    explicit_request,
+    parse_tool_choice,
+    tool_choice_schema,
+)
+from tasks.helpers import Capability
+from tasks.schemas import Attachment
+
+
+def capability(helper: str, name: str, schema: dict[str, Any], accepts: tuple[str, ...] = ()) -> Capability:
+    return Capability(helper, name, f"{name} things", schema, {"type": "object"}, accepts, (), "model", None)
+
+
+EXPR = {"type": "object", "properties": {"expression": {"type": "string", "maxLength": 50}},
+        "required": ["expression"], "additionalProperties": False}
+CONVERT = {"type": "object", "properties": {"value": {"type": "number"}, "from": {"type": "string"},
+                                            "to": {"type": "string"}}, "required": ["value", "from", "to"]}
+FILE = {"type": "object", "properties": {"url": {"type": "string"}, "mime": {"type": "string"}}, "required": ["url"]}
+CALC = capability("calculator", "calculate", EXPR)
+UNITS = capability("converter", "convert", CONVERT)
+TIME = capability("converter", "timezone", {"type": "object", "properties": {"time": {"type": "string"}}})
+OCR = capability("ocr", "read", FILE, accepts=("image/*",))
+ALL = [CALC, UNITS, TIME, OCR]
+
+
+def test_a_slash_command_names_a_capability_and_fills_its_only_string_field() -> None:
+    request = explicit_request("/calculate 2 * (3 + 4)", ALL)
+    assert request is not None and request.candidates == (CALC,)
+    assert arguments_from_text(CALC, request.rest) == {"expression": "2 * (3 + 4)"}
+
+
+def test_a_qualified_command_and_a_mention_name_the_helper() -> None:
+    assert explicit_request("/converter.timezone 9am", ALL).candidates == (TIME,)  # type: ignore[union-attr]
+    assert explicit_request("@converter 3 miles in km", ALL).candidates == (UNITS, TIME)  # type: ignore[union-attr]
+
+
+def test_an_unknown_command_is_recognised_with_no_candidates() -> None:
+    request = explicit_request("/weather Paris", ALL)
+    assert request is not None and request.candidates == ()
+
+
+def test_ordinary_text_and_unknown_mentions_are_not_commands() -> None:
+    assert explicit_request("what is 2+2? /calculate", ALL) is None
+    assert explicit_request("@someone hello", ALL) is None
+
+
+def test_json_arguments_are_taken_as_given_and_free_text_for_several_fields_is_left_to_the_model() -> None:
+    given = {"value": 3, "from": "mi", "to": "km"}
+    assert arguments_from_text(UNITS, json.dumps(given)) == given
+    assert arguments_from_text(UNITS, "3 miles in km") is None
+
+
+def test_arguments_are_validated_against_the_input_schema() -> None:
+    assert argument_errors(CALC, {"expression": "1+1"}) == []
+    assert argument_errors(CALC, {"expression": "1" * 51})
+    assert argument_errors(CALC, {"expression": "1", "shell": "rm -rf /"})
+
+
+def test_an_attachment_goes_to_the_capability_that_accepts_its_type() -> None:
+    photo = Attachment("image/png", 10, "a.png", "http://127.0.0.1/a.png")
+    call = attachment_call([Attachment("text/plain", 1, "a.txt", "http://x"), photo], ALL)
+    assert call is not None and call.capability is OCR
+    assert call.arguments == {"url": "http://127.0.0.1/a.png", "mime": "image/png"}
+
+
+def test_the_models_choice_must_be_a_listed_tool_with_valid_arguments() -> None:
+    assert parse_tool_choice('{"tool": "none"}', ALL) is None
+    call = parse_tool_choice('{"tool": "calculator.calculate", "arguments": {"expression": "1+1"}}', ALL)
+    assert call is not None and call.capability is CALC and call.via == "model"
+    for bad in ['{"tool": "shell.run", "arguments": {}}', '{"tool": "calculator.calculate", "arguments": {}}',
+                "sure, let me calculate", '["calculator.calculate"]']:
+        with pytest.raises(ValueError):
+            parse_tool_choice(bad, ALL)
+
+
+def test_the_choice_schema_lists_every_tool_and_none() -> None:
+    schema = tool_choice_schema([CALC, UNITS])
+    tools = [option["properties"]["tool"]["const"] for option in schema["anyOf"]]
+    assert tools == ["calculator.calculate", "converter.convert", "none"]
+    assert json.dumps(schema)  # serializable for the grammar compiler
