@@ -1,15 +1,18 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import fakeredis
 import pytest
 
+from core_worker.helper_flow import HelperFlow, unavailable_text
 from core_worker.llm import ChatMessage, Completion
 from core_worker.processor import FAILURE_TEXT, SessionProcessor
 from core_worker.sessions import SessionStore
 from tasks.deadletters import DeadLetters
+from tasks.helpers import registry_from_settings
 from tasks.keys import Keys
 from tasks.messages import MessageStore
 from tasks.settings import Settings
@@ -143,3 +146,72 @@ def test_a_crash_counted_past_the_limit_fails_the_message_without_running_it(
     assert processor.run(env.session_id, env.message_id)
     assert llm.prompts == []
     assert message_store.get(env.message_id).status == "failed"  # type: ignore[union-attr]
+
+
+CALCULATOR = {
+    "name": "calculator", "url": "http://127.0.0.1:8100", "version": "1", "description": "",
+    "capabilities": [{
+        "name": "calculate", "description": "Evaluate arithmetic",
+        "input_schema": {"type": "object", "properties": {"expression": {"type": "string"}},
+                         "required": ["expression"]},
+        "output_schema": {"type": "object", "properties": {"text": {"type": "string"}}}, "reply": "direct",
+    }],
+}
+
+
+@pytest.fixture
+def with_helpers(
+    processor: SessionProcessor, fake_redis: fakeredis.FakeRedis, keys: Keys, llm: ScriptedLLM, settings: Settings
+) -> list[tuple[str, str, dict[str, Any]]]:
+    registry = registry_from_settings(fake_redis, keys, settings)
+    registry.register(CALCULATOR, "whsec_x")
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+    processor.helpers = HelperFlow(registry, lambda: llm, "be brief", 64)
+    processor.call_helper = lambda mid, sid, call: calls.append((mid, sid, call))
+    return calls
+
+
+def test_a_helper_call_parks_the_session_until_its_result_arrives(
+    processor: SessionProcessor, message_store: MessageStore, llm: ScriptedLLM,
+    delivered: list[dict[str, Any]], with_helpers: list[tuple[str, str, dict[str, Any]]],
+) -> None:
+    ask, after = envelope(text="/calculate 6*7"), envelope(text="thanks")
+    message_store.admit(ask)
+    message_store.admit(after)
+    assert processor.run(ask.session_id, after.message_id) is False  # parked: "thanks" waits behind it
+    [(mid, _, call)] = with_helpers
+    assert (mid, call["helper"], call["arguments"], call["via"]) == (ask.message_id, "calculator",
+                                                                    {"expression": "6*7"}, "explicit")
+    assert llm.prompts == [] and delivered == []
+
+    message_store.complete_call(ask.message_id, call["call_id"], {"output": {"text": "42"}, "error": None,
+                                                                 "duration_ms": 3})
+    assert processor.run(ask.session_id, after.message_id) is True
+    assert [d["text"] for d in delivered] == ["42", "echo: thanks"]
+    history = processor.sessions.history(ask.session_id)
+    assert [t.role for t in history] == ["user", "tool", "assistant", "user", "assistant"]
+    assert json.loads(history[1].content)["output"] == {"text": "42"}
+    assert "Result of calculator.calculate" in llm.prompts[-1][1].content  # the model saw it afterwards
+
+
+def test_a_helper_that_never_answers_gets_a_graceful_reply_after_its_deadline(
+    processor: SessionProcessor, message_store: MessageStore, fake_redis: fakeredis.FakeRedis, keys: Keys,
+    delivered: list[dict[str, Any]], with_helpers: list[tuple[str, str, dict[str, Any]]],
+) -> None:
+    ask = envelope(text="/calculate 1+1")
+    message_store.admit(ask)
+    processor.run(ask.session_id, ask.message_id)
+    [(_, _, call)] = with_helpers
+    fake_redis.hset(keys.message(ask.message_id), "call", json.dumps({**call, "deadline": 0}))
+    assert processor.run(ask.session_id, ask.message_id) is True
+    assert delivered[0]["text"] == unavailable_text("calculator")
+
+
+def test_a_mistyped_command_is_answered_with_the_available_commands(
+    processor: SessionProcessor, message_store: MessageStore, delivered: list[dict[str, Any]],
+    with_helpers: list[tuple[str, str, dict[str, Any]]],
+) -> None:
+    ask = envelope(text="/weather Paris")
+    message_store.admit(ask)
+    assert processor.run(ask.session_id, ask.message_id)
+    assert "/calculator.calculate" in delivered[0]["text"] and with_helpers == []
