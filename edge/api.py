@@ -12,7 +12,7 @@ from edge.context import edge
 from edge.errors import BadRequest, NotFound, UnsupportedMedia
 from edge.intake import accept
 from tasks.outbound import BlockedURL
-from tasks.schemas import Envelope, ReplyRoute, new_message_id
+from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
 
 __all__ = ["blueprint", "session_id_for"]
 
@@ -20,6 +20,23 @@ blueprint = Blueprint("api", __name__)
 
 CHANNEL = "api"
 _NAME = validate.Regexp(r"^[\w.@+:=-]{1,128}$", error="use 1-128 letters, digits or . @ + : = - _")
+
+
+class AttachmentRequest(Schema):
+    class Meta:
+        unknown = RAISE
+
+    url = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
+    mime = fields.String(required=True, validate=validate.Regexp(r"^[\w.+-]+/[\w.+-]+$", error="not a MIME type"))
+    name = fields.String(load_default="", validate=validate.Length(max=255))
+    size = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+    @validates("url")
+    def _url_allowed(self, value: str, **_: Any) -> None:
+        try:
+            edge().policy.check(value)
+        except BlockedURL as exc:
+            raise ValidationError(str(exc)) from exc
 
 
 class MessageRequest(Schema):
@@ -31,6 +48,7 @@ class MessageRequest(Schema):
     reply_url = fields.Url(load_default=None, allow_none=True, require_tld=False, schemes={"http", "https"})
     session = fields.String(load_default=None, allow_none=True, validate=_NAME)
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
+    attachments = fields.List(fields.Nested(AttachmentRequest), load_default=list, validate=validate.Length(max=10))
 
     @validates("text")
     def _text_length(self, value: str, **_: Any) -> None:
@@ -78,6 +96,10 @@ def post_message() -> ResponseReturnValue:
         sender=data["user"],
         session_id=session_id_for(data["user"], data["session"]),
         text=data["text"],
+        attachments=tuple(
+            Attachment(a["mime"], a["size"], a["name"] or a["url"].rsplit("/", 1)[-1], a["url"])
+            for a in data["attachments"]
+        ),
         metadata=data["metadata"],
         reply=ReplyRoute(callback_url=data["reply_url"]),
     )

@@ -55,6 +55,22 @@ def test_a_message_is_accepted_queued_and_its_task_sent(
     assert fake_redis.lrange(Keys("test").session_inbox("api:alice"), 0, -1) == [body["message_id"]]
 
 
+def test_attachments_by_reference_are_carried_in_the_envelope(client: FlaskClient) -> None:
+    body = {"user": "alice", "text": "count this",
+            "attachments": [{"url": "http://127.0.0.1:9/files/notes.txt", "mime": "text/plain", "size": 12}]}
+    message_id = client.post("/v1/messages", json=body).get_json()["message_id"]
+    record = client.application.extensions["switchboard"].messages.get(message_id)
+    assert record.envelope["attachments"] == [
+        {"mime": "text/plain", "size": 12, "name": "notes.txt", "url": "http://127.0.0.1:9/files/notes.txt"}
+    ]
+
+
+def test_an_attachment_outside_the_allowed_hosts_is_refused(client: FlaskClient) -> None:
+    body = {"user": "alice", "text": "x", "attachments": [{"url": "http://10.1.1.1/a.txt", "mime": "text/plain"}]}
+    response = client.post("/v1/messages", json=body)
+    assert response.status_code == 400 and "attachments" in response.get_json()["fields"]
+
+
 def test_a_named_session_is_namespaced_by_its_user(client: FlaskClient) -> None:
     response = client.post("/v1/messages", json={"user": "bob", "text": "hi", "session": "trip"})
     assert response.get_json()["session_id"] == "api:bob#trip"
