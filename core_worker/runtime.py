@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -23,9 +24,17 @@ from tasks.outbound import HostPolicy
 from tasks.redis_client import redis_client
 from tasks.settings import Settings
 
-__all__ = ["CoreRuntime", "backend_config"]
+__all__ = ["CoreRuntime", "backend_config", "model_threads"]
 
 log = logging.getLogger(__name__)
+
+
+def model_threads(settings: Settings, cores: int | None = None) -> int:
+    """``LLM_THREADS``, or when 0 the measured best for the backend on this machine."""
+    if settings.llm_threads > 0:
+        return settings.llm_threads
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores - 1) if settings.llm_backend == "ctransformers" else cores
 
 
 def backend_config(settings: Settings) -> BackendConfig:
@@ -33,7 +42,7 @@ def backend_config(settings: Settings) -> BackendConfig:
         backend=settings.llm_backend,
         model_path=settings.model_path or None,
         n_ctx=settings.llm_context,
-        n_threads=settings.llm_threads,
+        n_threads=model_threads(settings),
         max_tokens=settings.llm_max_tokens,
         temperature=settings.llm_temperature,
         use_mmap=settings.llm_use_mmap,

@@ -15,7 +15,7 @@ from typing import Any
 from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown, worker_ready
 
 from core_worker.helper_queues import HelperQueueSync
-from core_worker.runtime import CoreRuntime
+from core_worker.runtime import CoreRuntime, model_threads
 from core_worker.tasks import register_tasks
 from tasks.celery_factory import create_celery
 from tasks.names import QUEUE_CORE, QUEUE_DELIVER
@@ -50,10 +50,11 @@ def _note_queues(sender: Any, instance: Any, **_: Any) -> None:
         # SystemExit, because Celery only logs an Exception raised by a signal handler.
         raise SystemExit("SWITCHBOARD_SECRET is not set: replies cannot be signed (make run writes .run/secret)")
     cores = os.cpu_count() or 1
-    if _consumes_core and instance.concurrency * settings.llm_threads > cores:
+    threads = model_threads(settings, cores)
+    if _consumes_core and instance.concurrency * threads > cores:
         log.warning(
-            "%d processes x LLM_THREADS=%d exceed %d cores: generation will be many times slower",
-            instance.concurrency, settings.llm_threads, cores,
+            "%d processes x %d model threads exceed %d cores: generation will be many times slower"
+            " (set LLM_THREADS)", instance.concurrency, threads, cores,
         )
 
 

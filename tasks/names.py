@@ -8,8 +8,8 @@ queue without touching the edge.
 from __future__ import annotations
 
 __all__ = [
-    "DELIVER_REPLY",
     "CALL_HELPER",
+    "DELIVER_REPLY",
     "HANDLE_MESSAGE",
     "QUEUE_CONVERT",
     "QUEUE_CORE",

@@ -130,7 +130,11 @@ class Settings:
     )
     model_dir: str = _setting(".run/models", "MODEL_DIR", "Where downloaded and generated models are kept.")
     llm_context: int = _setting(4096, "LLM_CONTEXT", "Context window in tokens (prompt + reply).")
-    llm_threads: int = _setting(2, "LLM_THREADS", "Threads per model; threads x core worker processes <= cores.")
+    llm_threads: int = _setting(
+        0, "LLM_THREADS",
+        "Threads per model; threads x core worker processes <= cores. 0: all cores for llama_cpp, cores - 1 for "
+        "ctransformers (its ggml starts a thread per evaluation: unstable at 2 threads on 2 cores, measured).",
+    )
     llm_max_tokens: int = _setting(256, "LLM_MAX_TOKENS", "Longest reply in tokens.")
     llm_temperature: float = _setting(0.7, "LLM_TEMPERATURE", "Sampling temperature.")
     llm_use_mmap: bool = _setting(

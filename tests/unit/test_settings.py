@@ -37,3 +37,11 @@ def test_secret_must_be_in_whsec_form() -> None:
 def test_configuration_doc_lists_every_setting() -> None:
     doc = (ROOT / "docs" / "configuration.md").read_text()
     assert settings_markdown() in doc, "run `make docs` to regenerate docs/configuration.md"
+
+
+def test_automatic_threads_leave_a_core_free_for_ctransformers_only() -> None:
+    from core_worker.runtime import model_threads
+
+    assert model_threads(load_settings({"LLM_BACKEND": "llama_cpp"}), cores=2) == 2
+    assert model_threads(load_settings({"LLM_BACKEND": "ctransformers"}), cores=2) == 1
+    assert model_threads(load_settings({"LLM_BACKEND": "ctransformers", "LLM_THREADS": "2"}), cores=2) == 2
