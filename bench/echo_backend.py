@@ -10,6 +10,7 @@ session machinery, the signed callback out) from model time.  It lives in
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from core_worker.llm.base import BackendConfig, ChatMessage, Completion, GenerationError
 
@@ -20,6 +21,7 @@ class EchoBackend:
     """Answers with the text of the last user message; tokens are estimated as ``len(text) // 4 + 1``."""
 
     name = "echo"
+    constrains_json = False
 
     def __init__(self, config: BackendConfig) -> None:
         self.context_length = config.n_ctx if config.n_ctx > 0 else 2048
@@ -35,6 +37,7 @@ class EchoBackend:
         *,
         max_tokens: int | None = None,
         stop: Sequence[str] = (),
+        json_schema: dict[str, Any] | None = None,
     ) -> Completion:
         if self._closed:
             raise GenerationError("backend is closed")
