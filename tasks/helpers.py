@@ -217,6 +217,8 @@ class HelperRegistry:
                                 "registered_at": now, "last_heartbeat": now})
         pipe.expire(key, self.expires_in)
         pipe.sadd(self.keys.helpers, manifest["name"])
+        # A helper that registers again was restarted: give it a fresh circuit (its counts stay).
+        pipe.hset(self.keys.helper_health(manifest["name"]), mapping={"consecutive": 0, "opened_at": 0})
         pipe.execute()
 
     def heartbeat(self, name: str) -> bool:

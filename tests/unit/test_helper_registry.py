@@ -126,3 +126,14 @@ def test_the_circuit_opens_after_repeated_failures_and_half_opens_later(
     assert not registry.allow_call("h")  # only one at a time
     registry.record_success("h")
     assert registry.allow_call("h")
+
+
+def test_registering_again_closes_an_open_circuit(fake_redis: fakeredis.FakeRedis, keys: Keys) -> None:
+    registry = HelperRegistry(fake_redis, keys, heartbeat_interval=5, missed_heartbeats=3,
+                              failure_threshold=1, reset_seconds=60)
+    registry.register(manifest(), "whsec_a")
+    registry.record_failure("calculator", "connection refused")
+    assert not registry.allow_call("calculator")
+    registry.register(manifest(), "whsec_b")
+    assert registry.allow_call("calculator")
+    assert registry.get("calculator").health["recent_failures"] == 1  # type: ignore[union-attr]
