@@ -33,6 +33,9 @@ __all__ = ["Decision", "HelperFlow", "result_note", "unavailable_text"]
 
 log = logging.getLogger(__name__)
 
+# A tool call's JSON (name and arguments) must fit, whatever LLM_MAX_TOKENS allows for prose replies.
+TOOL_CHOICE_MIN_TOKENS = 256
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -104,11 +107,11 @@ class HelperFlow:
             ChatMessage("user", text),
         ]
         for attempt in (1, 2):
-            completion = llm.chat(messages, max_tokens=self.max_tokens, json_schema=schema)
+            completion = llm.chat(messages, max_tokens=max(self.max_tokens, TOOL_CHOICE_MIN_TOKENS), json_schema=schema)
             try:
                 return parse_tool_choice(completion.text, capabilities)
             except ValueError as exc:
-                log.info("tool choice attempt %d invalid: %s", attempt, exc)
+                log.info("tool choice attempt %d invalid (finish=%s): %s", attempt, completion.finish_reason, exc)
                 if llm.constrains_json and completion.finish_reason != "length":
                     break  # a constrained backend gives the same answer again
                 messages = [*messages, ChatMessage("assistant", completion.text),

@@ -79,6 +79,7 @@ def system_env(redis_url: str, secret: str, model: Path, **overrides: str) -> di
         "HELPER_SYNC_INTERVAL": "0.5",
         "CIRCUIT_RESET_SECONDS": "5",
         "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),  # custom test backends live in tests/
     }
     env.update(overrides)
     return env

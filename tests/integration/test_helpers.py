@@ -1,0 +1,205 @@
+"""Helpers end to end: real helper processes (the SDK's CLI under gunicorn) registered with the real edge.
+
+The model's *decision* comes from ``scripted_backend`` (a random-weight model
+cannot choose tools meaningfully); registration, the per-helper queues, the
+signed calls, the helpers themselves, composing and delivering the reply are
+real.  ``test_the_real_model_routes_through_its_grammar`` runs the routing
+prompt through llama.cpp on the tiny model.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.integration.harness import BIN, ROOT, Proc, RedisServer, System, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "test-registration-token"
+SCRIPTED = "tests.integration.scripted_backend:factory"
+MakeSystem = Callable[..., System]
+
+
+class Helpers:
+    """Starts helpers with ``switchboard-helper run`` against a running system."""
+
+    def __init__(self, system: System, cli: Path = BIN / "switchboard-helper") -> None:
+        self.system, self.cli = system, cli
+        self.procs: dict[str, Proc] = {}
+
+    def start(self, name: str, target: str, port: int | None = None, cli: Path | None = None) -> Proc:
+        port = port or free_port()
+        argv = [str(cli or self.cli), "run", target, "--port", str(port), "--core-url", self.system.base_url,
+                "--token", TOKEN]
+        env = {**self.system.env, "PYTHONPATH": str(ROOT)}
+        env.pop("PORT", None)
+        proc = self.procs[name] = Proc(f"helper-{name}", argv, env, self.system.log_dir)
+        proc.port = port  # type: ignore[attr-defined]
+        self.wait_listed(name)
+        return proc
+
+    def listed(self) -> dict[str, Any]:
+        helpers = requests.get(f"{self.system.base_url}/v1/helpers", timeout=5).json()["helpers"]
+        return {h["name"]: h for h in helpers}
+
+    def wait_listed(self, name: str, timeout: float = 30) -> None:
+        wait_until(lambda: name in self.listed(), timeout, f"helper {name} to register", 0.1)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.stop()
+
+
+@pytest.fixture
+def system(make_system: MakeSystem) -> System:
+    system = make_system(LLM_BACKEND=SCRIPTED, HELPER_REGISTRATION_TOKEN=TOKEN)
+    system.start_edge()
+    system.start_worker("core", "core")
+    system.start_worker("io", "deliver,convert", pool="threads", concurrency=4)
+    return system
+
+
+@pytest.fixture
+def helpers(system: System) -> Iterator[Helpers]:
+    started = Helpers(system)
+    yield started
+    started.stop()
+
+
+def ask(system: System, text: str, user: str = "alice", **extra: Any) -> dict[str, Any]:
+    response = system.post(user=user, text=text, **extra)
+    assert response.status_code == 202, response.text
+    record = system.status(response.json()["message_id"], wait=30)
+    assert record["status"] == "answered", system.logs()
+    return record
+
+
+def test_a_slash_command_calls_the_helper_and_its_answer_is_the_reply(system: System, helpers: Helpers) -> None:
+    helpers.start("calculator", "examples/helpers/calculator.py:helper")
+    record = ask(system, "/calculate 6 * (3 + 4)")
+    assert "42" in record["reply"]["text"]
+    assert helpers.listed()["calculator"]["health"]["calls"] == 1
+
+
+def test_the_model_routes_to_a_helper_and_composes_from_its_result(system: System, helpers: Helpers) -> None:
+    helpers.start("calculator", "examples/helpers/calculator.py:helper")
+    helpers.start("converter", "examples/helpers/converter.py:helper")
+    direct = ask(system, "compute: 2 ** 10")
+    assert "1024" in direct["reply"]["text"]
+    composed = ask(system, "please convert 5 km to mi", user="bob")
+    assert "Result of converter.convert_units" in composed["reply"]["text"]  # what the model was given
+    assert "3.10" in composed["reply"]["text"]
+    plain = ask(system, "hello there", user="carol")
+    assert plain["reply"]["text"] == "echo: hello there"
+
+
+def test_an_attachment_goes_to_the_helper_that_accepts_its_type(
+    system: System, helpers: Helpers, tmp_path: Path
+) -> None:
+    (tmp_path / "notes.txt").write_text("one two three four five")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        helpers.start("fileinfo", "tests.integration.helper_apps:helper")
+        url = f"http://127.0.0.1:{server.server_address[1]}/notes.txt"
+        record = ask(system, "what is in this file?", attachments=[{"url": url, "mime": "text/plain"}])
+        assert record["reply"]["text"] == "notes.txt has 5 words"
+    finally:
+        server.shutdown()
+
+
+def test_a_dead_helper_opens_its_circuit_gets_a_graceful_reply_and_comes_back(
+    system: System, helpers: Helpers
+) -> None:
+    calculator = helpers.start("calculator", "examples/helpers/calculator.py:helper")
+    helpers.start("converter", "examples/helpers/converter.py:helper")
+    calculator.kill()
+    for user in ("a", "b"):  # 2 messages x (1 call + 1 retry) >= CIRCUIT_FAILURE_THRESHOLD (3)
+        record = ask(system, "/calculate 1 + 1", user=user)
+        assert "calculator helper is unavailable" in record["reply"]["text"]
+    assert helpers.listed()["calculator"]["health"]["circuit"] == "open"
+    started = time.monotonic()
+    record = ask(system, "/calculate 2 + 2", user="c")  # refused at once, no call made
+    assert "unavailable" in record["reply"]["text"] and time.monotonic() - started < 3
+    assert "3.10" in ask(system, "please convert 5 km to mi", user="d")["reply"]["text"]  # others unaffected
+
+    helpers.start("calculator", "examples/helpers/calculator.py:helper", port=calculator.port)  # type: ignore[attr-defined]
+    wait_until(lambda: helpers.listed()["calculator"]["health"]["circuit"] == "closed", 30, "a fresh circuit")
+    assert "4" in ask(system, "/calculate 2 + 2", user="e")["reply"]["text"]
+
+
+def test_helpers_register_again_after_redis_is_flushed(
+    system: System, helpers: Helpers, clean_redis: RedisServer
+) -> None:
+    helpers.start("calculator", "examples/helpers/calculator.py:helper")
+    helpers.start("converter", "examples/helpers/converter.py:helper")
+    clean_redis.client().flushall()
+    flushed = time.monotonic()
+    wait_until(lambda: {"calculator", "converter"} <= set(helpers.listed()), 10, "both helpers back")
+    elapsed = time.monotonic() - flushed
+    interval = float(system.env["HELPER_HEARTBEAT_INTERVAL"])
+    assert elapsed <= 2 * interval + 1.0, f"took {elapsed:.1f}s"
+    print(f"helpers re-registered {elapsed:.2f}s after FLUSHALL (heartbeat interval {interval:g}s)")
+
+
+def test_registration_and_invocation_refuse_what_is_not_signed_or_well_formed(
+    system: System, helpers: Helpers
+) -> None:
+    calculator = helpers.start("calculator", "examples/helpers/calculator.py:helper")
+    url = f"{system.base_url}/v1/helpers"
+    manifest = {"name": "sneaky", "url": "http://127.0.0.1:9", "version": "1", "capabilities": []}
+    wrong = requests.post(url, json=manifest, headers={"Authorization": "Bearer wrong"}, timeout=5)
+    assert wrong.status_code == 401
+    malformed = requests.post(url, json=manifest, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    assert malformed.status_code == 400 and "capabilities" in malformed.json()["fields"]
+    invoke = f"http://127.0.0.1:{calculator.port}/invoke/calculate"  # type: ignore[attr-defined]
+    body = {"input": {"expression": "1+1"}, "context": {"call_id": "x"}}
+    unsigned = requests.post(invoke, json=body, timeout=5)
+    forged = requests.post(invoke, json=body, timeout=5, headers={
+        "webhook-id": "x", "webhook-timestamp": str(int(time.time())),
+        "webhook-signature": "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    })
+    assert unsigned.status_code == forged.status_code == 401
+
+
+def test_a_helper_packaged_as_its_own_project_installs_and_registers(
+    system: System, helpers: Helpers, tmp_path: Path
+) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, str(ROOT / "helper_sdk"), str(ROOT / "examples" / "helpers" / "wordcount_helper")],
+                   check=True, env={**os.environ, "PIP_NO_INPUT": "1"}, timeout=600)
+    helpers.start("wordcount", "wordcount_helper:helper", cli=venv / "bin" / "switchboard-helper")
+    record = ask(system, "/wordcount the quick brown fox")
+    assert "Result of wordcount" in record["reply"]["text"] and '"words": 4' in record["reply"]["text"]
+
+
+def test_the_real_model_routes_through_its_grammar(make_system: MakeSystem) -> None:
+    """llama.cpp on the tiny model: the tool choice is constrained to the schema, so it always parses."""
+    system = make_system(HELPER_REGISTRATION_TOKEN=TOKEN, LLM_MAX_TOKENS="48")
+    system.start_edge()
+    system.start_worker("core", "core")
+    system.start_worker("io", "deliver,convert", pool="threads", concurrency=4)
+    helpers = Helpers(system)
+    try:
+        helpers.start("calculator", "examples/helpers/calculator.py:helper")
+        for i in range(5):
+            record = ask(system, f"what is {i} plus {i}?", user=f"user{i}")
+            assert record["reply"]["text"]
+        invalid = [line for line in system.procs["core"].log().splitlines() if "tool choice attempt" in line]
+        assert all("finish=length" in line for line in invalid), invalid  # only ever cut off, never malformed
+    finally:
+        helpers.stop()
