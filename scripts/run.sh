@@ -13,6 +13,13 @@ if [ -z "${SWITCHBOARD_SECRET:-}" ]; then
   echo "run: callbacks are signed with the secret in .run/secret (set SWITCHBOARD_SECRET to choose one)"
 fi
 
+if [ -z "${HELPER_REGISTRATION_TOKEN:-}" ]; then
+  [ -s .run/helper-token ] || "$PY" -c 'import secrets; print(secrets.token_urlsafe(24))' > .run/helper-token
+  HELPER_REGISTRATION_TOKEN=$(cat .run/helper-token)
+  export HELPER_REGISTRATION_TOKEN
+  echo "run: helpers register with the token in .run/helper-token (set HELPER_REGISTRATION_TOKEN to choose one)"
+fi
+
 if [ -z "${MODEL_PATH:-}" ] && [ "${LLM_BACKEND:-llama_cpp}" != "openai" ]; then
   MODEL_PATH=$("$PY" -m core_worker.model_files)
   export MODEL_PATH
