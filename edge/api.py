@@ -8,8 +8,9 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
+from edge.bodies import json_object
 from edge.context import edge
-from edge.errors import BadRequest, NotFound, UnsupportedMedia
+from edge.errors import BadRequest, NotFound
 from edge.intake import accept
 from tasks.outbound import BlockedURL
 from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
@@ -70,20 +71,11 @@ def session_id_for(user: str, session: str | None) -> str:
     return f"{CHANNEL}:{user}" + (f"#{session}" if session else "")
 
 
-def _json_body() -> dict[str, Any]:
-    if not request.is_json:
-        raise UnsupportedMedia("send a JSON body with Content-Type: application/json")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
-
-
 @blueprint.post("/v1/messages")
 def post_message() -> ResponseReturnValue:
     ctx = edge()
     try:
-        data = MessageRequest().load(_json_body())
+        data = MessageRequest().load(json_object())
     except ValidationError as exc:
         raise BadRequest("invalid fields", fields=exc.messages_dict) from exc
     idempotency_key = request.headers.get("Idempotency-Key") or None

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import Any
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
+from edge.bodies import json_object
 from edge.context import edge
-from edge.errors import BadRequest, Conflict, NotFound, Unauthorized, UnsupportedMedia
+from edge.errors import BadRequest, Conflict, NotFound, Unauthorized
 from tasks.helpers import NameTaken, validate_manifest
 from tasks.signing import new_secret
 
@@ -35,15 +35,6 @@ def _same(given: str, expected: str) -> bool:
     return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def _json_object() -> dict[str, Any]:
-    if not request.is_json:
-        raise UnsupportedMedia("send a JSON body with Content-Type: application/json")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
-
-
 @blueprint.post("/v1/helpers")
 def register() -> ResponseReturnValue:
     ctx = edge()
@@ -53,7 +44,7 @@ def register() -> ResponseReturnValue:
     if not _same(_bearer(), token):
         raise Unauthorized("missing or wrong registration token (Authorization: Bearer <token>)")
     try:
-        manifest = validate_manifest(_json_object(), ctx.policy)
+        manifest = validate_manifest(json_object(), ctx.policy)
     except ValidationError as exc:
         raise BadRequest("invalid helper manifest", fields=exc.messages_dict) from exc
     secret = new_secret()

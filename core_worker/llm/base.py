@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from core_worker.chat_template import GGUFInfo
+    from core_worker.chat_template import ChatTemplate, GGUFInfo
 
 __all__ = [
     "DEFAULT_REPEAT_PENALTY",
@@ -30,6 +30,7 @@ __all__ = [
     "effective_context",
     "merge_stops",
     "read_model",
+    "render_prompt",
 ]
 
 # Sampling settings shared by the local backends so that llama_cpp and
@@ -109,6 +110,16 @@ class LLMBackend(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+def render_prompt(template: ChatTemplate, messages: Sequence[ChatMessage]) -> str:
+    """The prompt both local backends send, so they see exactly the same tokens."""
+    from core_worker.chat_template import ChatTemplateError
+
+    try:
+        return template.render(messages, add_generation_prompt=True)
+    except ChatTemplateError as exc:
+        raise GenerationError(str(exc)) from exc
 
 
 def merge_stops(*groups: Sequence[str]) -> list[str]:

@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from core_worker.chat_template import ChatTemplate, ChatTemplateError, GGUFInfo, template_for_model
+from core_worker.chat_template import ChatTemplate, GGUFInfo, template_for_model
 
 from .base import (
     DEFAULT_REPEAT_PENALTY,
@@ -34,6 +34,7 @@ from .base import (
     effective_context,
     merge_stops,
     read_model,
+    render_prompt,
 )
 
 __all__ = ["SUPPORTED_TENSOR_TYPES", "CTransformersBackend", "check_supported", "cpu_library"]
@@ -127,10 +128,7 @@ class CTransformersBackend:
 
     def render_prompt(self, messages: Sequence[ChatMessage]) -> str:
         """The exact prompt text sent to the model (public so tests can compare backends)."""
-        try:
-            return self.template.render(messages, add_generation_prompt=True)
-        except ChatTemplateError as exc:
-            raise GenerationError(str(exc)) from exc
+        return render_prompt(self.template, messages)
 
     def tokenize_prompt(self, prompt: str) -> list[int]:
         """Tokenize like llama.cpp with ``special=True``: special-token text becomes its id,

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from core_worker.chat_template import ChatTemplate, ChatTemplateError, template_for_model
+from core_worker.chat_template import ChatTemplate, template_for_model
 
 from .base import (
     DEFAULT_REPEAT_PENALTY,
@@ -28,6 +28,7 @@ from .base import (
     effective_context,
     merge_stops,
     read_model,
+    render_prompt,
 )
 
 if TYPE_CHECKING:
@@ -78,10 +79,7 @@ class LlamaCppBackend:
 
     def render_prompt(self, messages: Sequence[ChatMessage]) -> str:
         """The exact prompt text sent to the model (public so tests can compare backends)."""
-        try:
-            return self.template.render(messages, add_generation_prompt=True)
-        except ChatTemplateError as exc:
-            raise GenerationError(str(exc)) from exc
+        return render_prompt(self.template, messages)
 
     def tokenize_prompt(self, prompt: str) -> list[int]:
         """Tokens of a rendered prompt: special-token text (``</s>``, ``<|im_end|>``) becomes
