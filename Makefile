@@ -9,17 +9,19 @@ STAMP   := $(VENV)/.installed
 $(STAMP): pyproject.toml helper_sdk/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel
-	$(BIN)/pip install --quiet -e '.[dev]' ./helper_sdk
+	$(BIN)/pip install --quiet -e '.[dev]' -e ./helper_sdk -e ./examples/helpers/wordcount_helper
 	touch $(STAMP)
 
 run: $(STAMP)
 	PY=$(BIN)/python scripts/run.sh
 
+TESTS   := tests helper_sdk/tests examples/helpers/tests examples/helpers/wordcount_helper/tests
+
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q $(TESTS)
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -m "not integration" $(TESTS)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q -m integration tests
@@ -29,6 +31,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	cd helper_sdk && ../$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py

@@ -89,6 +89,8 @@ class HelperCaller:
             else:
                 error = f"HTTP {result.status}: {result.body[:200].decode('utf-8', 'replace')}"
                 retryable = result.status in RETRYABLE_STATUS or result.status >= 500
+                # A helper that has just (re-)registered may not hold its new secret yet: one more try.
+                retryable = retryable or (result.status == 401 and retries == 0)
         error = error or "failed"
         circuit = self.registry.record_failure(name, error)
         log.warning("call %s to %s.%s failed (%s): %s", call["call_id"], name, capability_name, circuit, error)

@@ -159,7 +159,7 @@ def parse_tool_choice(raw: str, capabilities: Sequence[Capability]) -> ToolCall 
     if text.startswith("```"):
         text = text.strip("`").removeprefix("json").strip()
     try:
-        value = json.loads(text)
+        value = json.loads(text, strict=False)  # a raw control character inside a string is still data
     except ValueError as exc:
         raise ValueError(f"not JSON: {exc}") from exc
     if not isinstance(value, dict) or not isinstance(value.get("tool"), str):

@@ -88,3 +88,8 @@ def test_the_choice_schema_lists_every_tool_and_none() -> None:
     tools = [option["properties"]["tool"]["const"] for option in schema["anyOf"]]
     assert tools == ["calculator.calculate", "converter.convert", "none"]
     assert json.dumps(schema)  # serializable for the grammar compiler
+
+
+def test_a_control_character_inside_a_string_is_data_not_an_error() -> None:
+    call = parse_tool_choice('{"tool": "calculator.calculate", "arguments": {"expression": "1+\t1"}}', ALL)
+    assert call is not None and call.arguments == {"expression": "1+\t1"}
