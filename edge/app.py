@@ -9,6 +9,7 @@ from celery import Celery
 from flask import Flask
 
 from edge import api, health, helpers_api
+from edge.channels import register_channels
 from edge.context import EdgeContext
 from edge.errors import register_error_handlers
 from tasks.celery_factory import create_celery
@@ -33,7 +34,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     keys = Keys(settings.key_prefix)
     client = client or redis_client(settings)
-    app.extensions["switchboard"] = EdgeContext(
+    context = app.extensions["switchboard"] = EdgeContext(
         settings=settings,
         redis=client,
         keys=keys,
@@ -49,4 +50,5 @@ def create_app(
     app.register_blueprint(api.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(helpers_api.blueprint)
+    app.extensions["switchboard.channels"] = register_channels(app, context)
     return app

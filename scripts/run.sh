@@ -36,6 +36,7 @@ if [ -z "${REDIS_URL:-}" ]; then
 fi
 export EDGE_PORT=${PORT:-8000}
 export PUBLIC_BASE_URL=${PUBLIC_BASE_URL:-http://127.0.0.1:${EDGE_PORT}}
+export INTERNAL_BASE_URL=${INTERNAL_BASE_URL:-http://127.0.0.1:${EDGE_PORT}}
 export PATH="$PWD/.venv/bin:$PATH"
 echo "run: edge at ${PUBLIC_BASE_URL}"
 exec honcho start -f "$procfile" -d .

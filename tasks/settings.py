@@ -51,6 +51,10 @@ class Settings:
         "http://127.0.0.1:8000", "PUBLIC_BASE_URL",
         "The URL people and providers reach the edge at; used for status URLs and provider signatures.",
     )
+    internal_base_url: str = _setting(
+        "http://127.0.0.1:8000", "INTERNAL_BASE_URL",
+        "How workers reach the edge (channel callbacks). Its host must be in SWITCHBOARD_ALLOWED_HOSTS.",
+    )
     max_body_bytes: int = _setting(
         1_048_576, "MAX_BODY_BYTES", "Largest JSON request body the edge accepts (413 above)."
     )

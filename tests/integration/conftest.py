@@ -58,6 +58,7 @@ def system_env(redis_url: str, secret: str, model: Path, **overrides: str) -> di
         "LLM_THREADS": "1",
         "PORT": str(port),
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "INTERNAL_BASE_URL": f"http://127.0.0.1:{port}",
         "EDGE_WORKERS": "1",
         "EDGE_THREADS": "8",
         "VISIBILITY_TIMEOUT": "12",

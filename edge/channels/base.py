@@ -1,0 +1,87 @@
+"""What every provider channel is: webhooks in, a signed callback out.
+
+A channel (one module per provider, like Rasa's ``InputChannel``/``OutputChannel``
+in one class) gives:
+- ``blueprint()``: its provider webhooks under ``/v1/channels/<name>/…``; each view
+  verifies the provider's signature first, then builds an ``Envelope`` with a
+  pure ``normalize`` function and calls ``self.accept`` (durable enqueue, dedupe on
+  the provider's delivery id);
+- ``send(reply)``: how a finished reply reaches the person (Twilio REST, SMTP, …).
+  The core POSTs every reply to ``/v1/channels/<name>/callback`` (signed); the
+  callback route (``edge/channels/callback.py``) verifies it, drops a repeated
+  ``webhook-id`` and calls ``send``.  ``send`` raises ``TemporarySendError`` for
+  what is worth retrying (the core retries with backoff) and
+  ``PermanentSendError`` for what is not (dead-lettered with the reason).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from flask import Blueprint
+
+from edge.context import EdgeContext
+from edge.intake import Accepted, accept
+from tasks.schemas import Envelope
+
+__all__ = ["CallbackReply", "Channel", "PermanentSendError", "SendError", "TemporarySendError"]
+
+
+class SendError(Exception):
+    """A reply could not be handed to the provider."""
+
+
+class TemporarySendError(SendError):
+    """Worth retrying later (provider 429/5xx, network)."""
+
+
+class PermanentSendError(SendError):
+    """Retrying will not help (invalid number, blocked recipient, 4xx)."""
+
+
+@dataclass(frozen=True)
+class CallbackReply:
+    """The body of the core's callback (see docs/api.md, "The callback")."""
+
+    message_id: str
+    session_id: str
+    channel: str
+    status: str  # "answered" | "failed"
+    text: str
+    error: str | None
+    context: dict[str, Any]  # what the channel put in Envelope.reply.context
+    created_at: str
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> CallbackReply:
+        return cls(
+            message_id=str(body["message_id"]), session_id=str(body["session_id"]), channel=str(body["channel"]),
+            status=str(body["status"]), text=str(body["text"]), error=body.get("error"),
+            context=dict(body.get("context") or {}), created_at=str(body.get("created_at", "")),
+        )
+
+
+class Channel(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, ctx: EdgeContext) -> None:
+        self.ctx = ctx
+
+    @property
+    def callback_url(self) -> str:
+        """Where the core sends this channel's replies (workers reach the edge at INTERNAL_BASE_URL)."""
+        return f"{self.ctx.settings.internal_base_url.rstrip('/')}/v1/channels/{self.name}/callback"
+
+    def accept(self, envelope: Envelope, delivery_id: str | None) -> Accepted:
+        """Queue durably; a provider's repeated delivery (same id) returns the first message."""
+        return accept(self.ctx, envelope, delivery_id)
+
+    @abstractmethod
+    def blueprint(self) -> Blueprint:
+        """The provider's webhooks."""
+
+    @abstractmethod
+    def send(self, reply: CallbackReply) -> None:
+        """Hand the reply to the provider; raise TemporarySendError or PermanentSendError."""

@@ -1,0 +1,65 @@
+"""``POST /v1/channels/<name>/callback``: the core's signed reply, sent on by the channel, once.
+
+Answers: 204 sent (or already sent); 401 bad signature; 404 unknown channel;
+503 a temporary provider failure (the core retries with backoff); 422 a
+permanent one (the core dead-letters it with our reason).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Blueprint, request
+from flask.typing import ResponseReturnValue
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from edge.channels.base import CallbackReply, Channel, PermanentSendError, TemporarySendError
+from edge.context import edge
+from edge.errors import BadRequest, NotFound, Unauthorized, Unavailable, Unprocessable
+from tasks.signing import verify
+
+__all__ = ["callback_blueprint"]
+
+log = logging.getLogger(__name__)
+
+
+def callback_blueprint(channels: dict[str, Channel]) -> Blueprint:
+    blueprint = Blueprint("channel_callbacks", __name__)
+
+    @blueprint.post("/v1/channels/<name>/callback")
+    def callback(name: str) -> ResponseReturnValue:
+        ctx = edge()
+        channel = channels.get(name)
+        if channel is None:
+            raise NotFound(f"no channel {name!r}")
+        raw = request.get_data()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            verify(ctx.settings.switchboard_secret, raw, headers)
+        except WebhookVerificationError as exc:
+            raise Unauthorized("callback signature does not verify") from exc
+        try:
+            reply = CallbackReply.from_json(json.loads(raw))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadRequest(f"not a reply: {exc}") from exc
+        sent_key = f"{ctx.keys.prefix}:channel:{name}:sent:{headers['webhook-id']}"
+        claim_key = f"{sent_key}:claim"
+        if ctx.redis.exists(sent_key):
+            return "", 204
+        if not ctx.redis.set(claim_key, "1", nx=True, ex=60):
+            raise Unavailable("this reply is being sent right now")
+        try:
+            channel.send(reply)
+        except TemporarySendError as exc:
+            log.warning("%s: temporary failure sending %s: %s", name, reply.message_id, exc)
+            raise Unavailable(f"provider temporarily failed: {exc}") from exc
+        except PermanentSendError as exc:
+            log.warning("%s: permanent failure sending %s: %s", name, reply.message_id, exc)
+            raise Unprocessable(f"provider refused the reply: {exc}") from exc
+        finally:
+            ctx.redis.delete(claim_key)
+        ctx.redis.set(sent_key, "1", ex=ctx.settings.idempotency_ttl_seconds)
+        return "", 204
+
+    return blueprint
