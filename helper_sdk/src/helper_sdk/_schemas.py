@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,18 +58,18 @@ def _string_keys(tree: Mapping[Any, Any]) -> dict[str, Any]:
     return {str(key): _string_keys(value) if isinstance(value, Mapping) else value for key, value in tree.items()}
 
 
-class SchemaAdapter:
+class SchemaAdapter(ABC):
     """One schema, whatever it was written in: its JSON Schema, and how to check data against it."""
 
     json_schema: dict[str, Any]
 
+    @abstractmethod
     def load(self, data: Any) -> Any:
         """Validate call input; return what the capability receives. Raises InvalidData."""
-        raise NotImplementedError
 
+    @abstractmethod
     def dump(self, data: Any) -> Any:
         """Validate capability output; return what goes on the wire. Raises InvalidData."""
-        raise NotImplementedError
 
 
 class _MarshmallowAdapter(SchemaAdapter):
