@@ -73,9 +73,10 @@ _RENEW = _HOLDS + "redis.call('PEXPIRE', KEYS[1], ARGV[2])\nreturn 1\n"
 # KEYS: lock;  ARGV: token
 _RELEASE = _HOLDS + "redis.call('DEL', KEYS[1])\nreturn 1\n"
 
-# KEYS: lock, inbox;  ARGV: token, message_id
+# KEYS: lock, inbox, pending sessions;  ARGV: token, message_id, session_id
 _POP = _HOLDS + """
 if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then redis.call('LPOP', KEYS[2]) end
+if redis.call('LLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[3]) end
 return 1
 """
 
@@ -181,8 +182,9 @@ class SessionStore:
         return [Turn.from_json(item) for item in raw]
 
     def pop(self, lease: Lease, message_id: str) -> None:
-        keys = [self.keys.session_lock(lease.session_id), self.keys.session_inbox(lease.session_id)]
-        if not self._pop(keys=keys, args=[lease.token, message_id]):
+        sid = lease.session_id
+        keys = [self.keys.session_lock(sid), self.keys.session_inbox(sid), self.keys.pending_sessions]
+        if not self._pop(keys=keys, args=[lease.token, message_id, sid]):
             raise LeaseLost(lease.session_id)
 
     def set_fields(self, lease: Lease, message_id: str, fields: dict[str, str]) -> None:

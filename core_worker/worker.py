@@ -16,6 +16,7 @@ from celery.signals import celeryd_after_setup, worker_process_init, worker_proc
 
 from core_worker.helper_queues import HelperQueueSync
 from core_worker.runtime import CoreRuntime, model_threads
+from core_worker.sweeper import Sweeper
 from core_worker.tasks import register_tasks
 from tasks.celery_factory import create_celery
 from tasks.names import QUEUE_CORE, QUEUE_DELIVER
@@ -59,10 +60,13 @@ def _note_queues(sender: Any, instance: Any, **_: Any) -> None:
 
 
 @worker_ready.connect
-def _follow_helpers(sender: Any, **_: Any) -> None:
-    """Workers that deliver also call helpers: consume each registered helper's queue."""
+def _start_io_threads(sender: Any, **_: Any) -> None:
+    """Workers that deliver also call helpers (consume each helper's queue) and sweep stalled sessions."""
     if QUEUE_DELIVER in sender.app.amqp.queues.consume_from:
-        HelperQueueSync(sender, runtime().helpers, settings.helper_sync_interval).start()
+        rt = runtime()
+        HelperQueueSync(sender, rt.helpers, settings.helper_sync_interval).start()
+        Sweeper(rt.redis, rt.keys, rt.messages, rt.resume, interval=settings.sweep_interval,
+                age=settings.sweep_age).start()
 
 
 @worker_process_init.connect

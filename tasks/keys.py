@@ -40,6 +40,11 @@ class Keys:
         """Replies waiting to be delivered, in answer order (delivery is ordered per session too)."""
         return f"{self.prefix}:session:{{{session_id}}}:outbox"
 
+    @property
+    def pending_sessions(self) -> str:
+        """Sessions with messages in their inbox: what the sweeper looks at."""
+        return f"{self.prefix}:sessions:pending"
+
     def session_fence(self, session_id: str) -> str:
         return f"{self.prefix}:session:{{{session_id}}}:fence"
 

@@ -26,7 +26,7 @@ __all__ = ["STATUSES", "TERMINAL", "MessageRecord", "MessageStore"]
 STATUSES = ("queued", "processing", "answered", "failed")
 TERMINAL = frozenset({"answered", "failed"})
 
-# KEYS: record, inbox, idempotency (may be "")
+# KEYS: record, inbox, idempotency (may be ""), pending sessions
 # ARGV: message_id, envelope json, session_id, now, status ttl, idempotency ttl
 _ADMIT = """
 if KEYS[3] ~= '' then
@@ -37,6 +37,7 @@ redis.call('HSET', KEYS[1], 'message_id', ARGV[1], 'envelope', ARGV[2], 'session
            'status', 'queued', 'created_at', ARGV[4], 'updated_at', ARGV[4], 'attempts', 0)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[3])
 if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[6]) end
 return {1, ARGV[1]}
 """
@@ -62,6 +63,7 @@ return 1
 
 _ROLLBACK = """
 redis.call('LREM', KEYS[2], 0, ARGV[1])
+if redis.call('LLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[4], ARGV[2]) end
 redis.call('DEL', KEYS[1])
 if KEYS[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
 return 1
@@ -130,7 +132,8 @@ class MessageStore:
 
     def _admit_keys(self, envelope: Envelope, idempotency_key: str | None) -> list[str]:
         idem = self.keys.idempotency(envelope.channel, idempotency_key) if idempotency_key else ""
-        return [self.keys.message(envelope.message_id), self.keys.session_inbox(envelope.session_id), idem]
+        return [self.keys.message(envelope.message_id), self.keys.session_inbox(envelope.session_id), idem,
+                self.keys.pending_sessions]
 
     def admit(self, envelope: Envelope, idempotency_key: str | None = None) -> tuple[bool, str]:
         """Record and queue ``envelope`` in its session; (False, earlier id) if the key was seen before."""
@@ -149,7 +152,8 @@ class MessageStore:
 
     def rollback(self, envelope: Envelope, idempotency_key: str | None = None) -> None:
         """Undo ``admit`` when the task could not be sent (the client is told 503)."""
-        self._rollback(keys=self._admit_keys(envelope, idempotency_key), args=[envelope.message_id])
+        keys = self._admit_keys(envelope, idempotency_key)
+        self._rollback(keys=keys, args=[envelope.message_id, envelope.session_id])
 
     def get(self, message_id: str) -> MessageRecord | None:
         data = self.redis.hgetall(self.keys.message(message_id))

@@ -106,6 +106,13 @@ class Settings:
         3, "MAX_ATTEMPTS", "Times a message may crash its worker before it is dead-lettered as poison."
     )
 
+    sweep_interval: float = _setting(
+        30.0, "SWEEP_INTERVAL", "How often io workers look for sessions whose waiting messages lost their task."
+    )
+    sweep_age: float = _setting(
+        120.0, "SWEEP_AGE", "Seconds a session's first waiting message may sit untouched, unleased, before a new task."
+    )
+
     # --- Celery --------------------------------------------------------------
     visibility_timeout: int = _setting(
         3600, "VISIBILITY_TIMEOUT",
@@ -191,6 +198,74 @@ class Settings:
     )
     max_reply_bytes: int = _setting(
         262_144, "MAX_CALLBACK_RESPONSE_BYTES", "Most of a callback's response body that is read (and logged)."
+    )
+
+    # --- Twilio (SMS/MMS and voice) --------------------------------------------
+    twilio_account_sid: str = _setting("", "TWILIO_ACCOUNT_SID", "Twilio account SID (`AC…`) replies are sent with.")
+    twilio_auth_token: str = _setting(
+        "", "TWILIO_AUTH_TOKEN",
+        "Twilio auth token: signs the REST calls and verifies `X-Twilio-Signature`. Empty: the Twilio webhooks "
+        "refuse everything (403).",
+    )
+    twilio_from_number: str = _setting(
+        "", "TWILIO_FROM_NUMBER", "Number SMS replies are sent from. Empty: the number the person texted."
+    )
+    twilio_api_base_url: str = _setting(
+        "https://api.twilio.com", "TWILIO_API_BASE_URL", "Twilio REST API base URL (a fake or a proxy in tests)."
+    )
+    twilio_api_timeout: float = _setting(10.0, "TWILIO_API_TIMEOUT", "Seconds per Twilio REST call.")
+    twilio_shared_session: bool = _setting(
+        True, "TWILIO_SHARED_SESSION",
+        "Calls and texts from one number share a conversation (`twilio:<number>`). Off: calls get their own.",
+    )
+    twilio_sms_ack: str = _setting(
+        "", "TWILIO_SMS_ACK", "Text answered at once to every SMS before the real reply. Empty: none."
+    )
+    twilio_sms_help: str = _setting(
+        "", "TWILIO_SMS_HELP",
+        "Answer to HELP/INFO (never sent to the model). Empty: none (Twilio's opt-out handling answers it).",
+    )
+    twilio_media_notice: str = _setting(
+        "Sorry, I can't look at pictures or other attachments yet. Please send your question as text.",
+        "TWILIO_MEDIA_NOTICE", "Answered at once to an MMS whose media no helper understands.",
+    )
+    twilio_max_sms_chars: int = _setting(
+        1600, "TWILIO_MAX_SMS_CHARS", "Longest SMS body sent; longer replies are split at paragraphs or sentences."
+    )
+    twilio_number_parts: bool = _setting(
+        True, "TWILIO_NUMBER_PARTS", "Prefix the parts of a split reply with `(1/3)`."
+    )
+    twilio_voice_greeting: str = _setting(
+        "Hello! This is Switchboard. How can I help?", "TWILIO_VOICE_GREETING", "Said when a call is answered."
+    )
+    twilio_voice_hold: str = _setting(
+        "One moment.", "TWILIO_VOICE_HOLD", "Said after the caller spoke, while the model thinks."
+    )
+    twilio_voice_still_waiting: str = _setting(
+        "Still thinking.", "TWILIO_VOICE_STILL_WAITING", "Said every few hold loops of a slow answer. Empty: silence."
+    )
+    twilio_voice_goodbye: str = _setting(
+        "Goodbye!", "TWILIO_VOICE_GOODBYE", "Said before hanging up (silence or a goodbye from the caller)."
+    )
+    twilio_voice_goodbye_words: str = _setting(
+        "goodbye,bye,bye bye,hang up,that's all,that is all,no thanks,no thank you",
+        "TWILIO_VOICE_GOODBYE_WORDS", "Comma list of phrases that end a call when the caller's turn ends with one.",
+    )
+    twilio_voice_hold_seconds: float = _setting(
+        8.0, "TWILIO_VOICE_HOLD_SECONDS",
+        "Longest one hold request waits for the answer before redirecting again (capped at 10: Twilio gives up at 15).",
+    )
+    twilio_voice_max_wait_seconds: float = _setting(
+        120.0, "TWILIO_VOICE_MAX_WAIT_SECONDS", "A caller waits this long for an answer before being told to retry."
+    )
+    twilio_voice_language: str = _setting(
+        "en-US", "TWILIO_VOICE_LANGUAGE", "Language of speech recognition and of `<Say>`."
+    )
+    twilio_voice_voice: str = _setting(
+        "", "TWILIO_VOICE_VOICE", "`<Say>` voice (e.g. `Polly.Joanna`). Empty: Twilio's default."
+    )
+    twilio_voice_max_say_chars: int = _setting(
+        1500, "TWILIO_VOICE_MAX_SAY_CHARS", "Longest answer read out on a call; longer ones are cut at a sentence."
     )
 
     def __post_init__(self) -> None:

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import time
+
+import fakeredis
+
+from core_worker.sessions import SessionStore
+from core_worker.sweeper import Sweeper
+from tasks.keys import Keys
+from tasks.messages import MessageStore
+from tests.factories import envelope
+
+
+def test_a_session_left_without_a_task_is_kicked_and_an_active_one_is_not(
+    fake_redis: fakeredis.FakeRedis, keys: Keys, message_store: MessageStore
+) -> None:
+    kicked: list[tuple[str, str]] = []
+    sweeper = Sweeper(fake_redis, keys, message_store, lambda m, s: kicked.append((m, s)), interval=1, age=60)
+    stalled, busy = envelope(session_id="api:a"), envelope(session_id="api:b")
+    message_store.admit(stalled)
+    message_store.admit(busy)
+    sessions = SessionStore(fake_redis, keys, lease_seconds=30, session_ttl=60, status_ttl=60, max_turns=2)
+    assert sessions.acquire("api:b") is not None
+    assert sweeper.sweep_once() == []  # both are fresh
+    assert sweeper.sweep_once(now=time.time() + 120) == ["api:a"]
+    assert kicked == [(stalled.message_id, "api:a")]
+
+
+def test_a_drained_session_leaves_the_pending_set(
+    fake_redis: fakeredis.FakeRedis, keys: Keys, message_store: MessageStore
+) -> None:
+    env = envelope()
+    message_store.admit(env)
+    assert fake_redis.smembers(keys.pending_sessions) == {env.session_id}
+    sessions = SessionStore(fake_redis, keys, lease_seconds=30, session_ttl=60, status_ttl=60, max_turns=2)
+    lease = sessions.acquire(env.session_id)
+    assert lease is not None
+    sessions.finish(lease, env.message_id, status="answered", field="reply", value="{}")
+    sessions.pop(lease, env.message_id)
+    assert fake_redis.smembers(keys.pending_sessions) == set()
