@@ -106,9 +106,15 @@ class SessionProcessor:
         return None if pos is None else int(pos)  # type: ignore[arg-type]
 
     def retry_delay(self, session_id: str, message_id: str) -> float:
-        """Poll less often the further back a message waits: its turn cannot come sooner."""
+        """When to look again: later the further back a message waits, and for a message parked on a
+        helper call only at its deadline (the helper's task wakes it sooner when the call is done)."""
         position = self.position(session_id, message_id) or 0
-        return min(self.settings.session_retry_seconds * (1 + position), self.settings.session_lock_seconds)
+        cap = self.settings.session_lock_seconds
+        if position == 0:
+            record = self.messages.get(message_id)
+            if record is not None and record.stage == "awaiting_helper" and record.call:
+                return min(max(float(record.call["deadline"]) - time.time() + 0.1, 0.5), cap)
+        return min(self.settings.session_retry_seconds * (1 + position), cap)
 
     # -- one message -------------------------------------------------------
     def _process_head(self, lease: Lease, message_id: str) -> bool:

@@ -215,3 +215,12 @@ def test_a_mistyped_command_is_answered_with_the_available_commands(
     message_store.admit(ask)
     assert processor.run(ask.session_id, ask.message_id)
     assert "/calculator.calculate" in delivered[0]["text"] and with_helpers == []
+
+
+def test_a_parked_message_is_looked_at_again_only_at_its_deadline(
+    processor: SessionProcessor, message_store: MessageStore, with_helpers: list[tuple[str, str, dict[str, Any]]],
+) -> None:
+    ask = envelope(text="/calculate 1+1")
+    message_store.admit(ask)
+    processor.run(ask.session_id, ask.message_id)
+    assert processor.retry_delay(ask.session_id, ask.message_id) > 1.0  # deadline is seconds away
