@@ -6,11 +6,16 @@ from flask import Flask
 
 from edge.channels.base import Channel
 from edge.channels.callback import callback_blueprint
+from edge.channels.twilio_sms import TwilioSMS
+from edge.channels.twilio_voice import TwilioVoice
 from edge.context import EdgeContext
 
 __all__ = ["BUILTIN_CHANNELS", "register_channels"]
 
-BUILTIN_CHANNELS: dict[str, type[Channel]] = {}
+BUILTIN_CHANNELS: dict[str, type[Channel]] = {
+    TwilioSMS.name: TwilioSMS,
+    TwilioVoice.name: TwilioVoice,
+}
 
 
 def register_channels(app: Flask, ctx: EdgeContext) -> dict[str, Channel]:
