@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from tasks.settings import settings_markdown
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this tree's settings, not whatever copy is installed
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+from tasks.settings import settings_markdown  # noqa: E402
+
+DOC = ROOT / "docs" / "configuration.md"
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 
 

@@ -268,6 +268,50 @@ class Settings:
         1500, "TWILIO_VOICE_MAX_SAY_CHARS", "Longest answer read out on a call; longer ones are cut at a sentence."
     )
 
+    # --- email (Mailgun, SendGrid, IMAP in; SMTP out) ---------------------------
+    smtp_host: str = _setting(
+        "localhost", "SMTP_HOST", "SMTP server mail replies are sent through. Empty: replies are dead-lettered."
+    )
+    smtp_port: int = _setting(25, "SMTP_PORT", "SMTP port (587 with `starttls`, 465 with `ssl`).")
+    smtp_security: str = _setting(
+        "none", "SMTP_SECURITY", "`none`, `starttls` (upgrade a plain connection) or `ssl` (TLS from the start)."
+    )
+    smtp_username: str = _setting("", "SMTP_USERNAME", "SMTP login. Empty: no AUTH.")
+    smtp_password: str = _setting("", "SMTP_PASSWORD", "SMTP password.")
+    smtp_from: str = _setting(
+        "", "SMTP_FROM",
+        "Address replies come from; mail from it is never answered (loops). Empty: the address the person wrote to.",
+    )
+    smtp_timeout: float = _setting(10.0, "SMTP_TIMEOUT", "Seconds per SMTP connection step before it counts as down.")
+    mailgun_signing_key: str = _setting(
+        "", "MAILGUN_SIGNING_KEY", "Mailgun HTTP webhook signing key. Empty: the Mailgun route refuses all (403)."
+    )
+    mailgun_max_age: float = _setting(
+        300.0, "MAILGUN_MAX_AGE", "Oldest Mailgun webhook timestamp accepted, in seconds (replays are refused too)."
+    )
+    sendgrid_inbound_secret: str = _setting(
+        "", "SENDGRID_INBOUND_SECRET",
+        "Basic-auth password in the SendGrid Inbound Parse URL. Empty: the SendGrid route refuses all (403).",
+    )
+    max_mail_bytes: int = _setting(
+        26_214_400, "MAX_MAIL_BYTES", "Largest mail the email webhooks accept (413 above); only their routes."
+    )
+    email_attachment_ttl_seconds: int = _setting(
+        24 * 3600, "EMAIL_ATTACHMENT_TTL_SECONDS", "How long a mail's attachments are kept for converters to fetch."
+    )
+    imap_host: str = _setting(
+        "", "IMAP_HOST", "IMAP server the poller (`python -m edge.imap_poller`) reads. Empty: the poller idles."
+    )
+    imap_port: int = _setting(993, "IMAP_PORT", "IMAP port (143 without `IMAP_SSL`).")
+    imap_ssl: bool = _setting(True, "IMAP_SSL", "IMAP over TLS from the start (port 993).")
+    imap_username: str = _setting("", "IMAP_USERNAME", "IMAP login.")
+    imap_password: str = _setting("", "IMAP_PASSWORD", "IMAP password.")
+    imap_mailbox: str = _setting("INBOX", "IMAP_MAILBOX", "Mailbox the poller reads unseen mail from.")
+    imap_poll_seconds: float = _setting(30.0, "IMAP_POLL_SECONDS", "Seconds between two looks at the mailbox.")
+    imap_timeout: float = _setting(
+        30.0, "IMAP_TIMEOUT", "Seconds per IMAP command before the connection counts as dead."
+    )
+
     def __post_init__(self) -> None:
         if not self.task_soft_time_limit < self.task_time_limit < self.visibility_timeout:
             raise SettingsError(

@@ -6,6 +6,7 @@ from flask import Flask
 
 from edge.channels.base import Channel
 from edge.channels.callback import callback_blueprint
+from edge.channels.email_channel import EmailChannel
 from edge.channels.twilio_sms import TwilioSMS
 from edge.channels.twilio_voice import TwilioVoice
 from edge.context import EdgeContext
@@ -13,6 +14,7 @@ from edge.context import EdgeContext
 __all__ = ["BUILTIN_CHANNELS", "register_channels"]
 
 BUILTIN_CHANNELS: dict[str, type[Channel]] = {
+    EmailChannel.name: EmailChannel,
     TwilioSMS.name: TwilioSMS,
     TwilioVoice.name: TwilioVoice,
 }

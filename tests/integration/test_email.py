@@ -1,0 +1,163 @@
+"""Mail end to end through real servers: gunicorn edge, Celery workers, aiosmtpd, dovecot.
+
+The scripted backend echoes the last user message, so a reply shows what
+the model was given (the mail's new text, not its quote).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.integration.harness import BIN, Proc, System, wait_until
+from tests.integration.mail_servers import Dovecot, SmtpRecorder
+
+pytestmark = pytest.mark.integration
+
+MakeSystem = Callable[..., System]
+KEY, SECRET = "mailgun-key", "sendgrid-secret"
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpRecorder]:
+    recorder = SmtpRecorder()
+    recorder.start()
+    yield recorder
+    recorder.stop()
+
+
+def start(make_system: MakeSystem, smtp: SmtpRecorder, **env: str) -> System:
+    system = make_system(
+        LLM_BACKEND="tests.integration.scripted_backend:factory", SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp.port),
+        SMTP_FROM="bot@example.com", SMTP_TIMEOUT="2", MAILGUN_SIGNING_KEY=KEY, SENDGRID_INBOUND_SECRET=SECRET,
+        **env,
+    )
+    system.start_edge()
+    system.start_worker("core", "core")
+    system.start_worker("io", "deliver,convert", pool="threads", concurrency=4)
+    return system
+
+
+def mail(text: str, message_id: str, subject: str = "Opening hours", **headers: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = (
+        "Alice <alice@example.org>", "bot@example.com", subject, message_id
+    )
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(text)
+    return msg
+
+
+def mailgun(system: System, raw: bytes, token: str, key: str = KEY) -> requests.Response:
+    ts = str(int(time.time()))
+    sig = hmac.new(key.encode(), (ts + token).encode(), hashlib.sha256).hexdigest()
+    fields = {"timestamp": ts, "token": token, "signature": sig, "recipient": "bot@example.com"}
+    files = {"body-mime": (None, raw)}
+    return requests.post(f"{system.base_url}/v1/channels/email/mailgun", data=fields, files=files, timeout=60)
+
+
+def sendgrid(system: System, raw: bytes, secret: str = SECRET) -> requests.Response:
+    auth = base64.b64encode(f"sendgrid:{secret}".encode()).decode()
+    return requests.post(f"{system.base_url}/v1/channels/email/sendgrid", files={"email": (None, raw)},
+                         headers={"Authorization": f"Basic {auth}"}, timeout=120)
+
+
+def test_a_thread_of_two_mails_is_answered_in_one_session(make_system: MakeSystem, smtp: SmtpRecorder) -> None:
+    system = start(make_system, smtp)
+    first = mailgun(system, mail("When do you open?", "<t1@example.org>").as_bytes(), "tok-1")
+    assert first.status_code == 200, first.text
+    wait_until(lambda: len(smtp.received) == 1, 30, "the first reply")
+    reply = smtp.received[0]
+    assert reply["To"] == "Alice <alice@example.org>" and reply["Subject"] == "Re: Opening hours"
+    assert reply["In-Reply-To"] == "<t1@example.org>"
+    assert "When do you open?" in reply.get_content()
+
+    quoted = "And on Sundays?\n\nOn Mon, bot@example.com wrote:\n> " + reply.get_content().replace("\n", "\n> ")
+    second = mail(quoted, "<t2@example.org>", subject="Re: Opening hours", In_Reply_To=reply["Message-ID"],
+                  References=f"<t1@example.org> {reply['Message-ID']}")
+    response = sendgrid(system, second.as_bytes())
+    assert response.status_code == 200, response.text
+    assert response.json()["session_id"] == first.json()["session_id"] == "email:alice@example.org#t1@example.org"
+    wait_until(lambda: len(smtp.received) == 2, 30, "the second reply")
+    answer = smtp.received[1]
+    assert "And on Sundays?" in answer.get_content() and "When do you open" not in answer.get_content()
+    assert answer["References"].split() == ["<t1@example.org>", reply["Message-ID"], "<t2@example.org>"]
+    record = system.status(response.json()["message_id"])
+    assert record["reply"]["context_message_ids"] == [first.json()["message_id"]]
+
+    new_subject = mailgun(system, mail("Something else", "<n1@example.org>", subject="Other").as_bytes(), "tok-3")
+    assert new_subject.json()["session_id"] == "email:alice@example.org#n1@example.org"
+
+
+def test_forged_signatures_duplicates_and_sizes(make_system: MakeSystem, smtp: SmtpRecorder) -> None:
+    system = start(make_system, smtp)
+    raw = mail("Hello", "<d1@example.org>").as_bytes()
+    assert mailgun(system, raw, "tok-a", key="forged").status_code == 403
+    assert sendgrid(system, raw, secret="forged").status_code == 403
+    assert mailgun(system, raw, "tok-b").json()["status"] == "queued"
+    assert mailgun(system, raw, "tok-b").status_code == 403  # replayed token
+    assert sendgrid(system, raw).json()["status"] == "duplicate"  # same Message-ID by another path
+    wait_until(lambda: len(smtp.received) == 1, 30, "the reply")
+
+    big = mail("Here is a big file", "<big@example.org>")
+    big.add_attachment(b"\0" * 10_000_000, maintype="application", subtype="octet-stream", filename="big.bin")
+    assert sendgrid(system, big.as_bytes()).status_code == 200
+    huge = b"x" * 50_000_000
+    try:
+        status = sendgrid(system, huge).status_code
+    except requests.ConnectionError:  # the server may answer 413 and close before the upload ends
+        status = 413
+    assert status == 413
+    time.sleep(2)
+    assert len([m for m in smtp.received if m["In-Reply-To"] == "<d1@example.org>"]) == 1
+
+
+def test_smtp_down_then_up_delivers_the_reply_once(make_system: MakeSystem, smtp: SmtpRecorder) -> None:
+    system = start(make_system, smtp)
+    smtp.stop()
+    response = mailgun(system, mail("Are you there?", "<down@example.org>").as_bytes(), "tok-down")
+    assert response.status_code == 200
+    message_id = response.json()["message_id"]
+    wait_until(lambda: system.status(message_id)["status"] == "answered", 30, "the answer")
+    time.sleep(2)  # a few delivery attempts fail meanwhile
+    smtp.start()
+    wait_until(lambda: len(smtp.received) == 1, 30, "the reply after SMTP came back")
+    time.sleep(3)
+    assert len(smtp.received) == 1
+
+
+def test_the_imap_poller_reads_pdf_latin1_and_malformed_mail(
+    make_system: MakeSystem, smtp: SmtpRecorder, tmp_path: Path
+) -> None:
+    dovecot = Dovecot(tmp_path / "dovecot")
+    try:
+        system = start(make_system, smtp, IMAP_HOST="127.0.0.1", IMAP_PORT=str(dovecot.port), IMAP_SSL="false",
+                       IMAP_USERNAME=dovecot.user, IMAP_PASSWORD=dovecot.password, IMAP_POLL_SECONDS="0.5")
+        pdf = mail("Please read the invoice.", "<pdf@example.org>", subject="Invoice")
+        pdf.add_attachment(b"%PDF-1.4\n%fake\n", maintype="application", subtype="pdf", filename="invoice.pdf")
+        dovecot.deliver(pdf.as_bytes())
+        dovecot.deliver(b"From: bob@example.org\r\nSubject: Gr\xfc\xdfe\r\nMessage-ID: <latin@example.org>\r\n"
+                        b"Content-Type: text/plain; charset=x-unknown\r\n\r\nSch\xf6ne Gr\xfc\xdfe\r\n")
+        dovecot.deliver(b"From: carol@example.org\r\nSubject: broken\r\nContent-Type: multipart/mixed\r\n\r\n"
+                        b"text without boundary\r\n")
+        dovecot.deliver(b"Subject: from nobody\r\n\r\nno sender\r\n")
+        poller = Proc("imap", [str(BIN / "python"), "-m", "edge.imap_poller"], system.env, system.log_dir)
+        system.procs["imap"] = poller
+        wait_until(lambda: len(smtp.received) == 3, 60, "three replies")
+        by_to = {str(m["To"]): m.get_content() for m in smtp.received}
+        assert "[attachment: invoice.pdf (application/pdf" in by_to["Alice <alice@example.org>"]
+        assert "Schöne Grüße" in by_to["bob@example.org"]
+        assert "text without boundary" in by_to["carol@example.org"]
+        flags = dovecot.flags()
+        assert sum("\\Seen" in f for f in flags) == 3 and sum("$SwitchboardRejected" in f for f in flags) == 1
+    finally:
+        dovecot.stop()
