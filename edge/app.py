@@ -8,7 +8,7 @@ import redis
 from celery import Celery
 from flask import Flask
 
-from edge import api, health, helpers_api
+from edge import api, files, health, helpers_api, webchat
 from edge.channels import register_channels
 from edge.context import EdgeContext
 from edge.errors import register_error_handlers
@@ -50,5 +50,7 @@ def create_app(
     app.register_blueprint(api.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(helpers_api.blueprint)
+    app.register_blueprint(files.blueprint)
+    app.register_blueprint(webchat.blueprint)
     app.extensions["switchboard.channels"] = register_channels(app, context)
     return app

@@ -312,6 +312,50 @@ class Settings:
         30.0, "IMAP_TIMEOUT", "Seconds per IMAP command before the connection counts as dead."
     )
 
+    # --- Telegram ------------------------------------------------------------
+    telegram_bot_token: str = _setting(
+        "", "TELEGRAM_BOT_TOKEN", "Bot API token from @BotFather. Empty: the Telegram webhook refuses everything (403)."
+    )
+    telegram_webhook_secret: str = _setting(
+        "", "TELEGRAM_WEBHOOK_SECRET",
+        "Secret Telegram echoes in `X-Telegram-Bot-Api-Secret-Token` (1-256 of `A-Z a-z 0-9 _ -`; set with "
+        "`python -m edge.channels.telegram set-webhook`). Empty: the webhook refuses everything (403).",
+    )
+    telegram_bot_username: str = _setting(
+        "", "TELEGRAM_BOT_USERNAME", "The bot's @username, to see mentions in groups. Empty: asked once with getMe."
+    )
+    telegram_api_base_url: str = _setting(
+        "https://api.telegram.org", "TELEGRAM_API_BASE_URL", "Telegram Bot API base URL (a fake or a proxy in tests)."
+    )
+    telegram_api_timeout: float = _setting(10.0, "TELEGRAM_API_TIMEOUT", "Seconds per Bot API call.")
+    telegram_typing_seconds: float = _setting(
+        60.0, "TELEGRAM_TYPING_SECONDS", "Longest a chat shows \"typing…\" while its message waits. 0: never."
+    )
+
+    # --- Slack -----------------------------------------------------------------
+    slack_signing_secret: str = _setting(
+        "", "SLACK_SIGNING_SECRET",
+        "Verifies `X-Slack-Signature` on Events API requests. Empty: the Slack webhook refuses everything (403).",
+    )
+    slack_bot_token: str = _setting("", "SLACK_BOT_TOKEN", "Bot token (`xoxb-…`) replies are posted with.")
+    slack_api_base_url: str = _setting(
+        "https://slack.com/api/", "SLACK_API_BASE_URL", "Slack Web API base URL (a fake or a proxy in tests)."
+    )
+    slack_api_timeout: int = _setting(10, "SLACK_API_TIMEOUT", "Seconds per Slack Web API call.")
+
+    # --- web chat and uploads --------------------------------------------------
+    files_max_bytes: int = _setting(
+        10 * 1_048_576, "FILES_MAX_BYTES", "Largest upload `POST /v1/files` accepts (413 above)."
+    )
+    files_ttl_seconds: int = _setting(
+        24 * 3600, "FILES_TTL_SECONDS", "How long an uploaded file is kept for converters (`GET /v1/files/<id>`)."
+    )
+    files_allowed_types: str = _setting(
+        "image/*,audio/*,video/*,text/*,application/pdf,application/msword,"
+        "application/vnd.openxmlformats-officedocument.*",
+        "FILES_ALLOWED_TYPES", "Comma list of MIME types (globs) `POST /v1/files` accepts (415 otherwise).",
+    )
+
     def __post_init__(self) -> None:
         if not self.task_soft_time_limit < self.task_time_limit < self.visibility_timeout:
             raise SettingsError(

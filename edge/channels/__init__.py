@@ -7,6 +7,8 @@ from flask import Flask
 from edge.channels.base import Channel
 from edge.channels.callback import callback_blueprint
 from edge.channels.email_channel import EmailChannel
+from edge.channels.slack import Slack
+from edge.channels.telegram import Telegram
 from edge.channels.twilio_sms import TwilioSMS
 from edge.channels.twilio_voice import TwilioVoice
 from edge.context import EdgeContext
@@ -15,6 +17,8 @@ __all__ = ["BUILTIN_CHANNELS", "register_channels"]
 
 BUILTIN_CHANNELS: dict[str, type[Channel]] = {
     EmailChannel.name: EmailChannel,
+    Slack.name: Slack,
+    Telegram.name: Telegram,
     TwilioSMS.name: TwilioSMS,
     TwilioVoice.name: TwilioVoice,
 }

@@ -31,6 +31,7 @@ from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
 from edge.channels.base import CallbackReply, Channel, PermanentSendError, TemporarySendError
+from edge.channels.splitting import split_text
 from edge.channels.twilio_common import ROUTE_PREFIX, caller_session, require, twiml, verify_twilio_request
 from edge.context import EdgeContext
 from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
@@ -108,41 +109,6 @@ def normalize(
     )
 
 
-# Where a long reply may be split, best first: (pattern, cut after the match instead of before it).
-_BOUNDARIES: tuple[tuple[re.Pattern[str], bool], ...] = (
-    (re.compile(r"\n[ \t]*\n"), False),
-    (re.compile(r"\n"), False),
-    (re.compile("[.!?\u2026]+[\"'\u201d\u2019)\\]]*(?=\\s)"), True),
-    (re.compile(r"[;:,]+(?=\s)"), True),
-    (re.compile(r"\s"), False),
-)
-
-
-def _cut(text: str, size: int) -> int:
-    """Where to end the next part of ``text`` (at most ``size`` characters), at the best boundary."""
-    floor = max(1, size // 3)  # a boundary this early would waste most of a part: try a weaker one
-    window = text[: size + 1]
-    for pattern, after in _BOUNDARIES:
-        cuts = [m.end() if after else m.start() for m in pattern.finditer(window)]
-        good = [c for c in cuts if floor <= c <= size]
-        if good:
-            return good[-1]
-    return size
-
-
-def _chunks(text: str, size: int) -> list[str]:
-    parts: list[str] = []
-    rest = text
-    while len(rest) > size:
-        cut = _cut(rest, size)
-        head, rest = rest[:cut].rstrip(), rest[cut:].lstrip()
-        if head:
-            parts.append(head)
-    if rest:
-        parts.append(rest)
-    return parts
-
-
 def split_message(text: str, limit: int, *, numbered: bool = True) -> list[str]:
     """``text`` in parts of at most ``limit`` characters, numbered ``(1/3) `` if asked; deterministic."""
     text = text.strip()
@@ -152,8 +118,8 @@ def split_message(text: str, limit: int, *, numbered: bool = True) -> list[str]:
     while True:
         width = 2 * digits + 4 if numbered else 0  # "(12/12) "
         if limit - width < 20:
-            return _chunks(text, limit)  # too short to afford numbering
-        parts = _chunks(text, limit - width)
+            return split_text(text, limit)  # too short to afford numbering
+        parts = split_text(text, limit - width)
         if not numbered:
             return parts
         if len(str(len(parts))) <= digits:

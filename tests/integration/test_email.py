@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
@@ -135,10 +137,11 @@ def test_smtp_down_then_up_delivers_the_reply_once(make_system: MakeSystem, smtp
     assert len(smtp.received) == 1
 
 
-def test_the_imap_poller_reads_pdf_latin1_and_malformed_mail(
-    make_system: MakeSystem, smtp: SmtpRecorder, tmp_path: Path
-) -> None:
-    dovecot = Dovecot(tmp_path / "dovecot")
+def test_the_imap_poller_reads_pdf_latin1_and_malformed_mail(make_system: MakeSystem, smtp: SmtpRecorder) -> None:
+    # Not under pytest's tmp dir: pytest sets /tmp/pytest-of-<user> back to 0700 whenever another session
+    # starts, which would lock dovecot's unprivileged user out of its maildir mid-test.
+    root = Path(tempfile.mkdtemp(prefix="switchboard-dovecot-"))
+    dovecot = Dovecot(root)
     try:
         system = start(make_system, smtp, IMAP_HOST="127.0.0.1", IMAP_PORT=str(dovecot.port), IMAP_SSL="false",
                        IMAP_USERNAME=dovecot.user, IMAP_PASSWORD=dovecot.password, IMAP_POLL_SECONDS="0.5")
@@ -161,3 +164,4 @@ def test_the_imap_poller_reads_pdf_latin1_and_malformed_mail(
         assert sum("\\Seen" in f for f in flags) == 3 and sum("$SwitchboardRejected" in f for f in flags) == 1
     finally:
         dovecot.stop()
+        shutil.rmtree(root, ignore_errors=True)

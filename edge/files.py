@@ -1,0 +1,149 @@
+"""Uploads: ``POST /v1/files`` (a file sent as a message) and ``GET /v1/files/<id>`` (for converters).
+
+A minimal stand-in until the media issue converts files to text: the bytes are
+kept in Redis for ``FILES_TTL_SECONDS`` under an unguessable id, and a message
+is queued in the uploader's API session (``api:<user>``, the same one the web
+chat uses) whose Envelope carries the file as an attachment.  While no live
+helper accepts the file's type, the message text tells the model the file
+could not be read, so the person gets a polite answer instead of silence.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import mimetypes
+import re
+import uuid
+from collections.abc import Sequence
+from urllib.parse import quote
+
+from flask import Blueprint, Response, jsonify, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from edge.api import session_id_for
+from edge.context import edge
+from edge.errors import ApiError, BadRequest, NotFound, UnsupportedMedia
+from edge.intake import accept
+from tasks.outbound import BlockedURL
+from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
+
+__all__ = ["blueprint", "unreadable_note"]
+
+blueprint = Blueprint("files", __name__)
+
+CHANNEL = "api"
+_NAME = re.compile(r"^[\w.@+:=-]{1,128}$")
+_MIME = re.compile(r"^[\w.+-]+/[\w.+-]+$")
+_FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields around the file
+
+
+class TooLarge(ApiError):
+    status = 413
+
+
+def unreadable_note(attachments: Sequence[Attachment]) -> str:
+    """What the model is told about files it cannot see (empty when there are none)."""
+    if not attachments:
+        return ""
+    described = ", ".join(f"{a.name!r} ({a.mime})" for a in attachments)
+    return (f"[The person attached {described}. Files like this cannot be read yet: say so politely and "
+            "ask them to describe or paste what they need as text.]")
+
+
+def _file_key(prefix: str, file_id: str) -> str:
+    return f"{prefix}:file:{file_id}"
+
+
+def _allowed(mime: str, patterns: str) -> bool:
+    return any(fnmatch.fnmatch(mime, p.strip().lower()) for p in patterns.split(",") if p.strip())
+
+
+@blueprint.post("/v1/files")
+def upload() -> ResponseReturnValue:
+    ctx = edge()
+    settings = ctx.settings
+    request.max_content_length = settings.files_max_bytes + _FORM_OVERHEAD
+    try:
+        upload = request.files.get("file")
+        form = request.form
+    except RequestEntityTooLarge as exc:
+        raise TooLarge(f"the file is larger than FILES_MAX_BYTES ({settings.files_max_bytes} bytes)") from exc
+    if not request.mimetype.startswith("multipart/form-data"):
+        raise UnsupportedMedia("send multipart/form-data with a 'file' field")
+    problems: dict[str, list[str]] = {}
+    user = form.get("user", "")
+    if not _NAME.match(user):
+        problems["user"] = ["use 1-128 letters, digits or . @ + : = - _"]
+    session = form.get("session") or None
+    if session is not None and not _NAME.match(session):
+        problems["session"] = ["use 1-128 letters, digits or . @ + : = - _"]
+    text = (form.get("text") or "").strip()
+    if len(text) > settings.max_text_chars:
+        problems["text"] = [f"longer than MAX_TEXT_CHARS ({settings.max_text_chars} characters)"]
+    reply_url = form.get("reply_url") or None
+    if reply_url:
+        try:
+            ctx.policy.check(reply_url)
+        except BlockedURL as exc:
+            problems["reply_url"] = [str(exc)]
+    if upload is None or not upload.filename:
+        problems["file"] = ["required"]
+    if problems or upload is None:
+        raise BadRequest("invalid fields", fields=problems)
+    data = upload.read()
+    if len(data) > settings.files_max_bytes:
+        raise TooLarge(f"the file is larger than FILES_MAX_BYTES ({settings.files_max_bytes} bytes)")
+    if not data:
+        raise BadRequest("invalid fields", fields={"file": ["empty"]})
+    name = (upload.filename or "file").replace("\\", "/").rsplit("/", 1)[-1][:255] or "file"
+    mime = (upload.mimetype or "").lower()
+    if not _MIME.match(mime) or mime == "application/octet-stream":
+        mime = (mimetypes.guess_type(name)[0] or "application/octet-stream").lower()
+    if not _allowed(mime, settings.files_allowed_types):
+        raise UnsupportedMedia(f"files of type {mime} are not accepted (FILES_ALLOWED_TYPES)")
+
+    file_id = uuid.uuid4().hex
+    ctx.redis.hset(_file_key(ctx.keys.prefix, file_id), mapping={
+        "data": base64.b64encode(data).decode(), "mime": mime, "name": name, "size": len(data),
+    })
+    ctx.redis.expire(_file_key(ctx.keys.prefix, file_id), settings.files_ttl_seconds)
+    base = settings.public_base_url.rstrip("/")
+    attachment = Attachment(mime=mime, size=len(data), name=name, url=f"{base}/v1/files/{file_id}")
+    capabilities = [c for helper in ctx.helpers.all() for c in helper.capabilities]
+    understood = any(c.accepts_mime(mime) for c in capabilities)
+    note = "" if understood else unreadable_note([attachment])
+    envelope = Envelope(
+        message_id=new_message_id(),
+        channel=CHANNEL,
+        channel_message_id=None,
+        sender=user,
+        session_id=session_id_for(user, session),
+        text=f"{text}\n\n{note}".strip(),
+        attachments=(attachment,),
+        metadata={"upload": {"file_id": file_id, "name": name, "mime": mime, "size": len(data)},
+                  **({"caption": text} if text else {})},
+        reply=ReplyRoute(callback_url=reply_url),
+    )
+    accepted = accept(ctx, envelope)
+    response = jsonify({"message_id": accepted.message_id, "session_id": accepted.session_id,
+                        "status_url": f"{base}/v1/messages/{accepted.message_id}",
+                        "file": {"id": file_id, "url": attachment.url, "name": name, "mime": mime,
+                                 "size": len(data)}})
+    response.headers["Location"] = f"/v1/messages/{accepted.message_id}"
+    return response, 202
+
+
+@blueprint.get("/v1/files/<file_id>")
+def download(file_id: str) -> ResponseReturnValue:
+    ctx = edge()
+    stored: dict[str, str] = {}
+    if re.fullmatch(r"[0-9a-f]{32}", file_id):
+        stored = ctx.redis.hgetall(_file_key(ctx.keys.prefix, file_id))  # type: ignore[assignment]
+    if not stored:
+        raise NotFound(f"no file {file_id[:64]!r} (unknown or expired)")
+    response = Response(base64.b64decode(stored["data"]), mimetype=stored["mime"])
+    response.headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(stored['name'], safe='')}"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -1,0 +1,121 @@
+"""The web chat in a real headless Chromium (Debian's chromium + chromedriver, driven by Selenium).
+
+Against the real system (gunicorn edge, Celery core worker, scripted echo
+model): open /chat, send, see the reply, reload and see the history, upload a
+file, and see the "unavailable" banner when Redis is down.
+
+Selenium rather than playwright-core: the test stays in pytest and Python, and
+Debian ships a chromedriver matching its chromium, so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import RedisServer, System
+
+pytestmark = pytest.mark.integration
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+MakeSystem = Callable[..., System]
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("Debian chromium and chromium-driver are not installed (.ci/run installs them)")
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1000,800"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def messages(driver: WebDriver) -> list[tuple[str, str]]:
+    """(role, text without the screen-reader prefix) of every message shown."""
+    shown = []
+    for item in driver.find_elements(By.CSS_SELECTOR, "#log li"):
+        role = "user" if "user" in (item.get_attribute("class") or "") else "assistant"
+        who = item.find_element(By.CLASS_NAME, "who").get_attribute("textContent") or ""
+        text = str(item.get_attribute("innerText") or "").strip()
+        shown.append((role, text.removeprefix(who.strip()).strip()))
+    return shown
+
+
+def open_chat(driver: WebDriver, system: System) -> None:
+    driver.get(f"{system.base_url}/chat")
+    WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.documentElement.dataset.ready"))
+
+
+def send(driver: WebDriver, text: str) -> None:
+    box = driver.find_element(By.ID, "message")
+    box.send_keys(text)
+    driver.find_element(By.ID, "send").click()
+
+
+def test_send_see_the_reply_reload_and_see_the_history(make_system: MakeSystem, browser: WebDriver) -> None:
+    system = make_system(LLM_BACKEND="tests.integration.scripted_backend:factory")
+    system.start_edge()
+    system.start_worker("core", "core")
+    open_chat(browser, system)
+    assert browser.find_element(By.ID, "banner").is_displayed() is False
+
+    send(browser, "hello from the browser")
+    WebDriverWait(browser, 30).until(lambda d: len(messages(d)) == 2)
+    assert messages(browser) == [("user", "hello from the browser"), ("assistant", "echo: hello from the browser")]
+    assert browser.find_element(By.ID, "thinking").is_displayed() is False
+    assert browser.switch_to.active_element.get_attribute("id") == "message"  # focus stays in the box
+
+    send(browser, "and again")
+    WebDriverWait(browser, 30).until(lambda d: len(messages(d)) == 4)
+
+    browser.refresh()
+    open_chat(browser, system)
+    assert [text for _, text in messages(browser)] == [
+        "hello from the browser", "echo: hello from the browser", "and again", "echo: and again"]
+
+    upload = Path(tempfile.mkdtemp()) / "shopping-list.txt"
+    upload.write_text("eggs\nmilk\n")
+    browser.find_element(By.ID, "file").send_keys(str(upload))
+    send(browser, "see my list")
+    WebDriverWait(browser, 30).until(lambda d: len(messages(d)) == 6)
+    question, answer = messages(browser)[4:]
+    assert "shopping-list.txt" in question[1]
+    assert answer[1].startswith("echo: see my list") and "cannot be read yet" in answer[1]
+
+
+def test_a_clear_banner_when_the_system_is_down(make_system: MakeSystem, browser: WebDriver, tmp_path: Path) -> None:
+    own_redis = RedisServer(tmp_path / "redis")
+    try:
+        system = make_system(redis_url=own_redis.url, LLM_BACKEND="tests.integration.scripted_backend:factory")
+        system.start_edge()
+        open_chat(browser, system)
+        own_redis.stop()
+        send(browser, "is anyone there?")
+        banner = browser.find_element(By.ID, "banner")
+        WebDriverWait(browser, 30).until(lambda d: banner.is_displayed())
+        assert "unavailable" in banner.text and banner.get_attribute("role") == "alert"
+        assert "Not sent." in messages(browser)[-1][1]
+    finally:
+        own_redis.stop()
