@@ -114,6 +114,8 @@ class SessionProcessor:
             record = self.messages.get(message_id)
             if record is not None and record.stage == "awaiting_helper" and record.call:
                 return min(max(float(record.call["deadline"]) - time.time() + 0.1, 0.5), cap)
+            if record is not None and record.stage == "converting":
+                return min(max(self._convert_deadline(record) - time.time() + 0.1, 0.5), cap)
         return min(self.settings.session_retry_seconds * (1 + position), cap)
 
     # -- one message -------------------------------------------------------
@@ -130,6 +132,8 @@ class SessionProcessor:
             return True
         if record.stage == "awaiting_helper" and record.call and time.time() < float(record.call["deadline"]):
             return False
+        if record.stage == "converting" and time.time() < self._convert_deadline(record):
+            return False  # the convert task resumes the session once the attachments are text
         attempts = int(self.messages.redis.hincrby(self.keys.message(message_id), "attempts", 1))
         if attempts > self.settings.max_attempts:
             self._fail(lease, record, f"gave up after {attempts - 1} attempts that crashed or timed out")
@@ -142,7 +146,11 @@ class SessionProcessor:
                 self.messages.complete_call(message_id, record.call["call_id"],
                                             {"output": None, "error": "timed out", "duration_ms": 0})
                 record = self.messages.get(message_id) or record
-            if record.stage == "helper_done" and record.call:
+            if record.stage == "converting":  # the conversion never finished: say so instead of waiting forever
+                reply = self._reply(envelope, CONVERT_TIMEOUT_TEXT)
+                turns: tuple[Turn, ...] = (Turn("user", envelope.text, message_id),
+                                           Turn("assistant", reply.text, message_id))
+            elif record.stage == "helper_done" and record.call:
                 reply, turns = self._compose(envelope, record.call, record.call_result or {})
             else:
                 decision = self.helpers.decide(envelope) if self.helpers else Decision()
@@ -173,6 +181,12 @@ class SessionProcessor:
         self._deliver(reply)
         self.sessions.pop(lease, message_id)
         return True
+
+    def _convert_deadline(self, record: MessageRecord) -> float:
+        """When a message still converting media is given up on: MEDIA_CONVERT_TIMEOUT per attachment plus slack."""
+        count = max(1, len(record.envelope.get("attachments") or ()))
+        slack = self.settings.media_fetch_timeout * (self.settings.media_fetch_retries + 1) + 30
+        return record.created_at + self.settings.media_convert_timeout * count + slack
 
     def _park(self, lease: Lease, envelope: Envelope, call: ToolCall) -> None:
         """Record the call on the message (fenced), then send it to the helper's own queue."""
@@ -277,6 +291,8 @@ def _public_reply(reply: Reply) -> dict[str, Any]:
     }
 
 
+CONVERT_TIMEOUT_TEXT = ("Sorry, I could not read the file you sent in time. Please try again with a smaller file, "
+                        "or paste the part you need as text.")
 FAILURE_TEXT = "Sorry, I could not answer that message. Please try again or rephrase it."
 
 

@@ -18,6 +18,7 @@ from core_worker.helper_queues import HelperQueueSync
 from core_worker.runtime import CoreRuntime, model_threads
 from core_worker.sweeper import Sweeper
 from core_worker.tasks import register_tasks
+from edge.convert_tasks import register_convert_tasks
 from tasks.celery_factory import create_celery
 from tasks.names import QUEUE_CORE, QUEUE_DELIVER
 from tasks.settings import load_settings
@@ -39,6 +40,7 @@ def runtime() -> CoreRuntime:
 
 
 register_tasks(app, runtime)
+register_convert_tasks(app, runtime)  # queue `convert`: channel-side media to text, never loads the model
 
 
 @celeryd_after_setup.connect

@@ -1,11 +1,12 @@
 """Uploads: ``POST /v1/files`` (a file sent as a message) and ``GET /v1/files/<id>`` (for converters).
 
-A minimal stand-in until the media issue converts files to text: the bytes are
-kept in Redis for ``FILES_TTL_SECONDS`` under an unguessable id, and a message
-is queued in the uploader's API session (``api:<user>``, the same one the web
-chat uses) whose Envelope carries the file as an attachment.  While no live
-helper accepts the file's type, the message text tells the model the file
-could not be read, so the person gets a polite answer instead of silence.
+The bytes are kept in Redis for ``FILES_TTL_SECONDS`` under an unguessable id,
+and a message is queued in the uploader's API session (``api:<user>``, the same
+one the web chat uses) whose Envelope carries the file as an attachment.  A
+type with a converter (docs/media.md) goes through the convert step first
+(queue ``convert``) unless a live helper accepts it; any other type gets a
+note telling the model the file could not be read, so the person gets a polite
+answer instead of silence.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from edge.api import session_id_for
 from edge.context import edge
 from edge.errors import ApiError, BadRequest, NotFound, UnsupportedMedia
 from edge.intake import accept
+from edge.media.registry import converter_for
+from edge.media.step import max_bytes_for
 from tasks.outbound import BlockedURL
 from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
 
@@ -103,6 +106,9 @@ def upload() -> ResponseReturnValue:
         mime = (mimetypes.guess_type(name)[0] or "application/octet-stream").lower()
     if not _allowed(mime, settings.files_allowed_types):
         raise UnsupportedMedia(f"files of type {mime} are not accepted (FILES_ALLOWED_TYPES)")
+    convertible = converter_for(mime) is not None
+    if convertible and len(data) > max_bytes_for(settings, mime):
+        raise TooLarge(f"the file is larger than the limit for {mime} ({max_bytes_for(settings, mime)} bytes)")
 
     file_id = uuid.uuid4().hex
     ctx.redis.hset(_file_key(ctx.keys.prefix, file_id), mapping={
@@ -113,7 +119,7 @@ def upload() -> ResponseReturnValue:
     attachment = Attachment(mime=mime, size=len(data), name=name, url=f"{base}/v1/files/{file_id}")
     capabilities = [c for helper in ctx.helpers.all() for c in helper.capabilities]
     understood = any(c.accepts_mime(mime) for c in capabilities)
-    note = "" if understood else unreadable_note([attachment])
+    note = "" if understood or convertible else unreadable_note([attachment])  # converted files need no note
     envelope = Envelope(
         message_id=new_message_id(),
         channel=CHANNEL,
@@ -126,7 +132,7 @@ def upload() -> ResponseReturnValue:
                   **({"caption": text} if text else {})},
         reply=ReplyRoute(callback_url=reply_url),
     )
-    accepted = accept(ctx, envelope)
+    accepted = accept(ctx, envelope, convert=convertible)
     response = jsonify({"message_id": accepted.message_id, "session_id": accepted.session_id,
                         "status_url": f"{base}/v1/messages/{accepted.message_id}",
                         "file": {"id": file_id, "url": attachment.url, "name": name, "mime": mime,

@@ -13,10 +13,10 @@ from kombu.exceptions import OperationalError
 
 from edge.context import EdgeContext
 from edge.errors import Unavailable
-from tasks.names import HANDLE_MESSAGE
-from tasks.schemas import Envelope
+from tasks.names import CONVERT_ATTACHMENTS, HANDLE_MESSAGE
+from tasks.schemas import Attachment, Envelope
 
-__all__ = ["Accepted", "accept"]
+__all__ = ["Accepted", "accept", "to_convert"]
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +28,34 @@ class Accepted:
         self.message_id, self.session_id, self.duplicate = message_id, session_id, duplicate
 
 
-def accept(ctx: EdgeContext, envelope: Envelope, idempotency_key: str | None = None) -> Accepted:
-    """Queue ``envelope``; a repeated idempotency key returns the first message instead."""
-    created, message_id = ctx.messages.admit(envelope, idempotency_key)
+def to_convert(ctx: EdgeContext, envelope: Envelope) -> list[Attachment]:
+    """Attachments the convert step must turn into text: those no live helper accepts (a helper that
+    declares ``accepts`` for a type is preferred, and the core routes the attachment to it)."""
+    if not envelope.attachments:
+        return []
+    capabilities = [c for helper in ctx.helpers.all() for c in helper.capabilities]
+    return [a for a in envelope.attachments if not any(c.accepts_mime(a.mime) for c in capabilities)]
+
+
+def accept(
+    ctx: EdgeContext, envelope: Envelope, idempotency_key: str | None = None, *, convert: bool = False
+) -> Accepted:
+    """Queue ``envelope``; a repeated idempotency key returns the first message instead.
+
+    With ``convert`` (a channel whose attachments are not text yet), a message with attachments no helper
+    accepts is admitted at stage "converting" and goes to queue ``convert`` first; the core waits for it.
+    """
+    converting = convert and bool(to_convert(ctx, envelope))
+    if converting:
+        created, message_id = ctx.messages.admit(envelope, idempotency_key, {"stage": "converting"})
+    else:
+        created, message_id = ctx.messages.admit(envelope, idempotency_key)
     if not created:
         record = ctx.messages.get(message_id)
         return Accepted(message_id, record.session_id if record else envelope.session_id, duplicate=True)
     try:
         ctx.celery.send_task(
-            HANDLE_MESSAGE,
+            CONVERT_ATTACHMENTS if converting else HANDLE_MESSAGE,
             args=[envelope.message_id, envelope.session_id],
             retry=True,
             retry_policy=PUBLISH_RETRY,

@@ -27,7 +27,7 @@ STATUSES = ("queued", "processing", "answered", "failed")
 TERMINAL = frozenset({"answered", "failed"})
 
 # KEYS: record, inbox, idempotency (may be ""), pending sessions
-# ARGV: message_id, envelope json, session_id, now, status ttl, idempotency ttl
+# ARGV: message_id, envelope json, session_id, now, status ttl, idempotency ttl, [field, value, ...]
 _ADMIT = """
 if KEYS[3] ~= '' then
   local existing = redis.call('GET', KEYS[3])
@@ -39,6 +39,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[3])
 if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[6]) end
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return {1, ARGV[1]}
 """
 
@@ -82,7 +83,7 @@ class MessageRecord:
     delivery: str | None
     created_at: float
     updated_at: float
-    stage: str | None = None  # None, "awaiting_helper" or "helper_done" while a helper call is under way
+    stage: str | None = None  # None, "converting" (media), "awaiting_helper" or "helper_done" (helper call)
     call: dict[str, Any] | None = None
     call_result: dict[str, Any] | None = None
 
@@ -135,8 +136,13 @@ class MessageStore:
         return [self.keys.message(envelope.message_id), self.keys.session_inbox(envelope.session_id), idem,
                 self.keys.pending_sessions]
 
-    def admit(self, envelope: Envelope, idempotency_key: str | None = None) -> tuple[bool, str]:
-        """Record and queue ``envelope`` in its session; (False, earlier id) if the key was seen before."""
+    def admit(
+        self, envelope: Envelope, idempotency_key: str | None = None, extra: dict[str, str] | None = None
+    ) -> tuple[bool, str]:
+        """Record and queue ``envelope`` in its session; (False, earlier id) if the key was seen before.
+
+        ``extra`` fields are written with the record, atomically (e.g. ``stage="converting"``)."""
+        pairs = [item for name, value in (extra or {}).items() for item in (name, value)]
         created, message_id = self._admit(
             keys=self._admit_keys(envelope, idempotency_key),
             args=[
@@ -146,6 +152,7 @@ class MessageStore:
                 repr(time.time()),
                 self.status_ttl,
                 self.idempotency_ttl,
+                *pairs,
             ],
         )
         return bool(created), str(message_id)

@@ -356,6 +356,47 @@ class Settings:
         "FILES_ALLOWED_TYPES", "Comma list of MIME types (globs) `POST /v1/files` accepts (415 otherwise).",
     )
 
+    # --- media conversion (queue `convert`, docs/media.md) ---------------------
+    media_convert_timeout: float = _setting(
+        60.0, "MEDIA_CONVERT_TIMEOUT",
+        "Wall-clock seconds one attachment may take to convert (its child process is killed past it).",
+    )
+    media_max_memory_mb: int = _setting(
+        1024, "MEDIA_MAX_MEMORY_MB", "Address-space limit (RLIMIT_AS) of a converter's child process, in MiB."
+    )
+    media_max_document_bytes: int = _setting(
+        20 * 1_048_576, "MEDIA_MAX_DOCUMENT_BYTES", "Largest PDF, DOCX, HTML or text file converted (413 above)."
+    )
+    media_max_image_bytes: int = _setting(
+        20 * 1_048_576, "MEDIA_MAX_IMAGE_BYTES", "Largest image converted with OCR (413 above)."
+    )
+    media_max_audio_bytes: int = _setting(
+        25 * 1_048_576, "MEDIA_MAX_AUDIO_BYTES", "Largest audio file transcribed (413 above)."
+    )
+    media_max_video_bytes: int = _setting(
+        50 * 1_048_576, "MEDIA_MAX_VIDEO_BYTES", "Largest video converted (413 above)."
+    )
+    media_max_image_pixels: int = _setting(
+        50_000_000, "MEDIA_MAX_IMAGE_PIXELS", "Largest image (width x height) opened; bigger is a decompression bomb."
+    )
+    media_max_text_chars: int = _setting(
+        8000, "MEDIA_MAX_TEXT_CHARS", "Budget of converted text added to a message; the rest is cut with a note."
+    )
+    media_stt_engine: str = _setting(
+        "pocketsphinx", "MEDIA_STT_ENGINE",
+        "Speech-to-text engine: `pocketsphinx` (offline English) or `faster_whisper`.",
+    )
+    media_stt_model: str = _setting("", "MEDIA_STT_MODEL", "Model path or name for `faster_whisper`.")
+    media_ocr_lang: str = _setting("eng", "MEDIA_OCR_LANG", "Tesseract language(s), e.g. `eng+deu`.")
+    media_fetch_timeout: float = _setting(20.0, "MEDIA_FETCH_TIMEOUT", "Seconds to fetch one attachment.")
+    media_fetch_retries: int = _setting(
+        3, "MEDIA_FETCH_RETRIES", "Retries (with backoff) of an attachment fetch that failed transiently."
+    )
+    media_twilio_hosts: str = _setting(
+        "api.twilio.com", "MEDIA_TWILIO_HOSTS",
+        "Comma list of hosts that get Twilio basic auth (TWILIO_ACCOUNT_SID/TOKEN) when fetching media.",
+    )
+
     def __post_init__(self) -> None:
         if not self.task_soft_time_limit < self.task_time_limit < self.visibility_timeout:
             raise SettingsError(

@@ -78,6 +78,7 @@ def test_send_see_the_reply_reload_and_see_the_history(make_system: MakeSystem, 
     system = make_system(LLM_BACKEND="tests.integration.scripted_backend:factory")
     system.start_edge()
     system.start_worker("core", "core")
+    system.start_worker("io", "deliver,convert", pool="threads", concurrency=2)  # uploads are converted first
     open_chat(browser, system)
     assert browser.find_element(By.ID, "banner").is_displayed() is False
 
@@ -102,7 +103,7 @@ def test_send_see_the_reply_reload_and_see_the_history(make_system: MakeSystem, 
     WebDriverWait(browser, 30).until(lambda d: len(messages(d)) == 6)
     question, answer = messages(browser)[4:]
     assert "shopping-list.txt" in question[1]
-    assert answer[1].startswith("echo: see my list") and "cannot be read yet" in answer[1]
+    assert answer[1].startswith("echo: see my list") and "[from shopping-list.txt] eggs" in answer[1]
 
 
 def test_a_clear_banner_when_the_system_is_down(make_system: MakeSystem, browser: WebDriver, tmp_path: Path) -> None:

@@ -53,7 +53,8 @@ def test_an_upload_is_queued_with_its_file_and_a_note_for_the_model(client: Flas
     body = response.json or {}
     assert body["session_id"] == "api:web-1#s1" and body["file"]["mime"] == "text/plain"
     record = app.extensions["switchboard"].messages.get(body["message_id"])
-    assert record.envelope["text"].startswith("what does it say?") and "cannot be read yet" in record.envelope["text"]
+    # A convertible file goes through the convert step (docs/media.md) instead of a "cannot be read" note.
+    assert record.envelope["text"] == "what does it say?" and record.stage == "converting"
     (attachment,) = record.envelope["attachments"]
     assert attachment["name"] == "notes.txt" and attachment["size"] == 10
     path = attachment["url"].split("127.0.0.1:8000", 1)[1]
