@@ -225,10 +225,6 @@ class Settings:
         "", "TWILIO_SMS_HELP",
         "Answer to HELP/INFO (never sent to the model). Empty: none (Twilio's opt-out handling answers it).",
     )
-    twilio_media_notice: str = _setting(
-        "Sorry, I can't look at pictures or other attachments yet. Please send your question as text.",
-        "TWILIO_MEDIA_NOTICE", "Answered at once to an MMS whose media no helper understands.",
-    )
     twilio_max_sms_chars: int = _setting(
         1600, "TWILIO_MAX_SMS_CHARS", "Longest SMS body sent; longer replies are split at paragraphs or sentences."
     )

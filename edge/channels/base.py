@@ -75,8 +75,9 @@ class Channel(ABC):
         return f"{self.ctx.settings.internal_base_url.rstrip('/')}/v1/channels/{self.name}/callback"
 
     def accept(self, envelope: Envelope, delivery_id: str | None) -> Accepted:
-        """Queue durably; a provider's repeated delivery (same id) returns the first message."""
-        return accept(self.ctx, envelope, delivery_id)
+        """Queue durably, attachments through the convert step first; a provider's repeated delivery
+        (same id) returns the first message."""
+        return accept(self.ctx, envelope, delivery_id, convert=True)
 
     @abstractmethod
     def blueprint(self) -> Blueprint:

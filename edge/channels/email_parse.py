@@ -34,7 +34,6 @@ __all__ = [
     "MailPart",
     "MailRejected",
     "ParsedMail",
-    "attachment_note",
     "decode_text",
     "delivery_key",
     "html_to_text",
@@ -427,19 +426,6 @@ def delivery_key(parsed: ParsedMail) -> str:
     return key if len(key) <= 255 else f"{CHANNEL}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
-def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.0f} KB"
-    return f"{n / 1024 / 1024:.1f} MB"
-
-
-def attachment_note(att: Attachment) -> str:
-    """What the model is told about a file it cannot read yet (until media conversion exists)."""
-    return f"[attachment: {att.name} ({att.mime}, {_size(att.size)}) — not read]"
-
-
 def reply_subject(subject: str) -> str:
     """``Re: <subject>`` once, whatever prefixes the mail already had; never a line break."""
     subject = _clean(subject)
@@ -461,7 +447,7 @@ def normalize(
     if parsed.subject and parsed.starts_thread:
         parts.append(f"Subject: {parsed.subject}")
     body = parsed.text
-    notes = [attachment_note(a) for a in attachments]
+    notes = []  # stored attachments are converted to text by the convert step; skipped ones are named here
     if parsed.skipped_attachments:
         notes.append(f"[{parsed.skipped_attachments} more attachments — not read]")
     budget = max_text_chars - sum(len(n) + 1 for n in notes) - sum(len(p) + 2 for p in parts) - 2

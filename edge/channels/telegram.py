@@ -40,7 +40,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
@@ -52,7 +51,6 @@ from edge.channels.base import CallbackReply, Channel, PermanentSendError, Tempo
 from edge.channels.splitting import split_text
 from edge.context import EdgeContext
 from edge.errors import BadRequest, Forbidden, NotFound, Unavailable
-from edge.files import unreadable_note
 from tasks.messages import TERMINAL
 from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
 from tasks.settings import Settings, load_settings
@@ -264,8 +262,7 @@ class Telegram(Channel):
                              bot_username=self.bot_username(update), file_url=self.file_url)
         if envelope is None:
             return jsonify({}), 200
-        envelope = self._note_unreadable(envelope)
-        accepted = self.accept(envelope, str(update["update_id"]))
+        accepted = self.accept(envelope, str(update["update_id"]))  # files are converted to text first
         if not accepted.duplicate:
             self.start_typing(envelope.reply.context, accepted.message_id)
         return jsonify({}), 200
@@ -284,17 +281,6 @@ class Telegram(Channel):
     def file_url(self, file_id: str) -> str:
         sig = file_signature(self.ctx.settings.switchboard_secret, file_id)
         return f"{self.ctx.settings.public_base_url.rstrip('/')}{ROUTE}/files/{quote(file_id, safe='')}?sig={sig}"
-
-    def _note_unreadable(self, envelope: Envelope) -> Envelope:
-        """Tell the model about attachments no live helper reads, so it can say so politely."""
-        if not envelope.attachments:
-            return envelope
-        capabilities = [c for helper in self.ctx.helpers.all() for c in helper.capabilities]
-        unread = [a for a in envelope.attachments if not any(c.accepts_mime(a.mime) for c in capabilities)]
-        note = unreadable_note(unread)
-        if not note:
-            return envelope
-        return replace(envelope, text=f"{envelope.text}\n\n{note}".strip())
 
     # --- "typing…" -----------------------------------------------------------------
     def start_typing(self, context: Mapping[str, Any], message_id: str) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Literal
 
 import requests
@@ -161,11 +161,6 @@ class TwilioSMS(Channel):
         key = self.ctx.keys.idempotency(f"{CHANNEL}-direct", message_sid)
         return bool(self.ctx.redis.set(key, "1", nx=True, ex=self.ctx.settings.idempotency_ttl_seconds))
 
-    def _understood(self, attachments: Sequence[Attachment]) -> bool:
-        """True when a live helper accepts every attachment (until the media issue converts them itself)."""
-        capabilities = [c for helper in self.ctx.helpers.all() for c in helper.capabilities]
-        return all(any(c.accepts_mime(a.mime) for c in capabilities) for a in attachments)
-
     # --- webhook -------------------------------------------------------------
     def blueprint(self) -> Blueprint:
         blueprint = Blueprint("twilio_sms", __name__)
@@ -197,15 +192,11 @@ class TwilioSMS(Channel):
 
         envelope = normalize(form, message_id=new_message_id(), callback_url=self.callback_url,
                              shared_session=settings.twilio_shared_session)
-        understood = not envelope.attachments or self._understood(envelope.attachments)
-        if envelope.text or (envelope.attachments and understood):
-            fresh = not self.accept(envelope, message_sid).duplicate
-        else:
-            fresh = self._first_time(message_sid)  # media nobody can read and no text: the notice is the answer
-        if fresh and settings.twilio_sms_ack and envelope.text:
+        if not (envelope.text or envelope.attachments):
+            return twiml(answer)  # nothing to answer
+        fresh = not self.accept(envelope, message_sid).duplicate  # media are converted to text first
+        if fresh and settings.twilio_sms_ack:
             answer.message(settings.twilio_sms_ack)
-        if fresh and not understood and settings.twilio_media_notice:
-            answer.message(settings.twilio_media_notice)
         return twiml(answer)
 
     # --- reply -----------------------------------------------------------------

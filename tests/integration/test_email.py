@@ -21,6 +21,7 @@ import requests
 
 from tests.integration.harness import BIN, Proc, System, wait_until
 from tests.integration.mail_servers import Dovecot, SmtpRecorder
+from tests.integration.media_files import pdf_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -146,7 +147,8 @@ def test_the_imap_poller_reads_pdf_latin1_and_malformed_mail(make_system: MakeSy
         system = start(make_system, smtp, IMAP_HOST="127.0.0.1", IMAP_PORT=str(dovecot.port), IMAP_SSL="false",
                        IMAP_USERNAME=dovecot.user, IMAP_PASSWORD=dovecot.password, IMAP_POLL_SECONDS="0.5")
         pdf = mail("Please read the invoice.", "<pdf@example.org>", subject="Invoice")
-        pdf.add_attachment(b"%PDF-1.4\n%fake\n", maintype="application", subtype="pdf", filename="invoice.pdf")
+        pdf.add_attachment(pdf_bytes(["Invoice total 42 euros"]), maintype="application", subtype="pdf",
+                           filename="invoice.pdf")
         dovecot.deliver(pdf.as_bytes())
         dovecot.deliver(b"From: bob@example.org\r\nSubject: Gr\xfc\xdfe\r\nMessage-ID: <latin@example.org>\r\n"
                         b"Content-Type: text/plain; charset=x-unknown\r\n\r\nSch\xf6ne Gr\xfc\xdfe\r\n")
@@ -157,7 +159,8 @@ def test_the_imap_poller_reads_pdf_latin1_and_malformed_mail(make_system: MakeSy
         system.procs["imap"] = poller
         wait_until(lambda: len(smtp.received) == 3, 60, "three replies")
         by_to = {str(m["To"]): m.get_content() for m in smtp.received}
-        assert "[attachment: invoice.pdf (application/pdf" in by_to["Alice <alice@example.org>"]
+        assert "[from invoice.pdf" in by_to["Alice <alice@example.org>"]  # converted by the convert step
+        assert "Invoice total 42 euros" in by_to["Alice <alice@example.org>"]
         assert "Schöne Grüße" in by_to["bob@example.org"]
         assert "text without boundary" in by_to["carol@example.org"]
         flags = dovecot.flags()

@@ -21,6 +21,7 @@ import requests
 from tests.integration.conftest import system_env
 from tests.integration.fake_telegram import BOT_USERNAME, TOKEN, FakeTelegram
 from tests.integration.harness import BIN, RedisServer, System, wait_until
+from tests.integration.media_files import SPEECH, flite_wav, word_error_rate
 
 pytestmark = pytest.mark.integration
 
@@ -125,22 +126,28 @@ def test_group_messages_are_answered_only_when_the_bot_is_mentioned(
     assert sent["reply_parameters"]["message_id"] == asked["message"]["message_id"]
 
 
-def test_a_voice_note_is_fetched_through_the_edge_with_get_file(
-    system: System, fake_telegram: FakeTelegram, redis_server: RedisServer
+def test_a_voice_note_is_fetched_through_the_edge_with_get_file_and_transcribed(
+    system: System, fake_telegram: FakeTelegram, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     chat = next(_ids)
-    fake_telegram.add_file("VOICE1", "voice/file_1.oga", b"OggS fake voice")
-    body = update(chat, voice={"file_id": "VOICE1", "mime_type": "audio/ogg", "file_size": 15, "duration": 1})
+    wav, ogg = tmp_path / "speech.wav", tmp_path / "speech.oga"
+    flite_wav(wav)
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), "-c:a", "libopus", str(ogg)], check=True)
+    voice = ogg.read_bytes()
+    fake_telegram.add_file("VOICE1", "voice/file_1.oga", voice)
+    body = update(chat, voice={"file_id": "VOICE1", "mime_type": "audio/ogg", "file_size": len(voice), "duration": 3})
     assert hook(system, body).status_code == 200
-    wait_until(lambda: len(fake_telegram.sent(chat)) == 1, 30, "the reply")
-    assert "cannot be read yet" in fake_telegram.sent(chat)[0]["text"]
+    wait_until(lambda: len(fake_telegram.sent(chat)) == 1, 60, "the reply")
+    said = fake_telegram.sent(chat)[0]["text"]
+    assert "[from voice" in said, said  # transcribed by the convert step, with provenance
+    assert word_error_rate(SPEECH, said.split("]", 1)[-1]) <= 0.5, said
     client = redis_server.client()
     envelopes = [json.loads(str(client.hget(k, "envelope") or "{}")) for k in client.scan_iter("sb:msg:*")
                  if client.type(k) == "hash"]
     (envelope,) = [e for e in envelopes if e.get("attachments") and "VOICE1" in e["attachments"][0]["url"]]
     url = str(envelope["attachments"][0]["url"])
     fetched = requests.get(url, timeout=10)
-    assert fetched.status_code == 200 and fetched.content == b"OggS fake voice"
+    assert fetched.status_code == 200 and fetched.content == voice
     assert requests.get(url.replace("sig=", "sig=0"), timeout=10).status_code == 403
 
 

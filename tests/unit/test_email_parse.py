@@ -83,7 +83,7 @@ def test_a_mail_without_from_is_rejected() -> None:
         parse_mail(mail(From="not an address"))
 
 
-def test_attachments_are_kept_and_noted_for_the_model() -> None:
+def test_attachments_are_kept_for_the_convert_step() -> None:
     msg = EmailMessage()
     msg["From"], msg["Subject"], msg["Message-ID"] = "carol@example.org", "Invoice", "<inv@example.org>"
     msg.set_content("See attached.")
@@ -96,7 +96,7 @@ def test_attachments_are_kept_and_noted_for_the_model() -> None:
 
     att = Attachment("application/pdf", 13, "invoice.pdf", "http://127.0.0.1/x")
     envelope = normalize(parsed, source="t", callback_url=CALLBACK, our_address="", attachments=[att])
-    assert envelope.text.endswith("[attachment: invoice.pdf (application/pdf, 13 B) — not read]")
+    assert envelope.attachments == (att,) and envelope.text.endswith("See attached.")
 
 
 def test_auto_replies_are_recognised() -> None:

@@ -23,6 +23,7 @@ from edge.channels.telegram import (
     normalize,
     split_text,
 )
+from tasks.names import CONVERT_ATTACHMENTS
 from tasks.settings import Settings
 from tasks.signing import sign_headers
 from tests.unit.test_edge_api import RecordingCelery
@@ -173,11 +174,11 @@ def test_a_broker_failure_is_503_and_the_redelivery_is_then_accepted(client: Fla
     assert len(celery_of(app).sent) == 1
 
 
-def test_an_attachment_nobody_reads_is_explained_to_the_model(client: FlaskClient, app: Flask) -> None:
+def test_a_voice_note_goes_to_the_convert_step_first(client: FlaskClient, app: Flask) -> None:
     assert hook(client, update("", voice={"file_id": "V", "mime_type": "audio/ogg"}, update_id=11)).status_code == 200
-    message_id = celery_of(app).sent[0][1][0]
-    record = app.extensions["switchboard"].messages.get(message_id)
-    assert record is not None and "cannot be read yet" in record.envelope["text"]
+    task, args = celery_of(app).sent[0]
+    record = app.extensions["switchboard"].messages.get(args[0])
+    assert task == CONVERT_ATTACHMENTS and record is not None and record.stage == "converting"
     url = record.envelope["attachments"][0]["url"]
     assert "/v1/channels/telegram/files/V?sig=" in url
 
