@@ -7,6 +7,7 @@ A crash or a kill leaves no output: the parent reports that itself.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import tempfile
@@ -44,6 +45,17 @@ def convert(converter: str, path: Path, options: dict[str, Any]) -> list[Section
     raise ConversionError(f"no converter named {converter!r}")
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """Under RLIMIT_AS, running out of memory also shows as a library that fails to load or map."""
+    while exc is not None:
+        if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
+            return True
+        if "Cannot allocate memory" in str(exc) or "failed to map segment" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
 def main(argv: list[str]) -> int:
     converter, source, target = argv[0], Path(argv[1]), Path(argv[2])
     options = json.loads(argv[3]) if len(argv) > 3 else {}
@@ -51,11 +63,12 @@ def main(argv: list[str]) -> int:
         result: dict[str, Any] = {"sections": [[s.where, s.text] for s in convert(converter, source, options)]}
     except ConversionError as exc:
         result = {"error": str(exc)}
-    except MemoryError:
-        result = {"error": "the file needs too much memory to convert"}
-    except Exception:  # a converter library choked on the file: say so, keep the detail in the log
+    except Exception as exc:  # a converter library choked on the file: say so, keep the detail in the log
         traceback.print_exc()
-        result = {"error": "the file could not be converted (corrupt or unusual)"}
+        if _out_of_memory(exc):
+            result = {"error": "the file needs too much memory to convert"}
+        else:
+            result = {"error": "the file could not be converted (corrupt or unusual)"}
     target.write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
     return 0
 

@@ -117,5 +117,10 @@ def test_a_conversion_past_its_time_limit_is_killed(tmp_path: Path) -> None:
         convert(tmp_path, "pdf", mf.pdf_bytes(["x"]), Limits(timeout=0.01))
 
 
+def test_a_conversion_over_its_memory_limit_is_stopped_and_said_so(tmp_path: Path) -> None:
+    with pytest.raises(ConversionError, match="too much memory"):
+        convert(tmp_path, "pdf", mf.pdf_bytes(["x"]), Limits(memory_bytes=30 * 1_048_576))
+
+
 def test_the_word_error_rate_counts_edits() -> None:
     assert mf.word_error_rate("a b c d", "a x c") == 0.5
