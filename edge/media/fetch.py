@@ -10,13 +10,17 @@ import base64
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import urllib3
 
 from tasks.outbound import BlockedURL, HostPolicy, OutboundError
 
 __all__ = ["FetchError", "Fetched", "Fetcher", "TooLarge", "Transient"]
+
+
+MAX_REDIRECTS = 3
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class FetchError(OutboundError):
@@ -44,6 +48,17 @@ class Fetcher:
     basic_auth: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # host -> (user, password)
 
     def get(self, url: str, max_bytes: int) -> Fetched:
+        """The file at ``url``. Redirects are followed (providers such as Twilio redirect media to their
+        storage) at most ``MAX_REDIRECTS`` times, each hop checked against the allow-list again, and
+        credentials are sent only to the host they are configured for."""
+        for _ in range(MAX_REDIRECTS + 1):
+            fetched = self._get_once(url, max_bytes)
+            if isinstance(fetched, Fetched):
+                return fetched
+            url = fetched  # the next hop
+        raise FetchError(f"the file's server redirected more than {MAX_REDIRECTS} times")
+
+    def _get_once(self, url: str, max_bytes: int) -> Fetched | str:
         try:
             target = self.policy.check(url)
         except BlockedURL as exc:
@@ -67,6 +82,8 @@ class Fetcher:
             response = pool.urlopen("GET", target.path, headers=headers, redirect=False, preload_content=False,
                                     assert_same_host=False)
             try:
+                if response.status in REDIRECTS and response.headers.get("Location"):
+                    return urljoin(url, response.headers["Location"])
                 if response.status == 429 or response.status >= 500:
                     raise Transient(f"the file's server answered {response.status}")
                 if response.status != 200:
