@@ -56,6 +56,8 @@ class FakeTwilio:
     down: bool = False  # drop connections without answering (an outage the client sees as a network error)
 
     def __post_init__(self) -> None:
+        self.media: dict[str, tuple[bytes, str]] = {}  # media sid -> (bytes, content type)
+        self.media_requests: list[tuple[str, str]] = []  # (path, Authorization header)
         self._failures: deque[Failure] = deque()
         self._lock = threading.Lock()
         fake = self
@@ -72,6 +74,33 @@ class FakeTwilio:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                """Media like Twilio serves it: behind basic auth, redirected to where it is stored."""
+                fake.media_requests.append((self.path, self.headers.get("Authorization", "")))
+                prefix, stored = f"/2010-04-01/Accounts/{fake.account_sid}/Messages/", "/media-store/"
+                if self.path.startswith(prefix) and "/Media/" in self.path:
+                    expected = "Basic " + base64.b64encode(f"{fake.account_sid}:{fake.auth_token}".encode()).decode()
+                    if self.headers.get("Authorization") != expected:
+                        self._plain(401, b"", "text/plain")
+                        return
+                    self.send_response(307)
+                    self.send_header("Location", stored + self.path.rsplit("/", 1)[-1])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if self.path.startswith(stored) and self.path[len(stored):] in fake.media:
+                    data, content_type = fake.media[self.path[len(stored):]]
+                    self._plain(200, data, content_type)
+                    return
+                self._plain(404, b"", "text/plain")
+
+            def _plain(self, status: int, data: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -118,6 +147,11 @@ class FakeTwilio:
             "error_code": None, "error_message": None, "api_version": "2010-04-01",
             "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{message.sid}.json",
         }
+
+    def media_url(self, media_sid: str, data: bytes, content_type: str) -> str:
+        """Serve ``data`` as an MMS media item and return its URL (as in a webhook's MediaUrlN)."""
+        self.media[media_sid] = (data, content_type)
+        return f"{self.url}/2010-04-01/Accounts/{self.account_sid}/Messages/MM{media_sid}/Media/{media_sid}"
 
     def to(self, number: str) -> list[str]:
         """Bodies sent to ``number``, in order."""

@@ -22,6 +22,7 @@ import requests
 from tests.integration.conftest import system_env
 from tests.integration.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, Caller, Failure, FakeTwilio, TwilioWebhooks
 from tests.integration.harness import BIN, Proc, RedisServer, System, wait_until
+from tests.integration.media_files import png_with_text
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +58,7 @@ def twilio_system(
         TWILIO_API_TIMEOUT="3",
         TWILIO_MAX_SMS_CHARS=str(MAX_SMS),
         TWILIO_VOICE_HOLD_SECONDS="1",
+        MEDIA_TWILIO_HOSTS="127.0.0.1",  # the fake serves media like api.twilio.com does
     )
     # Twilio calls the public (TLS) address; the edge behind the "proxy" is plain HTTP on loopback.
     env["PUBLIC_BASE_URL"] = "https://switchboard.example.com"
@@ -247,3 +249,18 @@ def test_a_caller_hanging_up_mid_answer_is_not_an_error(
     assert later["reply"]["context_message_ids"] == [message_id]
     again.silence()
     assert again.heard[-1] == "Goodbye!" and again.hung_up
+
+
+def test_an_mms_picture_is_fetched_with_the_accounts_credentials_and_read(
+    twilio: FakeTwilio, hooks: TwilioWebhooks
+) -> None:
+    person = number()
+    url = twilio.media_url("ME1", png_with_text(["Meet at gate 42"]), "image/png")
+    media = {"NumMedia": "1", "MediaUrl0": url, "MediaContentType0": "image/png"}
+    assert hooks.sms(person, "what does this say?", **media).status_code == 200
+    wait_until(lambda: twilio.to(person) != [], 60, "the reply")
+    [reply] = twilio.to(person)
+    assert "[from" in reply and "gate 42" in reply, reply  # OCR of the picture reached the model
+    auth = dict(twilio.media_requests)
+    assert auth[url.removeprefix(twilio.url)].startswith("Basic ")  # the account's credentials, then the redirect
+    assert "/media-store/ME1" in auth
