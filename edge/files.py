@@ -16,7 +16,6 @@ import fnmatch
 import mimetypes
 import re
 import uuid
-from collections.abc import Sequence
 from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request
@@ -32,7 +31,7 @@ from edge.media.step import max_bytes_for
 from tasks.outbound import BlockedURL
 from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
 
-__all__ = ["blueprint", "unreadable_note"]
+__all__ = ["blueprint"]
 
 blueprint = Blueprint("files", __name__)
 
@@ -44,15 +43,6 @@ _FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields around t
 
 class TooLarge(ApiError):
     status = 413
-
-
-def unreadable_note(attachments: Sequence[Attachment]) -> str:
-    """What the model is told about files it cannot see (empty when there are none)."""
-    if not attachments:
-        return ""
-    described = ", ".join(f"{a.name!r} ({a.mime})" for a in attachments)
-    return (f"[The person attached {described}. Files like this cannot be read yet: say so politely and "
-            "ask them to describe or paste what they need as text.]")
 
 
 def _file_key(prefix: str, file_id: str) -> str:
@@ -106,8 +96,7 @@ def upload() -> ResponseReturnValue:
         mime = (mimetypes.guess_type(name)[0] or "application/octet-stream").lower()
     if not _allowed(mime, settings.files_allowed_types):
         raise UnsupportedMedia(f"files of type {mime} are not accepted (FILES_ALLOWED_TYPES)")
-    convertible = converter_for(mime) is not None
-    if convertible and len(data) > max_bytes_for(settings, mime):
+    if converter_for(mime) is not None and len(data) > max_bytes_for(settings, mime):
         raise TooLarge(f"the file is larger than the limit for {mime} ({max_bytes_for(settings, mime)} bytes)")
 
     file_id = uuid.uuid4().hex
@@ -117,22 +106,19 @@ def upload() -> ResponseReturnValue:
     ctx.redis.expire(_file_key(ctx.keys.prefix, file_id), settings.files_ttl_seconds)
     base = settings.public_base_url.rstrip("/")
     attachment = Attachment(mime=mime, size=len(data), name=name, url=f"{base}/v1/files/{file_id}")
-    capabilities = [c for helper in ctx.helpers.all() for c in helper.capabilities]
-    understood = any(c.accepts_mime(mime) for c in capabilities)
-    note = "" if understood or convertible else unreadable_note([attachment])  # converted files need no note
     envelope = Envelope(
         message_id=new_message_id(),
         channel=CHANNEL,
         channel_message_id=None,
         sender=user,
         session_id=session_id_for(user, session),
-        text=f"{text}\n\n{note}".strip(),
+        text=text.strip(),
         attachments=(attachment,),
         metadata={"upload": {"file_id": file_id, "name": name, "mime": mime, "size": len(data)},
                   **({"caption": text} if text else {})},
         reply=ReplyRoute(callback_url=reply_url),
     )
-    accepted = accept(ctx, envelope, convert=convertible)
+    accepted = accept(ctx, envelope)  # converted to text first, unless a helper takes the file
     response = jsonify({"message_id": accepted.message_id, "session_id": accepted.session_id,
                         "status_url": f"{base}/v1/messages/{accepted.message_id}",
                         "file": {"id": file_id, "url": attachment.url, "name": name, "mime": mime,

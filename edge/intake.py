@@ -37,15 +37,13 @@ def to_convert(ctx: EdgeContext, envelope: Envelope) -> list[Attachment]:
     return [a for a in envelope.attachments if not any(c.accepts_mime(a.mime) for c in capabilities)]
 
 
-def accept(
-    ctx: EdgeContext, envelope: Envelope, idempotency_key: str | None = None, *, convert: bool = False
-) -> Accepted:
+def accept(ctx: EdgeContext, envelope: Envelope, idempotency_key: str | None = None) -> Accepted:
     """Queue ``envelope``; a repeated idempotency key returns the first message instead.
 
-    With ``convert`` (a channel whose attachments are not text yet), a message with attachments no helper
-    accepts is admitted at stage "converting" and goes to queue ``convert`` first; the core waits for it.
+    A message with attachments no helper accepts is admitted at stage "converting" and goes to queue
+    ``convert`` first (unsupported types become a polite line there); the core waits for it.
     """
-    converting = convert and bool(to_convert(ctx, envelope))
+    converting = bool(to_convert(ctx, envelope))
     if converting:
         created, message_id = ctx.messages.admit(envelope, idempotency_key, {"stage": "converting"})
     else:

@@ -77,7 +77,7 @@ class Channel(ABC):
     def accept(self, envelope: Envelope, delivery_id: str | None) -> Accepted:
         """Queue durably, attachments through the convert step first; a provider's repeated delivery
         (same id) returns the first message."""
-        return accept(self.ctx, envelope, delivery_id, convert=True)
+        return accept(self.ctx, envelope, delivery_id)
 
     @abstractmethod
     def blueprint(self) -> Blueprint:

@@ -177,14 +177,32 @@ class System:
         return proc
 
     def start_worker(self, name: str, queues: str, *, pool: str = "prefork", concurrency: int = 1) -> Proc:
+        proc = self._worker(name, queues, pool, concurrency)
+        self._wait_ready(proc)
+        return proc
+
+    def start_all(self, *, io_concurrency: int = 4) -> System:
+        """The edge, a core worker and an io worker (deliver, convert), as the Procfile runs them; the two
+        workers start together, since their start-up is most of a test module's time."""
+        self.start_edge()
+        workers = [self._worker("core", "core", "prefork", 1),
+                   self._worker("io", "deliver,convert", "threads", io_concurrency)]
+        for proc in workers:
+            self._wait_ready(proc)
+        return self
+
+    def _worker(self, name: str, queues: str, pool: str, concurrency: int) -> Proc:
         argv = [
             str(BIN / "celery"), "-A", "core_worker.worker", "worker", "-Q", queues, "--pool", pool,
             "--concurrency", str(concurrency), "--hostname", f"{name}@%h", "--loglevel", "INFO",
             "--without-gossip", "--without-mingle",
         ]
         proc = self.procs[name] = Proc(name, argv, self.env, self.log_dir)
-        wait_until(lambda: " ready." in proc.log(), 60, f"worker {name}", interval=0.2)
         return proc
+
+    @staticmethod
+    def _wait_ready(proc: Proc) -> None:
+        wait_until(lambda: " ready." in proc.log(), 60, f"worker {proc.name}", interval=0.2)
 
     def post(self, **body: Any) -> requests.Response:
         return requests.post(f"{self.base_url}/v1/messages", json=body, timeout=15)

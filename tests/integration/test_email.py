@@ -43,9 +43,7 @@ def start(make_system: MakeSystem, smtp: SmtpRecorder, **env: str) -> System:
         SMTP_FROM="bot@example.com", SMTP_TIMEOUT="2", MAILGUN_SIGNING_KEY=KEY, SENDGRID_INBOUND_SECRET=SECRET,
         **env,
     )
-    system.start_edge()
-    system.start_worker("core", "core")
-    system.start_worker("io", "deliver,convert", pool="threads", concurrency=4)
+    system.start_all()
     return system
 
 

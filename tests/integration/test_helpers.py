@@ -65,9 +65,7 @@ class Helpers:
 @pytest.fixture
 def system(make_system: MakeSystem) -> System:
     system = make_system(LLM_BACKEND=SCRIPTED, HELPER_REGISTRATION_TOKEN=TOKEN)
-    system.start_edge()
-    system.start_worker("core", "core")
-    system.start_worker("io", "deliver,convert", pool="threads", concurrency=4)
+    system.start_all()
     return system
 
 
@@ -190,9 +188,7 @@ def test_a_helper_packaged_as_its_own_project_installs_and_registers(
 def test_the_real_model_routes_through_its_grammar(make_system: MakeSystem) -> None:
     """llama.cpp on the tiny model: the tool choice is constrained to the schema, so it always parses."""
     system = make_system(HELPER_REGISTRATION_TOKEN=TOKEN, LLM_MAX_TOKENS="48")
-    system.start_edge()
-    system.start_worker("core", "core")
-    system.start_worker("io", "deliver,convert", pool="threads", concurrency=4)
+    system.start_all()
     helpers = Helpers(system)
     try:
         helpers.start("calculator", "examples/helpers/calculator.py:helper")

@@ -37,9 +37,7 @@ def test_files_of_every_kind_are_converted_and_reach_the_model(make_system: Make
         TASK_SOFT_TIME_LIMIT="20", TASK_TIME_LIMIT="25", VISIBILITY_TIMEOUT="30", MEDIA_CONVERT_TIMEOUT="15",
         MEDIA_MAX_IMAGE_BYTES="200000",
     )
-    system.start_edge()
-    system.start_worker("core", "core")
-    system.start_worker("io", "deliver,convert", pool="threads", concurrency=4)
+    system.start_all()
 
     wav = tmp_path / "speech.wav"
     mf.flite_wav(wav)

@@ -23,9 +23,7 @@ MakeSystem = Callable[..., System]
 
 def start(make_system: MakeSystem, **env: str) -> System:
     system = make_system(**env)
-    system.start_edge()
-    system.start_worker("core", "core")
-    system.start_worker("io", "deliver,convert", pool="threads", concurrency=4)
+    system.start_all()
     return system
 
 

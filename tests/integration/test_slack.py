@@ -49,9 +49,7 @@ def system(
 ) -> Iterator[System]:
     redis_server.client().flushall()
     system = System(slack_env(redis_server.url, secret, tiny_model_file, fake_slack), tmp_path_factory.mktemp("slack"))
-    system.start_edge()
-    system.start_worker("core", "core")
-    system.start_worker("io", "deliver,convert", pool="threads", concurrency=4)
+    system.start_all()
     yield system
     system.stop()
 

@@ -49,9 +49,7 @@ def system(
         TELEGRAM_API_TIMEOUT="3",
     )
     system = System(env, tmp_path_factory.mktemp("telegram"))
-    system.start_edge()
-    system.start_worker("core", "core")
-    system.start_worker("io", "deliver,convert", pool="threads", concurrency=4)
+    system.start_all()
     yield system
     system.stop()
 

@@ -21,7 +21,7 @@ import requests
 
 from tests.integration.conftest import system_env
 from tests.integration.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, Caller, Failure, FakeTwilio, TwilioWebhooks
-from tests.integration.harness import BIN, Proc, RedisServer, System, wait_until
+from tests.integration.harness import RedisServer, System, wait_until
 from tests.integration.media_files import png_with_text
 
 pytestmark = pytest.mark.integration
@@ -63,24 +63,9 @@ def twilio_system(
     # Twilio calls the public (TLS) address; the edge behind the "proxy" is plain HTTP on loopback.
     env["PUBLIC_BASE_URL"] = "https://switchboard.example.com"
     system = System(env, tmp_path_factory.mktemp("twilio"))
-    system.start_edge()
-    workers = [  # started together, not one after the other: startup is most of this module's time
-        Proc(name, worker_argv(name, queues, pool, concurrency), system.env, system.log_dir)
-        for name, queues, pool, concurrency in (("core", "core", "prefork", 1), ("io", "deliver,convert", "threads", 4))
-    ]
-    for proc in workers:
-        system.procs[proc.name] = proc
-    for proc in workers:
-        wait_until(lambda p=proc: " ready." in p.log(), 60, f"worker {proc.name}", interval=0.2)  # type: ignore[misc]
+    system.start_all()
     yield system
     system.stop()
-
-
-def worker_argv(name: str, queues: str, pool: str, concurrency: int) -> list[str]:
-    """As ``System.start_worker`` runs it."""
-    return [str(BIN / "celery"), "-A", "core_worker.worker", "worker", "-Q", queues, "--pool", pool,
-            "--concurrency", str(concurrency), "--hostname", f"{name}@%h", "--loglevel", "INFO",
-            "--without-gossip", "--without-mingle"]
 
 
 @pytest.fixture

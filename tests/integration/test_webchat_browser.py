@@ -76,9 +76,7 @@ def send(driver: WebDriver, text: str) -> None:
 
 def test_send_see_the_reply_reload_and_see_the_history(make_system: MakeSystem, browser: WebDriver) -> None:
     system = make_system(LLM_BACKEND="tests.integration.scripted_backend:factory")
-    system.start_edge()
-    system.start_worker("core", "core")
-    system.start_worker("io", "deliver,convert", pool="threads", concurrency=2)  # uploads are converted first
+    system.start_all(io_concurrency=2)
     open_chat(browser, system)
     assert browser.find_element(By.ID, "banner").is_displayed() is False
 

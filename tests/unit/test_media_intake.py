@@ -67,12 +67,12 @@ def test_a_file_over_its_types_limit_is_413(client: FlaskClient, celery_app: Rec
     assert celery_app.sent == []
 
 
-def test_an_unconvertible_type_keeps_the_note_and_goes_straight_to_the_core(
+def test_an_unconvertible_type_goes_through_the_same_step_which_names_the_problem(
     client: FlaskClient, app: Flask, celery_app: RecordingCelery
 ) -> None:
     response = upload(client, b"\xd0\xcf\x11\xe0", "old.doc", "application/msword")
     assert response.status_code == 202
     message_id = (response.json or {})["message_id"]
-    assert celery_app.sent == [(HANDLE_MESSAGE, [message_id, "api:u1"])]
+    assert celery_app.sent == [(CONVERT_ATTACHMENTS, [message_id, "api:u1"])]  # step.py: "not supported"
     record = app.extensions["switchboard"].messages.get(message_id)
-    assert "cannot be read yet" in record.envelope["text"] and record.stage is None
+    assert record.stage == "converting"
