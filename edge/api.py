@@ -78,6 +78,8 @@ def post_message() -> ResponseReturnValue:
         data = MessageRequest().load(json_object())
     except ValidationError as exc:
         raise BadRequest("invalid fields", fields=exc.messages_dict) from exc
+    if ctx.limits is not None:
+        ctx.limits.check("user", ctx.settings.rate_limit_user, data["user"], "messages from this user")
     idempotency_key = request.headers.get("Idempotency-Key") or None
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
         raise BadRequest("Idempotency-Key must be 1-255 characters", fields={"Idempotency-Key": ["bad length"]})

@@ -8,10 +8,11 @@ import redis
 from celery import Celery
 from flask import Flask
 
-from edge import api, files, health, helpers_api, webchat
+from edge import api, files, health, helpers_api, openapi, webchat
 from edge.channels import register_channels
 from edge.context import EdgeContext
 from edge.errors import register_error_handlers
+from edge.ratelimit import RateLimits
 from tasks.celery_factory import create_celery
 from tasks.deadletters import DeadLetters
 from tasks.helpers import registry_from_settings
@@ -34,6 +35,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     keys = Keys(settings.key_prefix)
     client = client or redis_client(settings)
+    limits = RateLimits(settings, client)
     context = app.extensions["switchboard"] = EdgeContext(
         settings=settings,
         redis=client,
@@ -45,12 +47,15 @@ def create_app(
         celery=celery or create_celery(settings, main="switchboard-edge"),
         policy=HostPolicy(settings.allowed_host_list),
         helpers=registry_from_settings(client, keys, settings),
+        limits=limits,
     )
     register_error_handlers(app)
+    limits.init_app(app, api.blueprint, files.blueprint, helpers_api.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(helpers_api.blueprint)
     app.register_blueprint(files.blueprint)
     app.register_blueprint(webchat.blueprint)
+    app.register_blueprint(openapi.blueprint)
     app.extensions["switchboard.channels"] = register_channels(app, context)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 from celery import Celery
@@ -14,6 +15,9 @@ from tasks.keys import Keys
 from tasks.messages import MessageStore
 from tasks.outbound import HostPolicy
 from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from edge.ratelimit import RateLimits
 
 __all__ = ["EdgeContext", "edge"]
 
@@ -28,6 +32,7 @@ class EdgeContext:
     celery: Celery
     policy: HostPolicy
     helpers: HelperRegistry
+    limits: RateLimits | None = None  # None: nothing is rate limited (the IMAP poller's own app has one too)
 
 
 def edge() -> EdgeContext:

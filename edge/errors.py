@@ -8,6 +8,7 @@
      ├── Conflict            409
      ├── UnsupportedMedia    415
      ├── Unprocessable       422
+     ├── TooManyRequests     429  a rate limit (edge/ratelimit.py); carries Retry-After
      └── Unavailable         503  Redis or the broker cannot take the message
 
 Werkzeug's own HTTP errors (413 from MAX_CONTENT_LENGTH, 404/405 routing)
@@ -32,6 +33,7 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "NotFound",
+    "TooManyRequests",
     "Unauthorized",
     "Unavailable",
     "Unprocessable",
@@ -81,6 +83,14 @@ class Unprocessable(ApiError):
     status = 422
 
 
+class TooManyRequests(ApiError):
+    status = 429
+
+    def __init__(self, error: str, retry_after: int) -> None:
+        super().__init__(error)
+        self.retry_after = max(1, retry_after)
+
+
 class Unavailable(ApiError):
     status = 503
 
@@ -91,6 +101,8 @@ def register_error_handlers(app: Flask) -> None:
         response = jsonify(exc.body())
         if exc.status == 503:
             response.headers["Retry-After"] = "5"
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after)
         return response, exc.status
 
     @app.errorhandler(HTTPException)

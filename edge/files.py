@@ -85,6 +85,8 @@ def upload() -> ResponseReturnValue:
         problems["file"] = ["required"]
     if problems or upload is None:
         raise BadRequest("invalid fields", fields=problems)
+    if ctx.limits is not None:
+        ctx.limits.check("uploads", settings.rate_limit_uploads, user, "uploads from this user")
     data = upload.read()
     if len(data) > settings.files_max_bytes:
         raise TooLarge(f"the file is larger than FILES_MAX_BYTES ({settings.files_max_bytes} bytes)")

@@ -82,6 +82,30 @@ class Settings:
         "Comma list of host names and CIDRs outbound calls (reply_url, helpers) may reach.",
     )
 
+    # --- rate limits (docs/security.md; limits notation, e.g. `60/minute`; empty: that bucket is off) --------
+    rate_limit_ip: str = _setting(
+        "600/minute", "RATE_LIMIT_IP",
+        "Requests per client IP to the JSON API, uploads and helper routes (429 above).",
+    )
+    rate_limit_user: str = _setting(
+        "120/minute", "RATE_LIMIT_USER", "Messages per API `user` (`POST /v1/messages`, the web chat) (429 above)."
+    )
+    rate_limit_uploads: str = _setting(
+        "30/minute", "RATE_LIMIT_UPLOADS", "Uploads per API `user` (`POST /v1/files`) (429 above)."
+    )
+    rate_limit_sender: str = _setting(
+        "60/minute", "RATE_LIMIT_SENDER",
+        "Messages per provider sender (phone number, chat user, mail address), counted after the signature check.",
+    )
+    rate_limit_strategy: str = _setting(
+        "fixed-window", "RATE_LIMIT_STRATEGY",
+        "`fixed-window` (one Redis round trip per bucket), `sliding-window-counter` or `moving-window`.",
+    )
+    rate_limit_fail_open: bool = _setting(
+        True, "RATE_LIMIT_FAIL_OPEN",
+        "When Redis cannot count a request: let it through (intake answers 503 while Redis is down). Off: 503.",
+    )
+
     # --- sessions ------------------------------------------------------------
     session_ttl_seconds: int = _setting(
         7 * 24 * 3600, "SESSION_TTL_SECONDS", "A session's history is forgotten after this much silence."

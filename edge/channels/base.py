@@ -76,7 +76,10 @@ class Channel(ABC):
 
     def accept(self, envelope: Envelope, delivery_id: str | None) -> Accepted:
         """Queue durably, attachments through the convert step first; a provider's repeated delivery
-        (same id) returns the first message."""
+        (same id) returns the first message.  Views call this only after the provider's signature
+        verified, so the sender's rate limit (429, nothing admitted) counts real senders only."""
+        if self.ctx.limits is not None:
+            self.ctx.limits.sender(self.name, envelope.sender)
         return accept(self.ctx, envelope, delivery_id)
 
     @abstractmethod

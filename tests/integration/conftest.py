@@ -80,6 +80,11 @@ def system_env(redis_url: str, secret: str, model: Path, **overrides: str) -> di
         "HELPER_SYNC_INTERVAL": "0.5",
         "CIRCUIT_RESET_SECONDS": "5",
         "HF_HUB_OFFLINE": "1",
+        # counted as in production, never reached by a test's bursts (tests/security sets them low)
+        "RATE_LIMIT_IP": "100000/minute",
+        "RATE_LIMIT_USER": "100000/minute",
+        "RATE_LIMIT_UPLOADS": "100000/minute",
+        "RATE_LIMIT_SENDER": "100000/minute",
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),  # custom test backends live in tests/
     }
     env.update(overrides)
