@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import request
@@ -18,4 +19,8 @@ def json_object() -> dict[str, Any]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
+    try:  # "\ud800" parses, but no UTF-8 can hold it: Redis, the model and callbacks would fail later
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest("the body holds text that is not valid Unicode (a lone surrogate escape)") from exc
     return body

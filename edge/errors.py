@@ -11,9 +11,10 @@
      ├── TooManyRequests     429  a rate limit (edge/ratelimit.py); carries Retry-After
      └── Unavailable         503  Redis or the broker cannot take the message
 
-Werkzeug's own HTTP errors (413 from MAX_CONTENT_LENGTH, 404/405 routing)
-and Redis/kombu connection errors are mapped here too, so nothing reaches a
-client as an HTML page or a bare 500.
+Werkzeug's own HTTP errors (413 from MAX_CONTENT_LENGTH, 404/405 routing),
+a JSON body nested too deeply to parse (RecursionError: 400) and Redis/kombu
+connection errors are mapped here too, so nothing reaches a client as an
+HTML page or a bare 500.
 """
 
 from __future__ import annotations
@@ -110,6 +111,12 @@ def register_error_handlers(app: Flask) -> None:
         messages = {413: "request body is too large"}
         code = exc.code or 500
         return jsonify({"error": messages.get(code, exc.description or exc.name)}), code
+
+    @app.errorhandler(RecursionError)
+    def _too_deep(exc: RecursionError) -> ResponseReturnValue:
+        # json.loads recurses once per nesting level: "[[[[…" within MAX_BODY_BYTES would otherwise be a 500
+        log.warning("request rejected: %s", exc)
+        return _api_error(BadRequest("the body is nested too deeply"))
 
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)

@@ -5,7 +5,10 @@ turned against internal services (SSRF). Every outbound call goes through
 here: the URL's host must be named in ``SWITCHBOARD_ALLOWED_HOSTS`` or
 resolve only to addresses inside its CIDRs; the connection is made to the
 address that was checked (no second DNS lookup to rebind), and redirects are
-never followed.
+never followed.  IPv4-mapped IPv6 addresses are checked as the IPv4 address
+they are, and a host allowed by name may still never resolve to a
+link-local (cloud metadata), unspecified or multicast address unless a CIDR
+allows it: whoever controls the name's DNS could point it there.
 """
 
 from __future__ import annotations
@@ -92,12 +95,29 @@ class HostPolicy:
         named = self._name_allowed(host)
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
+        except (socket.gaierror, UnicodeError) as exc:
             raise BlockedURL(f"host {host!r} does not resolve") from exc
-        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+        addresses = [_plain(str(info[4][0])) for info in infos]
         if not named and not all(self._address_allowed(a) for a in addresses):
             raise BlockedURL(f"host {host!r} is not in SWITCHBOARD_ALLOWED_HOSTS")
+        for address in addresses:
+            if _never_by_name(address) and not self._address_allowed(address):
+                raise BlockedURL(f"host {host!r} resolves to {address}: only a CIDR in SWITCHBOARD_ALLOWED_HOSTS "
+                                 "can allow link-local (cloud metadata), unspecified or multicast addresses")
         return Target(parts.scheme, host, port, path, str(addresses[0]))
+
+
+def _plain(text: str) -> IPAddress:
+    """The address as checked: no IPv6 zone, an IPv4-mapped IPv6 address as the IPv4 address it is."""
+    address = ipaddress.ip_address(text.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _never_by_name(address: IPAddress) -> bool:
+    """Addresses an allowed *name* may not lead to (DNS can be changed by whoever owns the name)."""
+    return address.is_link_local or address.is_unspecified or address.is_multicast
 
 
 def post(
