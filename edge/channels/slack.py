@@ -144,6 +144,10 @@ class Slack(Channel):
         if not timestamp.isdigit():  # slack_sdk would raise ValueError on it
             raise Forbidden("missing or malformed X-Slack-Request-Timestamp")
         verifier = SignatureVerifier(secret, clock=_Clock(self.clock))
+        try:
+            body.decode("utf-8")  # slack_sdk decodes it and would raise (a 500): Slack only sends UTF-8
+        except UnicodeDecodeError as exc:
+            raise Forbidden("X-Slack-Signature does not verify (the body is not UTF-8)") from exc
         if not verifier.is_valid(body, timestamp, request.headers.get("X-Slack-Signature", "")):
             raise Forbidden("X-Slack-Signature does not verify (or the timestamp is over 5 minutes off)")
 

@@ -90,15 +90,15 @@ def mailgun(path: str = "/v1/channels/email/mailgun/mime", *, token: str = "tok-
     """Mailgun: HMAC-SHA256(key, timestamp + token); the token is single-use (the edge remembers it)."""
     timestamp = str(int(at if at is not None else time.time()))
     signature = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
-    form = {"timestamp": timestamp, "token": token, "signature": signature, "recipient": "bot@example.com",
-            "body-mime": (raw or mail()).decode()}
+    form: dict[str, str | bytes] = {"timestamp": timestamp, "token": token, "signature": signature,
+                                    "recipient": "bot@example.com", "body-mime": raw or mail()}  # bytes as they are
     return Signed(path, urlencode(form).encode())
 
 
 def sendgrid(raw: bytes | None = None, *, password: str = SENDGRID_SECRET) -> Signed:
     """SendGrid Inbound Parse: no signature of its own; basic auth carried in the parse URL."""
     auth = base64.b64encode(f"sendgrid:{password}".encode()).decode()
-    form = {"email": (raw or mail()).decode(), "envelope": json.dumps({"to": ["bot@example.com"]})}
+    form: dict[str, str | bytes] = {"email": raw or mail(), "envelope": json.dumps({"to": ["bot@example.com"]})}
     return Signed("/v1/channels/email/sendgrid", urlencode(form).encode(), {"Authorization": f"Basic {auth}"})
 
 
