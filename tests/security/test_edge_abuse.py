@@ -8,7 +8,7 @@ is not allowed), and requests too large for gunicorn or the edge.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -113,7 +113,7 @@ def test_requests_too_large_for_gunicorn_or_the_edge_are_refused_not_500(make_sy
                             headers={"Content-Type": "application/json"})
     assert too_big.status_code == 413 and too_big.json()["error"] == "request body is too large"
 
-    def chunks() -> object:
+    def chunks() -> Iterator[bytes]:
         yield b'{"user": "a", "text": "'
         for _ in range(20):
             yield b"x" * 8192
