@@ -65,8 +65,8 @@ def record(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def system(make_system: MakeSystem, record: Path) -> System:
-    system = make_system(LLM_BACKEND=SCRIPTED, HELPER_REGISTRATION_TOKEN=TOKEN, MAILGUN_SIGNING_KEY=providers.MAILGUN_KEY,
-                         SMTP_HOST="", RECORD_PATH=str(record))
+    system = make_system(LLM_BACKEND=SCRIPTED, HELPER_REGISTRATION_TOKEN=TOKEN,
+                         MAILGUN_SIGNING_KEY=providers.MAILGUN_KEY, SMTP_HOST="", RECORD_PATH=str(record))
     system.start_all()
     return system
 
