@@ -28,7 +28,7 @@ import redis
 from kombu.exceptions import OperationalError
 
 from edge.channels.email_parse import MailRejected
-from edge.errors import ApiError
+from edge.errors import ApiError, TooManyRequests
 from tasks.settings import Settings, load_settings
 
 __all__ = ["REJECTED_FLAG", "ImapPoller", "main"]
@@ -82,6 +82,9 @@ class ImapPoller:
             except MailRejected as exc:
                 log.warning("imap: mail uid %s rejected (%s); flagged %s", uid, exc, REJECTED_FLAG)
                 self._flag(conn, uid, REJECTED_FLAG)
+                continue
+            except TooManyRequests as exc:  # its sender is over RATE_LIMIT_SENDER: later, the others go on
+                log.info("imap: uid %s stays unseen for a later round: %s", uid, exc)
                 continue
             except (ApiError, redis.RedisError, OperationalError, OSError) as exc:
                 log.warning("imap: could not enqueue uid %s, it stays unseen for the next round: %s", uid, exc)
