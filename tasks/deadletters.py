@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 
+from tasks import metrics
 from tasks.keys import Keys
 from tasks.schemas import utcnow_iso
 
@@ -25,6 +26,7 @@ class DeadLetters:
         pipe.lpush(self.key, entry)
         pipe.ltrim(self.key, 0, KEEP - 1)
         pipe.execute()
+        metrics.inc("switchboard_dead_letters_total", kind=kind)
 
     def count(self) -> int:
         return int(self.redis.llen(self.key))
