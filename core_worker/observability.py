@@ -44,6 +44,8 @@ __all__ = ["install", "reply_outcome"]
 
 log = logging.getLogger("switchboard.worker")
 
+_POOL_NAMES = {"thread": "threads"}  # module of the pool class -> the name `--pool` takes
+
 _state: dict[str, Any] = {"hostname": "", "pool": "", "concurrency": 0, "heartbeat": None, "started": {}}
 
 
@@ -94,8 +96,9 @@ def install(app: Celery, settings: Settings, loaded_runtime: Callable[[], CoreRu
 
     @celeryd_after_setup.connect(weak=False)
     def _role(sender: Any, instance: Any, **_: Any) -> None:
+        module = str(getattr(instance.pool_cls, "__module__", "")).rsplit(".", 1)[-1]
         _state.update(hostname=str(sender), concurrency=int(instance.concurrency or 0),
-                      pool=str(getattr(instance.pool_cls, "__module__", "")).rsplit(".", 1)[-1])
+                      pool=_POOL_NAMES.get(module, module))
         set_role(str(sender).split("@", 1)[0])
 
     @worker_ready.connect(weak=False)

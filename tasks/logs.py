@@ -123,10 +123,17 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         for name, value in vars(record).items():
             if name not in _STANDARD and name not in entry and name != "role" and value is not None:
-                entry[name] = value
+                entry[name] = _without_payload(value) if name == "data" else value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def _without_payload(data: Any) -> Any:
+    """Celery's task lines carry the task's arguments and result (message texts): keep only what identifies."""
+    if isinstance(data, Mapping):
+        return {k: data[k] for k in ("id", "name", "runtime", "eta") if k in data}
+    return None
 
 
 class _TextFormatter(logging.Formatter):
