@@ -45,7 +45,7 @@ def create_app(
         helpers=registry_from_settings(client, keys, settings),
     )
     register_error_handlers(app)
-    observability.install(app, settings)
+    observability.install(app, settings, client)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(helpers_api.blueprint)

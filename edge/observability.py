@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from flask import Flask, Response, request
 
 from tasks import metrics
 from tasks.keys import Keys
 from tasks.logs import bind_message, configure_logging, current_role, unbind_message
-from tasks.redis_client import redis_client
 from tasks.schemas import Envelope
 from tasks.settings import Settings
 
@@ -55,8 +55,9 @@ def install_logging(settings: Settings) -> None:
     configure_logging(current_role() or "edge", settings.log_format, settings.log_level)
 
 
-def install(app: Flask, settings: Settings) -> None:
-    metrics.configure(lambda: redis_client(settings), Keys(settings.key_prefix), settings.metrics_flush_interval)
+def install(app: Flask, settings: Settings, client: redis.Redis) -> None:
+    """Count requests; flush this process's metrics through the app's own Redis client."""
+    metrics.configure(lambda: client, Keys(settings.key_prefix), settings.metrics_flush_interval)
 
     @app.after_request
     def _count(response: Response) -> Response:

@@ -18,7 +18,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.harness import CallbackReceiver, System, wait_until
+from tests.integration.harness import BIN, CallbackReceiver, Proc, System, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +125,22 @@ def test_a_killed_worker_shows_as_not_alive_and_a_stopped_one_disappears(make_sy
 
     system.procs["io"].stop()
     wait_until(lambda: not any("deliver" in w["queues"] for w in workers()), 30, "the stopped io worker to leave")
+
+
+def test_flower_starts_against_the_broker_and_sees_the_workers(make_system: MakeSystem) -> None:
+    system = make_system(LLM_BACKEND="tests.integration.scripted_backend:factory")
+    system.start_worker("io", "deliver,convert", pool="threads", concurrency=2)
+    port = free_port()
+    env = {**system.env, "FLOWER_PORT": str(port), "FLOWER_UNAUTHENTICATED_API": "1"}
+    argv = [str(BIN / "celery"), "-A", "tasks.flower_app", "flower", "--address=127.0.0.1", f"--port={port}",
+            "--enable-events"]
+    flower = system.procs["flower"] = Proc("flower", argv, env, system.log_dir)
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(f"{base}/healthcheck", timeout=2).text == "OK", 60, "flower")
+
+    def workers() -> dict[str, Any]:
+        found: dict[str, Any] = requests.get(f"{base}/api/workers", params={"refresh": "1"}, timeout=20).json()
+        return found
+
+    wait_until(lambda: any(name.startswith("io@") for name in workers()), 60, "flower to see the io worker")
+    assert flower.popen is not None and flower.popen.poll() is None
