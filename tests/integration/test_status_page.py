@@ -69,5 +69,5 @@ def test_the_status_page_shows_workers_queues_numbers_and_dead_letters(
     assert browser.execute_script("return document.getElementById('dead-count').textContent") == "(1)"
     assert browser.execute_script("return document.getElementById('banner').hidden") is True
 
-    errors = [entry for entry in browser.get_log("browser") if entry.get("level") == "SEVERE"]
+    errors = [entry for entry in browser.get_log("browser") if entry.get("level") == "SEVERE"]  # type: ignore[attr-defined]
     assert errors == []
