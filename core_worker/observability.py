@@ -133,6 +133,7 @@ def install(app: Celery, settings: Settings, loaded_runtime: Callable[[], CoreRu
         started = _state["started"].pop(task_id, None)
         seconds = time.perf_counter() - started if started is not None else 0.0
         metrics.observe("switchboard_task_seconds", seconds, task=task.name, state=state or "")
-        log.info("task %s %s", task.name, (state or "").lower(),
-                 extra={"task": task.name, "state": state, "duration_ms": round(seconds * 1000, 1)})
+        # Celery's own "succeeded" line already carries the ids (it is logged inside the task's context).
+        log.log(logging.DEBUG if state == "SUCCESS" else logging.INFO, "task %s %s", task.name, (state or "").lower(),
+                extra={"task": task.name, "state": state, "duration_ms": round(seconds * 1000, 1)})
         unbind_message()
