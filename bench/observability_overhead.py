@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.keys import Keys
-from tasks.logs import JsonFormatter, _ContextFilter, bound_message
+from tasks.logs import ContextFilter, JsonFormatter, bound_message
 from tasks.metrics import Recorder
 from tests.integration.harness import RedisServer
 
@@ -55,7 +55,7 @@ def main() -> None:
     logger.propagate = False
     handler = logging.StreamHandler(io.StringIO())
     handler.setFormatter(JsonFormatter())
-    handler.addFilter(_ContextFilter())
+    handler.addFilter(ContextFilter())
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     with bound_message("0123456789abcdef0123456789abcdef", "api:alice"):

@@ -11,9 +11,10 @@ binds the message's ids to the rest of the request's log lines, logs
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 
 from tasks import metrics
 from tasks.keys import Keys
@@ -24,6 +25,7 @@ from tasks.settings import Settings
 __all__ = ["channel_of", "install", "install_logging", "note_accepted"]
 
 log = logging.getLogger("switchboard.edge")
+access = logging.getLogger("switchboard.edge.access")
 
 _OPS = frozenset({"/healthz", "/readyz", "/v1/status", "/metrics", "/status"})
 
@@ -59,10 +61,24 @@ def install(app: Flask, settings: Settings, client: redis.Redis) -> None:
     """Count requests; flush this process's metrics through the app's own Redis client."""
     metrics.configure(lambda: client, Keys(settings.key_prefix), settings.metrics_flush_interval)
 
+    access_log = settings.log_format == "json"  # gunicorn's text access log is off then (gunicorn_conf.py)
+
+    @app.before_request
+    def _start() -> None:
+        g.switchboard_started = time.perf_counter()
+
     @app.after_request
     def _count(response: Response) -> Response:
         rule = request.url_rule.rule if request.url_rule is not None else None
-        metrics.inc("switchboard_http_requests_total", channel=channel_of(rule), status=str(response.status_code))
+        channel = channel_of(rule)
+        metrics.inc("switchboard_http_requests_total", channel=channel, status=str(response.status_code))
+        if access_log:
+            started = g.get("switchboard_started")
+            access.info("%s %s %s", request.method, request.path, response.status_code, extra={
+                "method": request.method, "path": request.path, "status": response.status_code, "channel": channel,
+                "remote": request.remote_addr,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1) if started else None,
+            })
         return response
 
     @app.teardown_request

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 __all__ = [
+    "ContextFilter",
     "JsonFormatter",
     "bind_message",
     "bound_message",
@@ -93,8 +94,15 @@ def ids_from_task_args(args: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
-class _ContextFilter(logging.Filter):
-    """Copies the bound ids and the role onto every record (explicit ``extra=`` ids win)."""
+class ContextFilter(logging.Filter):
+    """Copies the bound ids and the role onto every record (explicit ``extra=`` ids win).
+
+    ``role`` names the process when nothing set it yet (gunicorn's master, configured by dictConfig)."""
+
+    def __init__(self, role: str = "") -> None:
+        super().__init__()
+        if role and not _role["name"]:
+            _role["name"] = role
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "message_id", None) is None:
@@ -151,7 +159,7 @@ def configure_logging(role: str, fmt: str = "json", level: int | str = logging.I
         handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(role)s %(name)s: %(message)s"))
     else:
         handler.setFormatter(JsonFormatter())
-    handler.addFilter(_ContextFilter())
+    handler.addFilter(ContextFilter())
     handler._switchboard = True  # type: ignore[attr-defined]
     root = logging.getLogger()
     # Replace only our own earlier handler: others (pytest's capture, an embedding app's) stay.

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tasks.logs import JsonFormatter, _ContextFilter, bind_message, bound_message, ids_from_task_args, unbind_message
+from tasks.logs import ContextFilter, JsonFormatter, bind_message, bound_message, ids_from_task_args, unbind_message
 
 
 def formatted(message: str, *args: object, exc: bool = False, **extra: object) -> dict[str, object]:
@@ -22,7 +22,7 @@ def formatted(message: str, *args: object, exc: bool = False, **extra: object) -
         except ValueError:
             import sys
             record.exc_info = sys.exc_info()
-    _ContextFilter().filter(record)
+    ContextFilter().filter(record)
     line = JsonFormatter().format(record)
     assert "\n" not in line
     parsed: dict[str, object] = json.loads(line)
