@@ -398,7 +398,9 @@ class Settings:
         "json", "LOG_FORMAT",
         "`json` (one object per line: ts, level, logger, role, message, message_id, session_id) or `text`.",
     )
-    log_level: str = _setting("INFO", "LOG_LEVEL", "Lowest level logged (DEBUG, INFO, WARNING, ERROR).")
+    log_level: str = _setting(
+        "INFO", "LOG_LEVEL", "Lowest level logged (DEBUG, INFO, WARNING, ERROR); Celery workers take `--loglevel`."
+    )
     metrics_flush_interval: float = _setting(
         1.0, "METRICS_FLUSH_INTERVAL",
         "Seconds between two flushes of a process's metrics to Redis (one pipelined round trip, off the hot path).",

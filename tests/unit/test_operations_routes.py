@@ -86,3 +86,26 @@ def test_the_status_page_has_a_strict_csp_and_its_refresh_period(client: FlaskCl
 ])
 def test_a_request_is_counted_under_its_routes_channel(rule: str | None, channel: str) -> None:
     assert channel_of(rule) == channel
+
+
+def test_status_and_metrics_show_each_helper_with_its_circuit_and_queue(
+    client: FlaskClient, fake_redis: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    from tasks.helpers import registry_from_settings
+
+    registry = registry_from_settings(fake_redis, Keys("test"), settings)
+    manifest = {"name": "calc", "url": "http://127.0.0.1:8100", "version": "1.0", "description": "math",
+                "capabilities": [{"name": "calculate", "description": "d", "input_schema": {"type": "object"},
+                                  "output_schema": {"type": "object"}}]}
+    registry.register(manifest, "whsec_x")
+    for _ in range(settings.circuit_failure_threshold):
+        registry.record_failure("calc", "HTTP 500")
+    fake_redis.rpush("helper.calc", "t1")
+    body = client.get("/v1/status").get_json()
+    (helper,) = body["helpers"]
+    assert helper["name"] == "calc" and helper["health"]["circuit"] == "open"
+    assert helper["queue"] == "helper.calc" and helper["queue_depth"] == 1
+    assert body["queues"]["helper.calc"] == 1 and body["workers_alive"]["helper.calc"] == 0
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'switchboard_helper_circuit_open{helper="calc"} 1.0' in text
+    assert 'switchboard_queue_depth{queue="helper.calc"} 1.0' in text
