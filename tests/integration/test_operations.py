@@ -144,3 +144,20 @@ def test_flower_starts_against_the_broker_and_sees_the_workers(make_system: Make
 
     wait_until(lambda: any(name.startswith("io@") for name in workers()), 60, "flower to see the io worker")
     assert flower.popen is not None and flower.popen.poll() is None
+
+
+def test_a_converted_upload_keeps_its_message_id_through_conversion_and_answer(
+    make_system: MakeSystem, callbacks: CallbackReceiver
+) -> None:
+    system = make_system(LLM_BACKEND="tests.integration.scripted_backend:factory")
+    system.start_all(io_concurrency=2)
+    response = requests.post(f"{system.base_url}/v1/files", data={"user": "gil", "reply_url": callbacks.url},
+                             files={"file": ("notes.txt", b"The meeting is on Tuesday.", "text/plain")}, timeout=15)
+    assert response.status_code == 202, response.text
+    message_id = response.json()["message_id"]
+    wait_until(lambda: len(callbacks.for_message(message_id)) == 1, 60, "the reply")
+    io_lines = [line for line in json_lines(system.procs["io"].log()) if line.get("message_id") == message_id]
+    assert any("convert.attachments" in line["message"] for line in io_lines)
+    assert any("deliver.deliver_reply" in line["message"] for line in io_lines)
+    core_lines = [line for line in json_lines(system.procs["core"].log()) if line.get("message_id") == message_id]
+    assert any("core.handle_message" in line["message"] for line in core_lines)
