@@ -10,6 +10,7 @@ binds the message's ids to the rest of the request's log lines, logs
 
 from __future__ import annotations
 
+import atexit
 import logging
 import time
 
@@ -60,6 +61,7 @@ def install_logging(settings: Settings) -> None:
 def install(app: Flask, settings: Settings, client: redis.Redis) -> None:
     """Count requests; flush this process's metrics through the app's own Redis client."""
     metrics.configure(lambda: client, Keys(settings.key_prefix), settings.metrics_flush_interval)
+    atexit.register(metrics.flush_now)  # a gunicorn worker that exits normally sends its last counts
 
     access_log = settings.log_format == "json"  # gunicorn's text access log is off then (gunicorn_conf.py)
 
