@@ -28,6 +28,7 @@ __all__ = ["channel_of", "install", "install_logging", "note_accepted"]
 log = logging.getLogger("switchboard.edge")
 access = logging.getLogger("switchboard.edge.access")
 
+_exit_flush = {"registered": False}
 _OPS = frozenset({"/healthz", "/readyz", "/v1/status", "/metrics", "/status"})
 
 
@@ -61,7 +62,9 @@ def install_logging(settings: Settings) -> None:
 def install(app: Flask, settings: Settings, client: redis.Redis) -> None:
     """Count requests; flush this process's metrics through the app's own Redis client."""
     metrics.configure(lambda: client, Keys(settings.key_prefix), settings.metrics_flush_interval)
-    atexit.register(metrics.flush_now)  # a gunicorn worker that exits normally sends its last counts
+    if not _exit_flush["registered"]:  # a gunicorn worker that exits normally sends its last counts
+        atexit.register(metrics.flush_now)
+        _exit_flush["registered"] = True
 
     access_log = settings.log_format == "json"  # gunicorn's text access log is off then (gunicorn_conf.py)
 
