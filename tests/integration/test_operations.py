@@ -10,6 +10,7 @@ the io worker's JSON log lines.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -97,7 +98,11 @@ def test_status_metrics_and_logs_follow_one_message(make_system: MakeSystem, cal
     assert task_counts[(("state", "SUCCESS"), ("task", "deliver.deliver_reply"))] >= 1
 
     # -- logs: one JSON object per line, the message id in the edge's, the core's and the io worker's
+    def has_id(name: str) -> bool:
+        return any(line.get("message_id") == message_id for line in json_lines(system.procs[name].log()))
+
     for name, role in (("edge", "edge"), ("core", "core"), ("io", "io")):
+        wait_until(functools.partial(has_id, name), 10, f"{name}'s lines")
         lines = json_lines(system.procs[name].log())
         tagged = [line for line in lines if line.get("message_id") == message_id]
         assert tagged, f"no {name} log line carries {message_id}"
@@ -156,8 +161,11 @@ def test_a_converted_upload_keeps_its_message_id_through_conversion_and_answer(
     assert response.status_code == 202, response.text
     message_id = response.json()["message_id"]
     wait_until(lambda: len(callbacks.for_message(message_id)) == 1, 60, "the reply")
-    io_lines = [line for line in json_lines(system.procs["io"].log()) if line.get("message_id") == message_id]
-    assert any("convert.attachments" in line["message"] for line in io_lines)
-    assert any("deliver.deliver_reply" in line["message"] for line in io_lines)
-    core_lines = [line for line in json_lines(system.procs["core"].log()) if line.get("message_id") == message_id]
-    assert any("core.handle_message" in line["message"] for line in core_lines)
+
+    def tagged(name: str, task: str) -> bool:
+        lines = json_lines(system.procs[name].log())
+        return any(line.get("message_id") == message_id and task in line["message"] for line in lines)
+
+    # The callback arrives while the delivery task still runs: its own line follows a moment later.
+    for name, task in (("io", "convert.attachments"), ("core", "core.handle_message"), ("io", "deliver.deliver_reply")):
+        wait_until(functools.partial(tagged, name, task), 10, f"a {task} line with the id in {name}")
