@@ -169,3 +169,39 @@ def test_a_converted_upload_keeps_its_message_id_through_conversion_and_answer(
     # The callback arrives while the delivery task still runs: its own line follows a moment later.
     for name, task in (("io", "convert.attachments"), ("core", "core.handle_message"), ("io", "deliver.deliver_reply")):
         wait_until(functools.partial(tagged, name, task), 10, f"a {task} line with the id in {name}")
+
+
+def test_helper_calls_show_in_status_metrics_and_logs(make_system: MakeSystem) -> None:
+    from tests.integration.test_helpers import SCRIPTED, TOKEN, Helpers
+
+    system = make_system(LLM_BACKEND=SCRIPTED, HELPER_REGISTRATION_TOKEN=TOKEN, METRICS_FLUSH_INTERVAL="0.2",
+                         WORKER_HEARTBEAT_INTERVAL="0.5")
+    system.start_all(io_concurrency=2)
+    helpers = Helpers(system)
+    try:
+        calculator = helpers.start("calculator", "examples/helpers/calculator.py:helper")
+        ok = system.post(user="hal", text="/calculate 6 * 7").json()["message_id"]
+        assert "42" in system.status(ok, wait=30)["reply"]["text"]
+        calculator.kill()
+        failed = system.post(user="ida", text="/calculate 1 + 1").json()["message_id"]
+        assert "unavailable" in system.status(failed, wait=30)["reply"]["text"]
+
+        def calls(outcome: str) -> float:
+            key = ("switchboard_helper_call_seconds_count", (("helper", "calculator"), ("outcome", outcome)))
+            return samples(system.base_url).get(key, 0.0)
+
+        wait_until(lambda: calls("ok") == 1 and calls("error") >= 1, 20, "the helper calls in the metrics")
+        body = requests.get(f"{system.base_url}/v1/status", timeout=10).json()
+        (helper,) = body["helpers"]
+        assert helper["name"] == "calculator" and helper["queue"] == "helper.calculator"
+        assert body["queues"]["helper.calculator"] == 0
+        wait_until(lambda: requests.get(f"{system.base_url}/v1/status", timeout=10).json()["workers_alive"]
+                   .get("helper.calculator") == 1, 20, "the io worker consuming the helper's queue")
+
+        def helper_lines(message_id: str) -> list[dict[str, Any]]:
+            return [line for line in json_lines(system.procs["io"].log())
+                    if line.get("message_id") == message_id and "helper.call" in line["message"]]
+
+        wait_until(lambda: bool(helper_lines(ok)) and bool(helper_lines(failed)), 10, "helper.call lines with ids")
+    finally:
+        helpers.stop()
