@@ -19,6 +19,7 @@ from typing import Any
 import jsonschema
 
 from core_worker.delivery import backoff_delay
+from tasks import metrics
 from tasks.helpers import HelperRegistry
 from tasks.messages import MessageStore
 from tasks.outbound import BlockedURL, HostPolicy, OutboundError, post
@@ -83,6 +84,7 @@ class HelperCaller:
             if 200 <= result.status < 300:
                 output, error = self._output(result.body, capability.output_schema)
                 if error is None:
+                    metrics.observe("switchboard_helper_call_seconds", elapsed_ms / 1000, helper=name, outcome="ok")
                     self.registry.record_success(name)
                     self._finish_now(message_id, session_id, call, output=output, duration_ms=elapsed_ms)
                     return None
@@ -92,6 +94,7 @@ class HelperCaller:
                 # A helper that has just (re-)registered may not hold its new secret yet: one more try.
                 retryable = retryable or (result.status == 401 and retries == 0)
         error = error or "failed"
+        metrics.observe("switchboard_helper_call_seconds", time.perf_counter() - started, helper=name, outcome="error")
         circuit = self.registry.record_failure(name, error)
         log.warning("call %s to %s.%s failed (%s): %s", call["call_id"], name, capability_name, circuit, error)
         if retryable and circuit != "open" and retries < self.settings.helper_retries:

@@ -32,6 +32,7 @@ from core_worker.routing import ToolCall
 from core_worker.sessions import Lease, LeaseLost, SessionStore, Turn
 from tasks.deadletters import DeadLetters
 from tasks.keys import Keys
+from tasks.logs import bind_message
 from tasks.messages import TERMINAL, MessageRecord, MessageStore
 from tasks.schemas import Envelope, Reply, ReplyRoute, utcnow_iso
 from tasks.settings import Settings
@@ -121,6 +122,7 @@ class SessionProcessor:
     # -- one message -------------------------------------------------------
     def _process_head(self, lease: Lease, message_id: str) -> bool:
         """Move the head one step; False when it is parked waiting for a helper (the session waits too)."""
+        bind_message(message_id, lease.session_id)  # log lines name the message being answered (tasks/logs.py)
         record = self.messages.get(message_id)
         if record is None:  # expired, or rolled back by an edge that answered 503
             log.warning("dropping unknown message %s from session %s", message_id, lease.session_id)

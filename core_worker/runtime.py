@@ -13,6 +13,7 @@ from core_worker.delivery import Deliverer
 from core_worker.helper_calls import HelperCaller
 from core_worker.helper_flow import HelperFlow
 from core_worker.llm import BackendConfig, LLMBackend, load_backend
+from core_worker.llm_metrics import instrument, last_generation
 from core_worker.processor import SessionProcessor
 from core_worker.sessions import SessionStore
 from tasks.deadletters import DeadLetters
@@ -93,8 +94,14 @@ class CoreRuntime:
             if self._llm is None:
                 config = backend_config(self.settings)
                 log.info("loading %s backend from %s", config.backend, config.model_path)
-                self._llm = load_backend(config)
+                self._llm = instrument(load_backend(config), config.backend)
             return self._llm
+
+    def model_info(self) -> dict[str, Any]:
+        """What this process's heartbeat says about its model (never loads it)."""
+        path = self.settings.model_path or self.settings.model_file
+        return {"backend": self.settings.llm_backend, "model": os.path.basename(path) if path else None,
+                "loaded": self._llm is not None, "last_generation": last_generation() or None}
 
     def send_delivery(self, payload: dict[str, Any]) -> None:
         self.app.send_task(DELIVER_REPLY, args=[payload])

@@ -10,6 +10,7 @@ from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from core_worker.delivery import Outcome, backoff_delay
+from core_worker.observability import reply_outcome
 from core_worker.runtime import CoreRuntime
 from core_worker.sessions import LeaseLost
 from tasks.names import CALL_HELPER, DELIVER_REPLY, HANDLE_MESSAGE, helper_queue
@@ -42,6 +43,7 @@ def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
         """POST a reply to its callback; retried with backoff until delivered or too old."""
         rt = runtime()
         outcome, detail = rt.deliverer.attempt(payload)
+        reply_outcome(payload, outcome)
         if outcome is Outcome.WAIT:
             raise self.retry(countdown=rt.settings.session_retry_seconds)
         if outcome is Outcome.RETRY:

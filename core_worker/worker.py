@@ -14,6 +14,7 @@ from typing import Any
 
 from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown, worker_ready
 
+from core_worker import observability
 from core_worker.helper_queues import HelperQueueSync
 from core_worker.runtime import CoreRuntime, model_threads
 from core_worker.sweeper import Sweeper
@@ -40,6 +41,7 @@ def runtime() -> CoreRuntime:
 
 
 register_tasks(app, runtime)
+observability.install(app, settings, lambda: _runtime)  # logs, heartbeats, metrics (docs/operations.md)
 register_convert_tasks(app, runtime)  # queue `convert`: channel-side media to text, never loads the model
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 import redis
 from celery import Celery
 from flask import Flask
 
-from edge import api, files, health, helpers_api, openapi, webchat
+from edge import api, files, health, helpers_api, observability, openapi, status_page, webchat
 from edge.channels import register_channels
 from edge.context import EdgeContext
 from edge.errors import register_error_handlers
@@ -30,7 +28,7 @@ def create_app(
 ) -> Flask:
     """Build the edge; ``client``/``celery`` may be injected (tests), else made from ``settings``."""
     settings = settings or load_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    observability.install_logging(settings)
     app = Flask("switchboard.edge")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     keys = Keys(settings.key_prefix)
@@ -51,11 +49,13 @@ def create_app(
     )
     register_error_handlers(app)
     limits.init_app(app, api.blueprint, files.blueprint, helpers_api.blueprint)
+    observability.install(app, settings, client)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(helpers_api.blueprint)
     app.register_blueprint(files.blueprint)
     app.register_blueprint(webchat.blueprint)
     app.register_blueprint(openapi.blueprint)
+    app.register_blueprint(status_page.blueprint)
     app.extensions["switchboard.channels"] = register_channels(app, context)
     return app

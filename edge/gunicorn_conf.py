@@ -16,5 +16,21 @@ timeout = int(os.environ.get("EDGE_TIMEOUT", "60"))
 graceful_timeout = 20
 keepalive = 5
 control_socket_disable = True
-accesslog = "-"
+# LOG_FORMAT=json (the default): gunicorn's own lines are JSON too, and the app logs one JSON line per request
+# (edge/observability.py, with the message id when there is one) instead of the text access log.
+_json_logs = os.environ.get("LOG_FORMAT", "json") != "text"
+accesslog = None if _json_logs else "-"
+if _json_logs:
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": "tasks.logs.ContextFilter", "role": "edge"}},
+        "formatters": {"json": {"()": "tasks.logs.JsonFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context"],
+                                "stream": "ext://sys.stderr"}},
+        # gunicorn merges this over its defaults key by key: root and both loggers must be given whole.
+        "root": {"level": "INFO", "handlers": []},
+        "loggers": {"gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+                    "gunicorn.access": {"handlers": [], "level": "INFO", "propagate": False}},
+    }
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from collections.abc import Iterator
+
+import redis
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from edge.context import edge
 from edge.errors import Unavailable
-from tasks.names import QUEUE_CONVERT, QUEUE_CORE, QUEUE_DELIVER
+from edge.status import Snapshot, gauges, snapshot, status_body
+from tasks.metrics_render import metric_families
 
 __all__ = ["blueprint"]
 
@@ -32,21 +39,33 @@ def readyz() -> ResponseReturnValue:
 
 @blueprint.get("/v1/status")
 def status() -> ResponseReturnValue:
+    """Workers (heartbeats), queue depths, helpers and their circuits, dead letters, key numbers."""
     ctx = edge()
-    pipe = ctx.redis.pipeline(transaction=False)
-    for queue in (QUEUE_CORE, QUEUE_DELIVER, QUEUE_CONVERT):
-        pipe.llen(queue)
-    depths = pipe.execute()
+    ping = request.args.get("ping", "") in ("1", "true", "yes")
     try:
-        replies = ctx.celery.control.ping(timeout=0.5) or []
-        workers = sorted(name for reply in replies for name in reply)
-    except Exception:
-        workers = []
-    return jsonify(
-        {
-            "queues": dict(zip((QUEUE_CORE, QUEUE_DELIVER, QUEUE_CONVERT), depths, strict=True)),
-            "workers": workers,
-            "dead_letters": ctx.dead_letters.count(),
-            "recent_dead_letters": ctx.dead_letters.recent(10),
-        }
-    ), 200
+        snap = snapshot(ctx)
+    except redis.RedisError as exc:
+        raise Unavailable(f"redis unreachable: {type(exc).__name__}") from exc
+    return jsonify(status_body(ctx, snap, ping=ping)), 200
+
+
+@blueprint.get("/metrics")
+def metrics() -> ResponseReturnValue:
+    """Prometheus text format: the sums every process flushed to Redis, plus the live gauges."""
+    ctx = edge()
+    try:
+        snap = snapshot(ctx)
+    except redis.RedisError as exc:
+        raise Unavailable(f"redis unreachable: {type(exc).__name__}") from exc
+    body = generate_latest(_Snapshot(snap))
+    return Response(body, status=200, mimetype=None, content_type=CONTENT_TYPE_LATEST)
+
+
+class _Snapshot(Collector):
+    """A one-off registry content: the families of one snapshot."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+
+    def collect(self) -> Iterator[Metric]:
+        return metric_families(self.snap.counters, self.snap.histograms, gauges(self.snap))

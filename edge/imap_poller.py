@@ -29,6 +29,7 @@ from kombu.exceptions import OperationalError
 
 from edge.channels.email_parse import MailRejected
 from edge.errors import ApiError, TooManyRequests
+from tasks.logs import configure_logging
 from tasks.settings import Settings, load_settings
 
 __all__ = ["REJECTED_FLAG", "ImapPoller", "main"]
@@ -153,7 +154,7 @@ def _close(conn: imaplib.IMAP4) -> None:
 
 def main() -> None:
     settings = load_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("mail", settings.log_format, settings.log_level)
     stopping = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -13,6 +13,7 @@ from kombu.exceptions import OperationalError
 
 from edge.context import EdgeContext
 from edge.errors import Unavailable
+from edge.observability import note_accepted
 from tasks.names import CONVERT_ATTACHMENTS, HANDLE_MESSAGE
 from tasks.schemas import Attachment, Envelope
 
@@ -65,4 +66,5 @@ def accept(ctx: EdgeContext, envelope: Envelope, idempotency_key: str | None = N
         except redis.RedisError:
             log.warning("rollback of %s failed; the core drops it as unknown if it resurfaces", envelope.message_id)
         raise Unavailable("the message queue is unavailable; try again shortly") from exc
+    note_accepted(envelope, converting=converting)
     return Accepted(message_id, envelope.session_id, duplicate=False)

@@ -66,3 +66,24 @@ class Keys:
     @property
     def dead_letters(self) -> str:
         return f"{self.prefix}:deadletter"
+
+    # operations
+    @property
+    def metrics_counters(self) -> str:
+        """Hash: one field per counter series (``tasks/metrics.py``), summed over every process."""
+        return f"{self.prefix}:metrics:counters"
+
+    @property
+    def metrics_histograms(self) -> str:
+        """Hash: one field per histogram bucket, sum and count."""
+        return f"{self.prefix}:metrics:histograms"
+
+    @property
+    def workers(self) -> str:
+        """Hash: one heartbeat record per worker process (``tasks/heartbeat.py``)."""
+        return f"{self.prefix}:workers"
+
+    @property
+    def dead_letter_replays(self) -> str:
+        """Hash: message id -> what its replay did (so a replay is never repeated)."""
+        return f"{self.prefix}:deadletter:replays"

@@ -417,6 +417,32 @@ class Settings:
         "Comma list of hosts that get Twilio basic auth (TWILIO_ACCOUNT_SID/TOKEN) when fetching media.",
     )
 
+    # --- operations ----------------------------------------------------------
+    log_format: str = _setting(
+        "json", "LOG_FORMAT",
+        "`json` (one object per line: ts, level, logger, role, message, message_id, session_id) or `text`.",
+    )
+    log_level: str = _setting(
+        "INFO", "LOG_LEVEL", "Lowest level logged (DEBUG, INFO, WARNING, ERROR); Celery workers take `--loglevel`."
+    )
+    metrics_flush_interval: float = _setting(
+        1.0, "METRICS_FLUSH_INTERVAL",
+        "Seconds between two flushes of a process's metrics to Redis (one pipelined round trip, off the hot path).",
+    )
+    worker_heartbeat_interval: float = _setting(
+        5.0, "WORKER_HEARTBEAT_INTERVAL",
+        "Seconds between two heartbeats of a worker process; `GET /v1/status` marks it stale after three missed.",
+    )
+    worker_forget_seconds: float = _setting(
+        600.0, "WORKER_FORGET_SECONDS", "Seconds after its last heartbeat a stale worker is dropped from the status."
+    )
+    status_ping_timeout: float = _setting(
+        0.5, "STATUS_PING_TIMEOUT", "Seconds `GET /v1/status?ping=1` waits for Celery's control ping replies."
+    )
+    status_page_refresh: float = _setting(
+        5.0, "STATUS_PAGE_REFRESH", "Seconds between two refreshes of the `GET /status` page."
+    )
+
     def __post_init__(self) -> None:
         if not self.task_soft_time_limit < self.task_time_limit < self.visibility_timeout:
             raise SettingsError(
@@ -429,6 +455,10 @@ class Settings:
             raise SettingsError("HELPER_MAX_TIMEOUT x (HELPER_RETRIES + 1) must stay below VISIBILITY_TIMEOUT")
         if self.delivery_backoff_max >= self.visibility_timeout:
             raise SettingsError("DELIVERY_BACKOFF_MAX must stay below VISIBILITY_TIMEOUT")
+        if self.log_format not in ("json", "text"):
+            raise SettingsError("LOG_FORMAT must be json or text")
+        if self.metrics_flush_interval <= 0 or self.worker_heartbeat_interval <= 0:
+            raise SettingsError("METRICS_FLUSH_INTERVAL and WORKER_HEARTBEAT_INTERVAL must be positive")
         if self.switchboard_secret and not self.switchboard_secret.startswith("whsec_"):
             raise SettingsError("SWITCHBOARD_SECRET must be in whsec_<base64> form")
 
