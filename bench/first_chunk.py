@@ -73,13 +73,13 @@ def model_file() -> Path:
 
 
 def environment(redis_url: str, secret: str, model: Path, telegram: FakeTelegram, slack: FakeSlack,
-                max_tokens: int, backend: str) -> dict[str, str]:
+                max_tokens: int, backend: str, threads: int) -> dict[str, str]:
     from tests.integration.conftest import system_env
 
     return system_env(
         redis_url, secret, model,
         PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-        LLM_BACKEND=backend, LLM_THREADS="2", LLM_CONTEXT="2048", LLM_MAX_TOKENS=str(max_tokens),
+        LLM_BACKEND=backend, LLM_THREADS=str(threads), LLM_CONTEXT="2048", LLM_MAX_TOKENS=str(max_tokens),
         VISIBILITY_TIMEOUT="600", TASK_SOFT_TIME_LIMIT="240", TASK_TIME_LIMIT="300", SESSION_LOCK_SECONDS="15",
         SESSION_RETRY_SECONDS="0.5", UNACKED_RESTORE_INTERVAL="10",
         TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_WEBHOOK_SECRET=TELEGRAM_SECRET, TELEGRAM_API_BASE_URL=telegram.url,
@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=128, help="LLM_MAX_TOKENS (default 128)")
     parser.add_argument("--backend", default="llama_cpp", choices=("llama_cpp", "ctransformers"),
                         help="LLM_BACKEND (default llama_cpp)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="LLM_THREADS (default 2; 1 is faster when other processes load the cores)")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write results (default {RESULTS})")
     args = parser.parse_args(argv)
 
@@ -208,10 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="first-chunk-") as tmp:
         redis_server = RedisServer(Path(tmp))
         system = System(environment(redis_server.url, new_secret(), model, telegram, slack, args.max_tokens,
-                                    args.backend),
+                                    args.backend, args.threads),
                         Path(tmp))
         try:
-            print(f"starting redis, edge, core worker ({args.backend}, 2 threads) and io worker ...", flush=True)
+            print(f"starting redis, edge, core worker ({args.backend}, {args.threads} threads) and io worker ...",
+                  flush=True)
             system.start_all(io_concurrency=4)
             bench = Bench(system, redis_server.client(), telegram, slack)
             measure: dict[str, Callable[[], dict[str, Any]]] = {
@@ -242,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "first_chunk",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "model": f"{MODEL_SHAPE} random Q4_0 (core_worker/tiny_model.py)", "backend": args.backend, "threads": 2,
+        "model": f"{MODEL_SHAPE} random Q4_0 (core_worker/tiny_model.py)",
+        "backend": args.backend, "threads": args.threads,
         "max_tokens": args.max_tokens, "rounds": args.rounds,
         "settings": {"STREAM_INTERVAL_SECONDS": 0.4, "TELEGRAM_STREAM_INTERVAL": 1.0, "SLACK_STREAM_INTERVAL": 1.0,
                      "STREAM_FIRST_CHARS": 12},
