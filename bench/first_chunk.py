@@ -18,6 +18,10 @@ Rows, each measured from the moment the person's message reaches the edge:
 - ``slack``: an ``app_mention`` event: first = the first ``chat.postMessage``, full = the call
   that made the thread show the final text.
 
+Then (``--hook-runs``, default 3, 0 skips) the cost of the progress hook itself: the llama_cpp
+backend in this process, same seed, calls alternating (ABBA order) without and with ``on_progress`` (a real
+``PartialStream`` whose publish is a no-op): tokens/s of each, and the text must be identical.
+
 Rows are interleaved round by round (one message of each row per round, each in a new session,
 same prompt) so background noise hits them alike.  Prints a table with medians and the ratio
 first/full, and writes JSON (default ``bench/results/first_chunk.json``).
@@ -168,6 +172,38 @@ class Bench:
         return found
 
 
+def hook_overhead(model: Path, runs: int, max_tokens: int, threads: int) -> dict[str, Any]:
+    """tokens/s of plain calls vs calls reporting progress, alternating, same seed (so the same tokens)."""
+    from core_worker.llm import BackendConfig, ChatMessage, load_backend
+    from core_worker.streaming import PartialStream, PartialThrottle
+
+    backend = load_backend(BackendConfig(backend="llama_cpp", model_path=str(model), n_ctx=2048, n_threads=threads,
+                                         max_tokens=max_tokens, seed=1234))
+    messages = [ChatMessage("user", PROMPT)]
+    rates: dict[str, list[float]] = {"plain": [], "progress": []}
+    texts: set[str] = set()
+    published = 0
+    try:
+        backend.chat(messages, max_tokens=4)  # warm-up: the prompt is cached from here on, as in the worker
+        for pair in range(runs):
+            for mode in ("plain", "progress") if pair % 2 == 0 else ("progress", "plain"):  # ABBA: drift cancels
+                stream = PartialStream(PartialThrottle(interval=0.4, first_chars=12), lambda seq, text: True)
+                started = time.perf_counter()
+                if mode == "plain":
+                    completion = backend.chat(messages)
+                else:
+                    completion = backend.chat(messages, on_progress=stream)  # type: ignore[call-arg]
+                    published += stream.published
+                rates[mode].append(completion.completion_tokens / (time.perf_counter() - started))
+                texts.add(completion.text)
+    finally:
+        backend.close()
+    return {"runs": runs, "plain_tok_s_median": statistics.median(rates["plain"]),
+            "progress_tok_s_median": statistics.median(rates["progress"]), "same_text": len(texts) == 1,
+            "partials_per_call": published / runs if runs else 0, "plain_tok_s": rates["plain"],
+            "progress_tok_s": rates["progress"]}
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     first = [r["first_s"] for r in runs]
     full = [r["full_s"] for r in runs]
@@ -200,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="LLM_BACKEND (default llama_cpp)")
     parser.add_argument("--threads", type=int, default=2,
                         help="LLM_THREADS (default 2; 1 is faster when other processes load the cores)")
+    parser.add_argument("--hook-runs", type=int, default=3, help="pairs of direct calls timing the progress hook")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write results (default {RESULTS})")
     args = parser.parse_args(argv)
 
@@ -241,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     summary = {row: summarize(runs[row]) for row in ROWS}
     print()
     print(table(summary))
+    hook = hook_overhead(model, args.hook_runs, args.max_tokens, args.threads) if args.hook_runs > 0 else None
+    if hook:
+        print(f"\nprogress hook, direct llama_cpp calls: {hook['plain_tok_s_median']:.1f} tok/s plain vs "
+              f"{hook['progress_tok_s_median']:.1f} with progress ({hook['partials_per_call']:.0f} partials per call, "
+              f"same text: {hook['same_text']})")
     result = {
         "benchmark": "first_chunk",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -250,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_tokens": args.max_tokens, "rounds": args.rounds,
         "settings": {"STREAM_INTERVAL_SECONDS": 0.4, "TELEGRAM_STREAM_INTERVAL": 1.0, "SLACK_STREAM_INTERVAL": 1.0,
                      "STREAM_FIRST_CHARS": 12},
-        "summary": summary, "runs": runs,
+        "summary": summary, "progress_hook": hook, "runs": runs,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
