@@ -105,8 +105,9 @@ class CoreRuntime:
         self.app.send_task(DELIVER_REPLY, args=[payload])
 
     def send_partial(self, payload: dict[str, Any]) -> None:
-        """A partial is worthless once the next one exists: it expires in the queue and is never retried."""
-        self.app.send_task(DELIVER_PARTIAL, args=[payload], expires=self.settings.stream_partial_ttl)
+        """A partial is worthless once the next one exists: it expires in the queue, is never retried, and
+        its publish is not retried either (a broker hiccup must not hold up the model's loop)."""
+        self.app.send_task(DELIVER_PARTIAL, args=[payload], expires=self.settings.stream_partial_ttl, retry=False)
 
     def send_helper_call(self, message_id: str, session_id: str, call: dict[str, Any]) -> None:
         self.app.send_task(CALL_HELPER, args=[message_id, session_id, call], queue=helper_queue(call["helper"]))
