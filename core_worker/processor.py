@@ -28,8 +28,10 @@ from core_worker.conversation import build_messages
 from core_worker.helper_calls import call_deadline
 from core_worker.helper_flow import Decision, HelperFlow, result_note, unavailable_text
 from core_worker.llm import LLMBackend
+from core_worker.llm.base import chat_with_progress
 from core_worker.routing import ToolCall
 from core_worker.sessions import Lease, LeaseLost, SessionStore, Turn
+from core_worker.streaming import PartialPublisher
 from tasks.deadletters import DeadLetters
 from tasks.keys import Keys
 from tasks.logs import bind_message
@@ -80,6 +82,7 @@ class SessionProcessor:
     dead_letters: DeadLetters
     helpers: HelperFlow | None = None
     call_helper: Callable[[str, str, dict[str, Any]], None] = lambda *_: None
+    partials: PartialPublisher | None = None  # shows replies while they are written (core_worker/streaming.py)
 
     def run(self, session_id: str, message_id: str) -> bool:
         """Work the session if we can; True once ``message_id`` is no longer waiting."""
@@ -153,7 +156,7 @@ class SessionProcessor:
                 turns: tuple[Turn, ...] = (Turn("user", envelope.text, message_id),
                                            Turn("assistant", reply.text, message_id))
             elif record.stage == "helper_done" and record.call:
-                reply, turns = self._compose(envelope, record.call, record.call_result or {})
+                reply, turns = self._compose(envelope, record.call, record.call_result or {}, lease)
             else:
                 decision = self.helpers.decide(envelope) if self.helpers else Decision()
                 if decision.call is not None:
@@ -161,12 +164,12 @@ class SessionProcessor:
                         self._park(lease, envelope, decision.call)
                         return False
                     reply, turns = self._compose(envelope, _call_json(decision.call, "", 0.0),
-                                                 {"output": None, "error": "circuit open", "duration_ms": 0})
+                                                 {"output": None, "error": "circuit open", "duration_ms": 0}, lease)
                 elif decision.text is not None:
                     reply = self._reply(envelope, decision.text)
                     turns = (Turn("user", envelope.text, message_id), Turn("assistant", reply.text, message_id))
                 else:
-                    reply = self._answer(envelope)
+                    reply = self._answer(envelope, lease=lease)
                     turns = (Turn("user", envelope.text, message_id), Turn("assistant", reply.text, message_id))
         except LeaseLost:
             raise
@@ -202,7 +205,7 @@ class SessionProcessor:
         self.call_helper(envelope.message_id, envelope.session_id, payload)
 
     def _compose(
-        self, envelope: Envelope, call: dict[str, Any], result: dict[str, Any]
+        self, envelope: Envelope, call: dict[str, Any], result: dict[str, Any], lease: Lease | None = None
     ) -> tuple[Reply, tuple[Turn, ...]]:
         """The reply to a message whose helper call finished (or failed), and the turns to remember."""
         mid = envelope.message_id
@@ -216,14 +219,15 @@ class SessionProcessor:
         elif call.get("reply") == "direct":
             reply = self._reply(envelope, str(output.get("text", "")))
         else:
-            reply = self._answer(envelope, extra=result_note(f"{call['helper']}.{call['capability']}", output))
+            reply = self._answer(envelope, extra=result_note(f"{call['helper']}.{call['capability']}", output),
+                                 lease=lease)
         return reply, (Turn("user", envelope.text, mid), tool_turn, Turn("assistant", reply.text, mid))
 
     def _reply(self, envelope: Envelope, text: str) -> Reply:
         return Reply(message_id=envelope.message_id, session_id=envelope.session_id, text=text,
                      channel=envelope.channel, reply=envelope.reply)
 
-    def _answer(self, envelope: Envelope, extra: str = "") -> Reply:
+    def _answer(self, envelope: Envelope, extra: str = "", lease: Lease | None = None) -> Reply:
         llm = self.llm()
         history = self.sessions.history(envelope.session_id)
         budget = llm.context_length - self.settings.llm_max_tokens
@@ -234,8 +238,10 @@ class SessionProcessor:
             count_tokens=llm.count_tokens,
             budget=budget,
         )
+        progress = self.partials.open(lease, envelope) if self.partials and lease else None
         started = time.perf_counter()
-        completion = llm.chat(prompt.messages, max_tokens=self.settings.llm_max_tokens)
+        completion = chat_with_progress(llm, prompt.messages, max_tokens=self.settings.llm_max_tokens,
+                                        on_progress=progress)
         generation_ms = (time.perf_counter() - started) * 1000
         return Reply(
             message_id=envelope.message_id,

@@ -14,13 +14,15 @@ from core_worker.helper_calls import HelperCaller
 from core_worker.helper_flow import HelperFlow
 from core_worker.llm import BackendConfig, LLMBackend, load_backend
 from core_worker.llm_metrics import instrument, last_generation
+from core_worker.partial_delivery import PartialPoster
 from core_worker.processor import SessionProcessor
 from core_worker.sessions import SessionStore
+from core_worker.streaming import PartialPublisher
 from tasks.deadletters import DeadLetters
 from tasks.helpers import registry_from_settings
 from tasks.keys import Keys
 from tasks.messages import MessageStore
-from tasks.names import CALL_HELPER, DELIVER_REPLY, HANDLE_MESSAGE, helper_queue
+from tasks.names import CALL_HELPER, DELIVER_PARTIAL, DELIVER_REPLY, HANDLE_MESSAGE, helper_queue
 from tasks.outbound import HostPolicy
 from tasks.redis_client import redis_client
 from tasks.settings import Settings
@@ -79,7 +81,10 @@ class CoreRuntime:
             llm=self.llm, deliver=self.send_delivery, dead_letters=self.dead_letters,
             helpers=HelperFlow(self.helpers, self.llm, settings.system_prompt, settings.llm_max_tokens),
             call_helper=self.send_helper_call,
+            partials=PartialPublisher(self.redis, self.keys, interval=settings.stream_interval_seconds,
+                                      first_chars=settings.stream_first_chars, send_partial=self.send_partial),
         )
+        self.partial_poster = PartialPoster(settings, policy)
         self.helper_caller = HelperCaller(
             settings=settings, messages=self.messages, registry=self.helpers, policy=policy, resume=self.resume,
         )
@@ -105,6 +110,11 @@ class CoreRuntime:
 
     def send_delivery(self, payload: dict[str, Any]) -> None:
         self.app.send_task(DELIVER_REPLY, args=[payload])
+
+    def send_partial(self, payload: dict[str, Any]) -> None:
+        """A partial is worthless once the next one exists: it expires in the queue, is never retried, and
+        its publish is not retried either (a broker hiccup must not hold up the model's loop)."""
+        self.app.send_task(DELIVER_PARTIAL, args=[payload], expires=self.settings.stream_partial_ttl, retry=False)
 
     def send_helper_call(self, message_id: str, session_id: str, call: dict[str, Any]) -> None:
         self.app.send_task(CALL_HELPER, args=[message_id, session_id, call], queue=helper_queue(call["helper"]))

@@ -13,7 +13,7 @@ from core_worker.delivery import Outcome, backoff_delay
 from core_worker.observability import reply_outcome
 from core_worker.runtime import CoreRuntime
 from core_worker.sessions import LeaseLost
-from tasks.names import CALL_HELPER, DELIVER_REPLY, HANDLE_MESSAGE, helper_queue
+from tasks.names import CALL_HELPER, DELIVER_PARTIAL, DELIVER_REPLY, HANDLE_MESSAGE, helper_queue
 
 __all__ = ["register_tasks"]
 
@@ -51,6 +51,11 @@ def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
             delay = backoff_delay(self.request.retries, s.delivery_backoff_base, s.delivery_backoff_max)
             raise self.retry(countdown=delay)
         return f"{outcome.value}: {detail}"
+
+    @app.task(name=DELIVER_PARTIAL, max_retries=0)
+    def deliver_partial(payload: dict) -> str:
+        """POST one partial reply to its channel callback; best effort, never retried (the next one follows)."""
+        return runtime().partial_poster.post(payload)
 
     @app.task(name=CALL_HELPER, bind=True, max_retries=None)
     def call_helper(self: Task, message_id: str, session_id: str, call: dict) -> None:

@@ -50,6 +50,7 @@ class MessageRequest(Schema):
     session = fields.String(load_default=None, allow_none=True, validate=_NAME)
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
     attachments = fields.List(fields.Nested(AttachmentRequest), load_default=list, validate=validate.Length(max=10))
+    stream = fields.Boolean(load_default=False)  # show the reply while it is written (GET …?partial=<seq>)
 
     @validates("text")
     def _text_length(self, value: str, **_: Any) -> None:
@@ -95,7 +96,8 @@ def post_message() -> ResponseReturnValue:
             for a in data["attachments"]
         ),
         metadata=data["metadata"],
-        reply=ReplyRoute(callback_url=data["reply_url"]),
+        reply=ReplyRoute(callback_url=data["reply_url"],
+                         stream_interval=ctx.settings.stream_interval_seconds if data["stream"] else 0.0),
     )
     scoped_key = f"{data['user']}:{idempotency_key}" if idempotency_key else None
     accepted = accept(ctx, envelope, scoped_key)
@@ -126,9 +128,16 @@ def get_message(message_id: str) -> ResponseReturnValue:
             f"wait must be between 0 and {ctx.settings.max_wait_seconds:g} seconds (MAX_WAIT_SECONDS)",
             fields={"wait": ["out of range"]},
         )
+    raw_partial = request.args.get("partial")
+    after_partial: int | None = None
+    if raw_partial is not None:
+        if not raw_partial.isdigit() or len(raw_partial) > 9:
+            raise BadRequest("partial must be the last partial's seq (0 before the first)",
+                             fields={"partial": [f"not a sequence number: {raw_partial[:20]!r}"]})
+        after_partial = int(raw_partial)
     if len(message_id) > 64:
         raise NotFound(f"no message {message_id[:64]!r}")
-    record = ctx.messages.wait(message_id, wait)
+    record = ctx.messages.wait(message_id, wait, after_partial)
     if record is None:
         raise NotFound(f"no message {message_id!r}")
     return jsonify(record.public()), 200

@@ -81,6 +81,9 @@ def upload() -> ResponseReturnValue:
             ctx.policy.check(reply_url)
         except BlockedURL as exc:
             problems["reply_url"] = [str(exc)]
+    stream = (form.get("stream") or "false").strip().lower()
+    if stream not in ("true", "false", "1", "0"):
+        problems["stream"] = ["use true or false"]
     if upload is None or not upload.filename:
         problems["file"] = ["required"]
     if problems or upload is None:
@@ -118,7 +121,8 @@ def upload() -> ResponseReturnValue:
         attachments=(attachment,),
         metadata={"upload": {"file_id": file_id, "name": name, "mime": mime, "size": len(data)},
                   **({"caption": text} if text else {})},
-        reply=ReplyRoute(callback_url=reply_url),
+        reply=ReplyRoute(callback_url=reply_url,
+                         stream_interval=settings.stream_interval_seconds if stream in ("true", "1") else 0.0),
     )
     accepted = accept(ctx, envelope)  # converted to text first, unless a helper takes the file
     response = jsonify({"message_id": accepted.message_id, "session_id": accepted.session_id,

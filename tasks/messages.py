@@ -86,6 +86,8 @@ class MessageRecord:
     stage: str | None = None  # None, "converting" (media), "awaiting_helper" or "helper_done" (helper call)
     call: dict[str, Any] | None = None
     call_result: dict[str, Any] | None = None
+    partial: str | None = None  # the reply so far, while a streaming channel's message is being answered
+    partial_seq: int = 0
 
     @classmethod
     def from_hash(cls, data: dict[str, str]) -> MessageRecord:
@@ -103,6 +105,8 @@ class MessageRecord:
             stage=data.get("stage") or None,
             call=json.loads(data["call"]) if data.get("call") else None,
             call_result=json.loads(data["call_result"]) if data.get("call_result") else None,
+            partial=data.get("partial"),
+            partial_seq=int(data.get("partial_seq") or 0),
         )
 
     def public(self) -> dict[str, Any]:
@@ -117,6 +121,8 @@ class MessageRecord:
             body["error"] = self.error
         if self.delivery:
             body["delivery"] = self.delivery
+        if self.partial is not None and self.status not in TERMINAL:
+            body["partial"] = {"seq": self.partial_seq, "text": self.partial}
         return body
 
 
@@ -179,10 +185,16 @@ class MessageStore:
         keys = [self.keys.message(message_id), self.keys.message_events(message_id)]
         return bool(self._complete_call(keys=keys, args=[call_id, json.dumps(result), repr(time.time())]))
 
-    def wait(self, message_id: str, timeout: float) -> MessageRecord | None:
-        """The record, waiting up to ``timeout`` seconds for it to become answered or failed."""
+    def wait(self, message_id: str, timeout: float, after_partial: int | None = None) -> MessageRecord | None:
+        """The record, waiting up to ``timeout`` seconds for it to become answered or failed
+        (or, given ``after_partial``, to show a partial reply newer than that sequence number)."""
+
+        def done(record: MessageRecord | None) -> bool:
+            return record is None or record.status in TERMINAL or (
+                after_partial is not None and record.partial_seq > after_partial)
+
         record = self.get(message_id)
-        if record is None or record.status in TERMINAL or timeout <= 0:
+        if done(record) or timeout <= 0:
             return record
         deadline = time.monotonic() + timeout
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
@@ -193,7 +205,7 @@ class MessageStore:
                 # the subscription would otherwise be missed.
                 record = self.get(message_id)
                 remaining = deadline - time.monotonic()
-                if record is None or record.status in TERMINAL or remaining <= 0:
+                if done(record) or remaining <= 0:
                     return record
                 pubsub.get_message(timeout=min(remaining, 1.0))
         finally:

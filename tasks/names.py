@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "CALL_HELPER",
     "CONVERT_ATTACHMENTS",
+    "DELIVER_PARTIAL",
     "DELIVER_REPLY",
     "HANDLE_MESSAGE",
     "QUEUE_CONVERT",
@@ -21,6 +22,7 @@ __all__ = [
 
 HANDLE_MESSAGE = "core.handle_message"
 DELIVER_REPLY = "deliver.deliver_reply"
+DELIVER_PARTIAL = "deliver.deliver_partial"  # best effort: short expiry, never retried
 CONVERT_ATTACHMENTS = "convert.attachments"  # media to text, on channel-side workers
 CALL_HELPER = "helper.call"  # sent with queue=helper_queue(name): one queue per helper
 

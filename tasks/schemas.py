@@ -50,6 +50,9 @@ class ReplyRoute:
 
     callback_url: str | None
     context: dict[str, Any] = field(default_factory=dict)
+    # > 0: the channel can show a reply while it is written, at most one partial every this many
+    # seconds (STREAM_INTERVAL_SECONDS is the floor); 0: only the finished reply.
+    stream_interval: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ class AttachmentSchema(_Strict):
 class ReplyRouteSchema(_Strict):
     callback_url = fields.Url(required=True, allow_none=True, require_tld=False, schemes={"http", "https"})
     context = fields.Dict(keys=fields.String(), load_default=dict)
+    stream_interval = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=3600))
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> ReplyRoute:

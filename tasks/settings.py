@@ -184,6 +184,22 @@ class Settings:
         120.0, "LLM_REQUEST_TIMEOUT", "Seconds to wait for an OpenAI-compatible server's answer."
     )
 
+    # --- streaming (replies shown while they are written; docs/architecture.md) --
+    stream_interval_seconds: float = _setting(
+        0.4, "STREAM_INTERVAL_SECONDS",
+        "Shortest gap between two partial replies of one message (channels may ask for a longer one). 0: never "
+        "stream.",
+    )
+    stream_first_chars: int = _setting(
+        12, "STREAM_FIRST_CHARS",
+        "The first partial reply is shown as soon as it holds a complete word or this many characters.",
+    )
+    stream_partial_ttl: float = _setting(
+        5.0, "STREAM_PARTIAL_TTL",
+        "Seconds a partial update may wait in the `deliver` queue before it is dropped (partials are never "
+        "retried; the final reply is).",
+    )
+
     # --- helpers -------------------------------------------------------------
     helper_heartbeat_interval: int = _setting(
         10, "HELPER_HEARTBEAT_INTERVAL", "Seconds between a helper's heartbeats (told to the helper at registration)."
@@ -351,6 +367,11 @@ class Settings:
     telegram_typing_seconds: float = _setting(
         60.0, "TELEGRAM_TYPING_SECONDS", "Longest a chat shows \"typing…\" while its message waits. 0: never."
     )
+    telegram_stream_interval: float = _setting(
+        1.0, "TELEGRAM_STREAM_INTERVAL",
+        "Seconds between edits of a reply shown while it is written (Telegram allows about one edit per second "
+        "per chat). 0: send only the finished reply.",
+    )
 
     # --- Slack -----------------------------------------------------------------
     slack_signing_secret: str = _setting(
@@ -362,6 +383,11 @@ class Settings:
         "https://slack.com/api/", "SLACK_API_BASE_URL", "Slack Web API base URL (a fake or a proxy in tests)."
     )
     slack_api_timeout: int = _setting(10, "SLACK_API_TIMEOUT", "Seconds per Slack Web API call.")
+    slack_stream_interval: float = _setting(
+        1.0, "SLACK_STREAM_INTERVAL",
+        "Seconds between `chat.update`s of a reply shown while it is written (Tier 3: ~50 a minute). 0: post only "
+        "the finished reply.",
+    )
 
     # --- web chat and uploads --------------------------------------------------
     files_max_bytes: int = _setting(

@@ -7,7 +7,7 @@ model library: llama.cpp children hang if the parent touched the model before
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -26,8 +26,11 @@ __all__ = [
     "LLMBackend",
     "LLMError",
     "ModelLoadError",
+    "Progress",
     "apply_stop",
+    "chat_with_progress",
     "effective_context",
+    "hold_back_stop",
     "merge_stops",
     "read_model",
     "render_prompt",
@@ -38,6 +41,12 @@ __all__ = [
 DEFAULT_TOP_K = 40
 DEFAULT_TOP_P = 0.95
 DEFAULT_REPEAT_PENALTY = 1.1
+
+
+# Called by a streaming backend after every generated token with a function that returns the
+# reply's text so far; the callee decides whether the moment is worth decoding it (a clock check),
+# so a backend pays microseconds per token and nothing more.
+Progress = Callable[[Callable[[], str]], None]
 
 
 class LLMError(Exception):
@@ -144,6 +153,36 @@ def apply_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     if cut == -1:
         return text, False
     return text[:cut], True
+
+
+def hold_back_stop(text: str, stops: Sequence[str]) -> str:
+    """``text`` cut at a full stop string, and without a tail that may be the start of one.
+
+    What a reply shown while it is written may display: ``"Hello <|im"`` must not flash
+    ``<|im`` before ``<|im_end|>`` completes and is cut away.
+    """
+    text, _ = apply_stop(text, stops)
+    keep = len(text)
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:size]):
+                keep = min(keep, len(text) - size)
+                break
+    return text[:keep]
+
+
+def chat_with_progress(
+    llm: LLMBackend, messages: Sequence[ChatMessage], *, max_tokens: int | None, on_progress: Progress | None
+) -> Completion:
+    """``llm.chat``, reporting progress when asked and the backend can (``streams = True``).
+
+    A backend without streaming gives the finished reply only: its one "chunk" is the final
+    answer, which follows at once, so no partial is shown for it.
+    """
+    if on_progress is not None and getattr(llm, "streams", False):
+        completion: Completion = llm.chat(messages, max_tokens=max_tokens, on_progress=on_progress)  # type: ignore[call-arg]
+        return completion
+    return llm.chat(messages, max_tokens=max_tokens)
 
 
 def read_model(model_path: str | None) -> GGUFInfo:

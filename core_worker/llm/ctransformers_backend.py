@@ -15,7 +15,7 @@ import random
 import re
 import threading
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,10 @@ from .base import (
     Completion,
     GenerationError,
     ModelLoadError,
+    Progress,
     apply_stop,
     effective_context,
+    hold_back_stop,
     merge_stops,
     read_model,
     render_prompt,
@@ -94,6 +96,7 @@ class CTransformersBackend:
 
     name = "ctransformers"
     constrains_json = False
+    streams = True  # ``chat(on_progress=…)`` reports the text as it is generated
 
     def __init__(self, config: BackendConfig) -> None:
         info = read_model(config.model_path)
@@ -163,7 +166,10 @@ class CTransformersBackend:
         max_tokens: int | None = None,
         stop: Sequence[str] = (),
         json_schema: dict[str, Any] | None = None,  # not enforceable here: callers validate
+        on_progress: Progress | None = None,
     ) -> Completion:
+        """The reply; with ``on_progress`` the text so far is offered after every token (this loop
+        already decodes it per token, so reporting costs a function call)."""
         prompt = self.render_prompt(messages)
         stops = merge_stops(self.template.stop, stop)
         with self._lock:
@@ -198,6 +204,8 @@ class CTransformersBackend:
                     if count >= limit:
                         finish = "length"
                         break
+                    if on_progress is not None:
+                        on_progress(partial(hold_back_stop, text, stops))
             except Exception as exc:
                 raise GenerationError(f"ctransformers generation failed: {exc}") from exc
         return Completion(text=text.strip(), prompt_tokens=len(tokens), completion_tokens=count, finish_reason=finish)

@@ -25,7 +25,9 @@ from .base import (
     Completion,
     GenerationError,
     ModelLoadError,
+    Progress,
     effective_context,
+    hold_back_stop,
     merge_stops,
     read_model,
     render_prompt,
@@ -43,6 +45,7 @@ class LlamaCppBackend:
 
     name = "llama_cpp"
     constrains_json = True
+    streams = True  # ``chat(on_progress=…)`` reports the text as it is generated
 
     def __init__(self, config: BackendConfig) -> None:
         info = read_model(config.model_path)
@@ -103,9 +106,17 @@ class LlamaCppBackend:
         max_tokens: int | None = None,
         stop: Sequence[str] = (),
         json_schema: dict[str, Any] | None = None,
+        on_progress: Progress | None = None,
     ) -> Completion:
+        """The reply; with ``on_progress`` the text so far is offered after every token.
+
+        Progress rides on llama-cpp-python's per-token ``stopping_criteria`` hook (which never
+        stops) rather than ``stream=True``: the completion itself is the very same non-streaming
+        call, so the final text, stop handling and token usage cannot differ from a plain ``chat``.
+        """
         prompt = self.render_prompt(messages)
         grammar = self._grammar(json_schema) if json_schema is not None else None
+        stops = merge_stops(self.template.stop, stop)
         with self._lock:
             llm = self._model()
             tokens = self.tokenize_prompt(prompt)
@@ -119,6 +130,7 @@ class LlamaCppBackend:
             # Without an explicit seed llama-cpp-python reuses one fixed seed
             # for every call, so identical prompts would get identical replies.
             seed = self._config.seed if self._config.seed is not None else random.getrandbits(31)
+            watch = _progress_hook(llm, tokens, stops, on_progress) if on_progress is not None else None
             try:
                 result: Any = llm.create_completion(
                     prompt=tokens,
@@ -127,10 +139,11 @@ class LlamaCppBackend:
                     top_k=DEFAULT_TOP_K,
                     top_p=DEFAULT_TOP_P,
                     repeat_penalty=DEFAULT_REPEAT_PENALTY,
-                    stop=merge_stops(self.template.stop, stop),
+                    stop=stops,
                     seed=seed,
                     stream=False,
                     grammar=grammar,
+                    stopping_criteria=watch,
                 )
             except Exception as exc:
                 raise GenerationError(f"llama.cpp generation failed: {exc}") from exc
@@ -162,3 +175,25 @@ class LlamaCppBackend:
             llm, self._llm = self._llm, None
         if llm is not None:
             llm.close()
+
+
+def _progress_hook(llm: Llama, prompt: list[int], stops: list[str], on_progress: Progress) -> Any:
+    """A stopping criterion that never stops: it hands ``on_progress`` a decoder of the text so far.
+
+    llama-cpp-python calls it once per token with the evaluated ids (prompt + reply minus the newest
+    token); decoding happens only when ``on_progress`` asks, i.e. when a partial is due.
+    """
+    from llama_cpp import StoppingCriteriaList
+
+    start = len(prompt)
+
+    def watch(input_ids: Any, _logits: Any) -> bool:
+        def text() -> str:
+            generated = [int(t) for t in input_ids[start:]]
+            raw = llm.detokenize(generated, prev_tokens=prompt) if generated else b""
+            return hold_back_stop(raw.decode("utf-8", errors="ignore"), stops)
+
+        on_progress(text)
+        return False
+
+    return StoppingCriteriaList([watch])

@@ -7,14 +7,15 @@ chat template, so prompts are not rendered here.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import requests
 
-from .base import BackendConfig, ChatMessage, Completion, GenerationError, ModelLoadError
+from .base import BackendConfig, ChatMessage, Completion, GenerationError, ModelLoadError, Progress
 
 __all__ = ["OpenAIBackend"]
 
@@ -24,6 +25,7 @@ class OpenAIBackend:
 
     name = "openai"
     constrains_json = True
+    streams = True  # ``chat(on_progress=…)`` asks the server for ``stream: true`` (server-sent events)
 
     def __init__(self, config: BackendConfig) -> None:
         base = config.openai_base_url.rstrip("/")
@@ -54,6 +56,7 @@ class OpenAIBackend:
         max_tokens: int | None = None,
         stop: Sequence[str] = (),
         json_schema: dict[str, Any] | None = None,
+        on_progress: Progress | None = None,
     ) -> Completion:
         payload: dict[str, Any] = {
             "model": self._config.openai_model,
@@ -69,6 +72,8 @@ class OpenAIBackend:
         if self._config.seed is not None:
             payload["seed"] = self._config.seed
         url = f"{self._base}/chat/completions"
+        if on_progress is not None:
+            return self._chat_streaming(url, payload, on_progress)
         try:
             resp = self._post(url, payload, self._config.request_timeout)
         except requests.RequestException as exc:
@@ -87,6 +92,47 @@ class OpenAIBackend:
             text=str(text).strip(),
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason="length" if finish == "length" else "stop",
+        )
+
+    def _chat_streaming(self, url: str, payload: dict[str, Any], on_progress: Progress) -> Completion:
+        """The same request with ``stream: true``: text deltas arrive as server-sent events.
+
+        ``stream_options.include_usage`` asks for the usage chunk OpenAI and llama.cpp's server send
+        last; a server that sends none (llama-cpp-python's) is counted one token per content event
+        and 0 prompt tokens, as a non-streaming reply without ``usage`` is.
+        """
+        payload = {**payload, "stream": True, "stream_options": {"include_usage": True}}
+        pieces: list[str] = []
+        usage: dict[str, Any] = {}
+        finish = "stop"
+        events = 0
+        with self._lock:
+            try:
+                resp = self._session.post(url, json=payload, timeout=self._config.request_timeout, stream=True)
+            except requests.RequestException as exc:
+                raise GenerationError(f"POST {url} failed: {exc}") from exc
+            with resp:
+                if resp.status_code >= 400:
+                    raise GenerationError(f"POST {url} returned HTTP {resp.status_code}: {resp.text[:500]}")
+                try:
+                    for chunk in _sse_json(resp.iter_lines(decode_unicode=True)):
+                        usage = chunk.get("usage") or usage
+                        for choice in chunk.get("choices") or ():
+                            content = (choice.get("delta") or {}).get("content")
+                            if content:
+                                pieces.append(str(content))
+                                events += 1
+                                on_progress(lambda: "".join(pieces))
+                            finish = choice.get("finish_reason") or finish
+                except requests.RequestException as exc:
+                    raise GenerationError(f"POST {url} stream broke off: {exc}") from exc
+                except (ValueError, TypeError, AttributeError) as exc:
+                    raise GenerationError(f"POST {url} streamed an unexpected event: {exc}") from exc
+        return Completion(
+            text="".join(pieces).strip(),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or events),
             finish_reason="length" if finish == "length" else "stop",
         )
 
@@ -138,3 +184,19 @@ class OpenAIBackend:
 
     def close(self) -> None:
         self._session.close()
+
+
+def _sse_json(lines: Iterator[Any]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a server-sent event stream's ``data:`` lines, up to ``[DONE]``."""
+    for line in lines:
+        if not line or not line.startswith("data:"):
+            continue  # blank separators, comments (": ping"), event names
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        event = json.loads(data)
+        if not isinstance(event, dict):
+            raise ValueError(f"not a JSON object: {data[:100]}")
+        if "error" in event:
+            raise ValueError(f"server error: {str(event['error'])[:300]}")
+        yield event

@@ -11,7 +11,10 @@ in one class) gives:
   callback route (``edge/channels/callback.py``) verifies it, drops a repeated
   ``webhook-id`` and calls ``send``.  ``send`` raises ``TemporarySendError`` for
   what is worth retrying (the core retries with backoff) and
-  ``PermanentSendError`` for what is not (dead-lettered with the reason).
+  ``PermanentSendError`` for what is not (dead-lettered with the reason);
+- ``send_partial(update)``: optional, for providers that can edit a sent message
+  (Telegram, Slack): show a reply while it is written (``edge/channels/partials.py``).
+  A channel that streams sets ``ReplyRoute.stream_interval`` on its envelopes.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, ClassVar
 
 from flask import Blueprint
 
+from edge.channels.partials import PartialUpdate
 from edge.context import EdgeContext
 from edge.intake import Accepted, accept
 from tasks.schemas import Envelope
@@ -89,3 +93,7 @@ class Channel(ABC):
     @abstractmethod
     def send(self, reply: CallbackReply) -> None:
         """Hand the reply to the provider; raise TemporarySendError or PermanentSendError."""
+
+    def send_partial(self, update: PartialUpdate) -> str:
+        """Show a reply still being written; best effort, never raises; what happened (for the log)."""
+        return "ignored: this channel shows finished replies only"

@@ -3,6 +3,11 @@
 Answers: 204 sent (or already sent); 401 bad signature; 404 unknown channel;
 503 a temporary provider failure (the core retries with backoff); 422 a
 permanent one (the core dead-letters it with our reason).
+
+A ``"type": "message.partial"`` body (a reply still being written) goes to the
+channel's ``send_partial`` instead: best effort, always ``200 {"outcome": …}``
+once the signature verifies, and outside the once-per-``webhook-id`` record
+(partials are ordered by their ``seq``, see ``edge/channels/partials.py``).
 """
 
 from __future__ import annotations
@@ -10,11 +15,12 @@ from __future__ import annotations
 import json
 import logging
 
-from flask import Blueprint, request
+from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from edge.channels.base import CallbackReply, Channel, PermanentSendError, TemporarySendError
+from edge.channels.partials import PartialUpdate
 from edge.context import edge
 from edge.errors import BadRequest, NotFound, Unauthorized, Unavailable, Unprocessable
 from tasks.signing import verify
@@ -40,9 +46,14 @@ def callback_blueprint(channels: dict[str, Channel]) -> Blueprint:
         except WebhookVerificationError as exc:
             raise Unauthorized("callback signature does not verify") from exc
         try:
-            reply = CallbackReply.from_json(json.loads(raw))
-        except (KeyError, TypeError, ValueError) as exc:
+            body = json.loads(raw)
+            parsed = (PartialUpdate.from_json(body) if body.get("type") == "message.partial"
+                      else CallbackReply.from_json(body))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BadRequest(f"not a reply: {exc}") from exc
+        if isinstance(parsed, PartialUpdate):
+            return jsonify({"outcome": channel.send_partial(parsed)}), 200
+        reply = parsed
         sent_key = f"{ctx.keys.prefix}:channel:{name}:sent:{headers['webhook-id']}"
         claim_key = f"{sent_key}:claim"
         if ctx.redis.exists(sent_key):

@@ -21,7 +21,10 @@ one-message sessions.
 Replies go through ``slack_sdk``'s ``WebClient`` at ``SLACK_API_BASE_URL``; the
 text has ``& < >`` escaped (so a model cannot ping ``<!channel>`` or forge a
 link) and is split below Slack's recommended 4,000 characters, each part
-recorded once sent.
+recorded once sent.  With ``SLACK_STREAM_INTERVAL`` > 0 the reply is shown while
+it is written: the first partial is a ``chat.postMessage``, later ones
+``chat.update`` it, and the final reply updates it into its first part
+(``edge/channels/partials.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.signature import Clock, SignatureVerifier
 
 from edge.channels.base import CallbackReply, Channel, PermanentSendError, TemporarySendError
+from edge.channels.partials import PartialBackoff, PartialBusy, PartialUpdate, ShownReplies, partial_text
 from edge.channels.splitting import split_text
 from edge.context import EdgeContext
 from edge.errors import BadRequest, Forbidden
@@ -70,7 +74,9 @@ def _bot_user(payload: Mapping[str, Any]) -> str | None:
     return None
 
 
-def normalize(payload: Mapping[str, Any], *, message_id: str, callback_url: str | None) -> Envelope | None:
+def normalize(
+    payload: Mapping[str, Any], *, message_id: str, callback_url: str | None, stream_interval: float = 0.0
+) -> Envelope | None:
     """An ``event_callback`` as an Envelope, or None when it is not for the bot (pure: no I/O)."""
     event = payload.get("event")
     if payload.get("type") != "event_callback" or not isinstance(event, Mapping):
@@ -109,7 +115,7 @@ def normalize(payload: Mapping[str, Any], *, message_id: str, callback_url: str 
         text=text,
         metadata={"provider": "slack", "team": team, "event_type": kind, "event_id": payload.get("event_id"),
                   "ts": ts, "direct": direct},
-        reply=ReplyRoute(callback_url=callback_url, context=context),
+        reply=ReplyRoute(callback_url=callback_url, context=context, stream_interval=stream_interval),
     )
 
 
@@ -129,6 +135,8 @@ class Slack(Channel):
         super().__init__(ctx)
         self.clock = clock
         self._client: WebClient | None = None
+        self.shown = ShownReplies(ctx.redis, ctx.keys.prefix, CHANNEL, ttl=ctx.settings.idempotency_ttl_seconds,
+                                  lock_seconds=ctx.settings.slack_api_timeout + 2)
 
     def blueprint(self) -> Blueprint:
         blueprint = Blueprint("slack", __name__)
@@ -162,7 +170,8 @@ class Slack(Channel):
             raise BadRequest("not an Events API payload (a JSON object)")
         if payload.get("type") == "url_verification":
             return jsonify({"challenge": str(payload.get("challenge", ""))}), 200
-        envelope = normalize(payload, message_id=new_message_id(), callback_url=self.callback_url)
+        envelope = normalize(payload, message_id=new_message_id(), callback_url=self.callback_url,
+                             stream_interval=self.ctx.settings.slack_stream_interval)
         if envelope is None:
             return "", 200
         accepted = self.accept(envelope, envelope.channel_message_id)
@@ -189,12 +198,18 @@ class Slack(Channel):
             raise PermanentSendError("the reply names no Slack channel")
         thread_ts = reply.context.get("thread_ts")
         parts = split_text(reply.text or EMPTY_REPLY, MAX_MESSAGE_CHARS) or [EMPTY_REPLY]
+        shown = self._take_over_partial(reply.message_id)
         for index, text in enumerate(parts):
             sent_key = f"{self.ctx.keys.prefix}:slack:sent:{reply.message_id}:{index}"
             if self.ctx.redis.exists(sent_key):
                 continue
             try:
-                response = self.client.chat_postMessage(channel=str(channel), text=escape(text), thread_ts=thread_ts)
+                if index == 0 and shown and self._update_final(str(channel), shown, text):
+                    ts = shown
+                else:
+                    response = self.client.chat_postMessage(channel=str(channel), text=escape(text),
+                                                            thread_ts=thread_ts)
+                    ts = str(response.get("ts", ""))
             except SlackApiError as exc:
                 reason = f"Slack {getattr(exc.response, 'status_code', '?')}: {exc.response.get('error')}"
                 if _temporary(exc):
@@ -202,7 +217,57 @@ class Slack(Channel):
                 raise PermanentSendError(reason) from None
             except (SlackClientError, OSError) as exc:
                 raise TemporarySendError(f"Slack API unreachable: {type(exc).__name__}: {exc}") from None
-            self.ctx.redis.set(sent_key, str(response.get("ts", "")), ex=self.ctx.settings.idempotency_ttl_seconds)
+            self.ctx.redis.set(sent_key, ts, ex=self.ctx.settings.idempotency_ttl_seconds)
+
+    # --- a reply shown while it is written --------------------------------------------
+    def send_partial(self, update: PartialUpdate) -> str:
+        """First partial: chat.postMessage; later ones: chat.update of it (partials.py orders them)."""
+        channel = update.context.get("channel")
+        if self.ctx.settings.slack_stream_interval <= 0 or not channel or not self.ctx.settings.slack_bot_token:
+            return "ignored: streaming is off or the update names no channel"
+        text = escape(partial_text(update.text, MAX_MESSAGE_CHARS))
+
+        def post() -> str:
+            response = _partial_call(lambda: self.client.chat_postMessage(
+                channel=str(channel), text=text, thread_ts=update.context.get("thread_ts")))
+            return str(response["ts"])
+
+        def edit(ts: str) -> None:
+            _partial_call(lambda: self.client.chat_update(channel=str(channel), ts=ts, text=text))
+
+        return self.shown.show(update, post, edit)
+
+    def _take_over_partial(self, message_id: str) -> str | None:
+        """The ts of the message showing this reply's partial text (no partial can follow now), if any."""
+        if self.ctx.settings.slack_stream_interval <= 0:
+            return None
+        try:
+            return self.shown.finalize(message_id, self.ctx.settings.slack_api_timeout + 1)
+        except PartialBusy as exc:
+            raise TemporarySendError(str(exc)) from None
+
+    def _update_final(self, channel: str, ts: str, text: str) -> bool:
+        """Turn the partial message into the reply's first part; False: it is gone, post a new one."""
+        try:
+            self.client.chat_update(channel=channel, ts=ts, text=escape(text))
+        except SlackApiError as exc:
+            if _temporary(exc):
+                raise
+            log.info("slack: could not update the partial message %s (%s); posting the reply anew", ts,
+                     exc.response.get("error"))
+            return False
+        return True
+
+
+def _partial_call(call: Callable[[], Any]) -> Any:
+    """A Web API call for a partial: a 429 pauses the message's partials for its ``Retry-After``."""
+    try:
+        return call()
+    except SlackApiError as exc:
+        if getattr(exc.response, "status_code", 0) == 429:
+            headers = getattr(exc.response, "headers", None) or {}
+            raise PartialBackoff(float(headers.get("Retry-After", headers.get("retry-after", 1)) or 1)) from None
+        raise
 
 
 class _Clock(Clock):

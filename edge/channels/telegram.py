@@ -19,6 +19,10 @@ make a Markdown send fail), split below 4096 characters at paragraph, sentence
 or word boundaries; each sent part is recorded in Redis, so a retry after part 2
 of 3 failed does not repeat part 1.  While the model works the chat shows
 "typing…" (best effort, from a background thread; never fails the webhook).
+With ``TELEGRAM_STREAM_INTERVAL`` > 0 the reply is shown while it is written:
+the first partial is a ``sendMessage``, later ones ``editMessageText`` it (at most
+one edit per interval), and the final reply edits that message into its first
+part (``edge/channels/partials.py``).
 
 The Bot API is called with plain ``requests``: it is JSON over HTTPS, the edge
 is synchronous (gunicorn threads), and python-telegram-bot would bring an
@@ -48,6 +52,7 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 from flask.typing import ResponseReturnValue
 
 from edge.channels.base import CallbackReply, Channel, PermanentSendError, TemporarySendError
+from edge.channels.partials import PartialBackoff, PartialBusy, PartialUpdate, ShownReplies, partial_text
 from edge.channels.splitting import split_text
 from edge.context import EdgeContext
 from edge.errors import BadRequest, Forbidden, NotFound, Unavailable
@@ -110,7 +115,7 @@ def _mention(bot_username: str) -> re.Pattern[str] | None:
 
 def normalize(
     update: Mapping[str, Any], *, message_id: str, callback_url: str | None, bot_username: str,
-    file_url: Callable[[str], str],
+    file_url: Callable[[str], str], stream_interval: float = 0.0,
 ) -> Envelope | None:
     """An update as an Envelope, or None when it is not for the bot (pure: no I/O).
 
@@ -167,7 +172,7 @@ def normalize(
         text=text,
         attachments=attachments,
         metadata=metadata,
-        reply=ReplyRoute(callback_url=callback_url, context=context),
+        reply=ReplyRoute(callback_url=callback_url, context=context, stream_interval=stream_interval),
     )
 
 
@@ -233,6 +238,8 @@ class Telegram(Channel):
         self.api = BotAPI(settings.telegram_api_base_url, settings.telegram_bot_token, settings.telegram_api_timeout)
         self._username = settings.telegram_bot_username.lstrip("@")
         self._typing_slots = threading.BoundedSemaphore(32)  # at most this many "typing…" loops at once
+        self.shown = ShownReplies(ctx.redis, ctx.keys.prefix, CHANNEL, ttl=settings.idempotency_ttl_seconds,
+                                  lock_seconds=settings.telegram_api_timeout + 2)
 
     @property
     def configured(self) -> bool:
@@ -259,7 +266,8 @@ class Telegram(Channel):
         if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
             raise BadRequest("not a Telegram update (a JSON object with an integer update_id)")
         envelope = normalize(update, message_id=new_message_id(), callback_url=self.callback_url,
-                             bot_username=self.bot_username(update), file_url=self.file_url)
+                             bot_username=self.bot_username(update), file_url=self.file_url,
+                             stream_interval=self.ctx.settings.telegram_stream_interval)
         if envelope is None:
             return jsonify({}), 200
         accepted = self.accept(envelope, str(update["update_id"]))  # files are converted to text first
@@ -346,24 +354,87 @@ class Telegram(Channel):
         if chat_id is None:
             raise PermanentSendError("the reply names no chat_id")
         parts = split_text(reply.text or EMPTY_REPLY, MAX_MESSAGE_CHARS) or [EMPTY_REPLY]
+        shown = self._take_over_partial(reply.message_id)
         for index, text in enumerate(parts):
             sent_key = f"{self.ctx.keys.prefix}:telegram:sent:{reply.message_id}:{index}"
             if self.ctx.redis.exists(sent_key):
                 continue
-            payload: dict[str, Any] = {"chat_id": chat_id, "text": text}  # plain text: no parse_mode, nothing to escape
-            if reply.context.get("thread_id"):
-                payload["message_thread_id"] = reply.context["thread_id"]
-            if index == 0 and reply.context.get("reply_to"):
-                payload["reply_parameters"] = {"message_id": reply.context["reply_to"],
-                                               "allow_sending_without_reply": True}
-            try:
-                result = self.api.call("sendMessage", payload)
-            except TelegramError as exc:
-                if exc.temporary:
-                    raise TemporarySendError(str(exc)) from None
-                raise PermanentSendError(str(exc)) from None
-            message_id = result.get("message_id", "") if isinstance(result, dict) else ""
+            if index == 0 and shown and self._edit_final(chat_id, shown, text):
+                message_id: Any = shown
+            else:
+                message_id = self._send_message(reply.context, text, first=index == 0)
             self.ctx.redis.set(sent_key, str(message_id), ex=self.ctx.settings.idempotency_ttl_seconds)
+
+    def _send_message(self, context: Mapping[str, Any], text: str, *, first: bool) -> Any:
+        """sendMessage; its message_id."""
+        try:
+            result = self.api.call("sendMessage", _message_payload(context, text, first=first))
+        except TelegramError as exc:
+            if exc.temporary:
+                raise TemporarySendError(str(exc)) from None
+            raise PermanentSendError(str(exc)) from None
+        return result.get("message_id", "") if isinstance(result, dict) else ""
+
+    # --- a reply shown while it is written --------------------------------------------
+    def send_partial(self, update: PartialUpdate) -> str:
+        """First partial: sendMessage; later ones: editMessageText of it (partials.py orders them)."""
+        if self.ctx.settings.telegram_stream_interval <= 0 or update.context.get("chat_id") is None:
+            return "ignored: streaming is off or the update names no chat"
+        text = partial_text(update.text, MAX_MESSAGE_CHARS)
+
+        def post() -> str:
+            result = self._partial_call(lambda: self.api.call(
+                "sendMessage", _message_payload(update.context, text, first=True)))
+            return str(result["message_id"])
+
+        def edit(shown: str) -> None:
+            self._partial_call(lambda: self.api.call(
+                "editMessageText", {"chat_id": update.context["chat_id"], "message_id": int(shown), "text": text}))
+
+        return self.shown.show(update, post, edit)
+
+    @staticmethod
+    def _partial_call(call: Callable[[], Any]) -> Any:
+        """A Bot API call for a partial: Telegram's 429 ``retry_after`` pauses the message's partials."""
+        try:
+            return call()
+        except TelegramError as exc:
+            if exc.status == 429:
+                raise PartialBackoff(float(exc.retry_after or 1)) from None
+            raise
+
+    def _take_over_partial(self, message_id: str) -> str | None:
+        """The message showing this reply's partial text (no partial can follow now), if any."""
+        if self.ctx.settings.telegram_stream_interval <= 0:
+            return None
+        try:
+            return self.shown.finalize(message_id, self.ctx.settings.telegram_api_timeout + 1)
+        except PartialBusy as exc:
+            raise TemporarySendError(str(exc)) from None
+
+    def _edit_final(self, chat_id: Any, shown: str, text: str) -> bool:
+        """Turn the partial message into the reply's first part; False: it is gone, send a new one."""
+        try:
+            self.api.call("editMessageText", {"chat_id": chat_id, "message_id": int(shown), "text": text})
+        except TelegramError as exc:
+            if "message is not modified" in exc.description:
+                return True  # a retry after the edit went through
+            if exc.temporary:
+                raise TemporarySendError(str(exc)) from None
+            log.info("telegram: could not edit the partial message %s (%s); sending the reply anew", shown, exc)
+            return False
+        return True
+
+
+def _message_payload(context: Mapping[str, Any], text: str, *, first: bool) -> dict[str, Any]:
+    """sendMessage's body: plain text (no parse_mode, nothing to escape) in the reply's chat and topic;
+    in a group the first part answers the message that asked."""
+    payload: dict[str, Any] = {"chat_id": context["chat_id"], "text": text}
+    if context.get("thread_id"):
+        payload["message_thread_id"] = context["thread_id"]
+    if first and context.get("reply_to"):
+        payload["reply_parameters"] = {"message_id": context["reply_to"], "allow_sending_without_reply": True}
+    return payload
 
 
 # --- command line ------------------------------------------------------------------

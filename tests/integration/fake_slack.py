@@ -1,9 +1,12 @@
 """A local stand-in for the Slack Web API (real HTTP), and a signer for Events API requests.
 
-``FakeSlack`` serves ``POST /api/chat.postMessage`` as Slack does (Bearer
-token, JSON or form body, ``{"ok": …}`` answers; ``ok: false`` errors come
-with HTTP 200, rate limits with 429 and ``Retry-After``); ``fail_next`` scripts
-a failure.  The real ``slack_sdk`` ``WebClient`` is pointed at ``url``.
+``FakeSlack`` serves ``POST /api/chat.postMessage`` and ``/api/chat.update`` as
+Slack does (Bearer token, JSON or form body, ``{"ok": …}`` answers; ``ok: false``
+errors come with HTTP 200, rate limits with 429 and ``Retry-After``);
+``fail_next`` scripts a failure.  Posted messages are kept by ``ts`` so an update
+of an unknown one fails with ``message_not_found``; ``shown(channel)`` is what the
+channel shows now and ``calls`` every successful call with its arrival time.
+The real ``slack_sdk`` ``WebClient`` is pointed at ``url``.
 ``SlackEvents`` signs event bodies with the signing secret exactly as Slack does.
 """
 
@@ -31,6 +34,9 @@ class FakeSlack:
     def __init__(self, token: str = BOT_TOKEN) -> None:
         self.token = token
         self.posts: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []
+        self.calls: list[tuple[str, dict[str, Any], float]] = []  # (method, args, time.time())
+        self.messages: dict[tuple[str, str], str] = {}  # (channel, ts) -> current text
         self.attempts = 0
         self._failures: deque[tuple[int, str]] = deque()
         self._lock = threading.Lock()
@@ -42,14 +48,15 @@ class FakeSlack:
                 if self.headers.get("Authorization") != f"Bearer {fake.token}":
                     self._json(200, {"ok": False, "error": "invalid_auth"})
                     return
-                if self.path.rstrip("/") != "/api/chat.postMessage":
+                method = self.path.rstrip("/").removeprefix("/api/")
+                if method not in ("chat.postMessage", "chat.update"):
                     self._json(200, {"ok": False, "error": "unknown_method"})
                     return
                 if self.headers.get("Content-Type", "").startswith("application/json"):
                     args = json.loads(raw or b"{}")
                 else:
                     args = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
-                status, body = fake._post(args)
+                status, body = fake._post(args) if method == "chat.postMessage" else fake._update(args)
                 self._json(status, body)
 
             def _json(self, status: int, body: dict[str, Any]) -> None:
@@ -83,7 +90,31 @@ class FakeSlack:
                 return 200, {"ok": False, "error": "channel_not_found"}
             self.posts.append(args)
             ts = f"{time.time():.6f}"
+            while (args["channel"], ts) in self.messages:  # two posts in one microsecond
+                ts = f"{float(ts) + 0.000001:.6f}"
+            self.messages[(args["channel"], ts)] = str(args.get("text"))
+            self.calls.append(("chat.postMessage", args, time.time()))
         return 200, {"ok": True, "channel": args["channel"], "ts": ts, "message": {"text": args.get("text")}}
+
+    def _update(self, args: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.attempts += 1
+            if self._failures:
+                status, error = self._failures.popleft()
+                return status, {"ok": False, "error": error}
+            key = (str(args.get("channel")), str(args.get("ts")))
+            if key not in self.messages:
+                return 200, {"ok": False, "error": "message_not_found"}
+            self.messages[key] = str(args.get("text"))
+            self.updates.append(args)
+            self.calls.append(("chat.update", args, time.time()))
+        return 200, {"ok": True, "channel": key[0], "ts": key[1], "text": args.get("text")}
+
+    def shown(self, channel: str) -> list[str]:
+        """The texts the channel shows now, oldest message first."""
+        with self._lock:
+            return [text for (chan, _), text in sorted(self.messages.items(), key=lambda kv: float(kv[0][1]))
+                    if chan == channel]
 
     def in_channel(self, channel: str) -> list[dict[str, Any]]:
         return [p for p in list(self.posts) if p["channel"] == channel]

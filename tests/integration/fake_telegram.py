@@ -1,16 +1,20 @@
 """A local stand-in for the Telegram Bot API (real HTTP): the channel's own client is pointed at ``url``.
 
 Serves ``POST /bot<token>/<method>`` (JSON bodies, ``{"ok": true, "result": …}``
-answers) for sendMessage, sendChatAction, getMe, getFile, setWebhook and
+answers) for sendMessage, editMessageText, sendChatAction, getMe, getFile, setWebhook and
 getWebhookInfo, and ``GET /file/bot<token>/<path>`` for file downloads.
-Every call is recorded; ``fail_next("sendMessage", 429, retry_after=1)``
-scripts a failure the way Telegram reports it.  A wrong token gets 401.
+Every call is recorded (with the time it arrived); ``fail_next("sendMessage", 429, retry_after=1)``
+scripts a failure the way Telegram reports it.  A wrong token gets 401.  Sent
+messages are kept as Telegram keeps them, so ``editMessageText`` answers like the
+real one: 400 "message to edit not found" for an unknown id and "message is not
+modified" for the same text; ``shown(chat)`` is what the chat shows now.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +28,7 @@ BOT_USERNAME = "switchboard_test_bot"
 class Call:
     method: str
     payload: dict[str, Any]
+    at: float = 0.0  # time.time() of arrival
 
 
 class FakeTelegram:
@@ -32,6 +37,7 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, bytes)
         self.webhook: dict[str, Any] = {}
+        self.messages: dict[tuple[Any, int], str] = {}  # (chat_id, message_id) -> current text
         self._failures: dict[str, deque[tuple[int, str, int | None]]] = defaultdict(deque)
         self._lock = threading.Lock()
         fake = self
@@ -90,15 +96,18 @@ class FakeTelegram:
                 body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
                 if retry_after is not None:
                     body["parameters"] = {"retry_after": retry_after}
-                self.calls.append(Call(f"{method}!failed", payload))
+                self.calls.append(Call(f"{method}!failed", payload, time.time()))
                 return status, body
-            self.calls.append(Call(method, payload))
+            self.calls.append(Call(method, payload, time.time()))
             sent = sum(1 for c in self.calls if c.method == "sendMessage")
-        if method == "sendMessage":
-            if not isinstance(payload.get("text"), str) or not 1 <= len(payload["text"]) <= 4096:
-                return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message is too long"}
-            return 200, {"ok": True, "result": {"message_id": 1000 + sent, "chat": {"id": payload["chat_id"]},
-                                                "text": payload["text"]}}
+            if method == "sendMessage":
+                if not isinstance(payload.get("text"), str) or not 1 <= len(payload["text"]) <= 4096:
+                    return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message is too long"}
+                self.messages[(payload["chat_id"], 1000 + sent)] = payload["text"]
+                return 200, {"ok": True, "result": {"message_id": 1000 + sent, "chat": {"id": payload["chat_id"]},
+                                                    "text": payload["text"]}}
+            if method == "editMessageText":
+                return self._edit(payload)
         if method == "getMe":
             return 200, {"ok": True, "result": {"id": 1, "is_bot": True, "username": BOT_USERNAME}}
         if method == "getFile":
@@ -113,6 +122,28 @@ class FakeTelegram:
         if method == "getWebhookInfo":
             return 200, {"ok": True, "result": {"url": self.webhook.get("url", ""), "pending_update_count": 0}}
         return 200, {"ok": True, "result": True}
+
+    def _edit(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        key = (payload.get("chat_id"), payload.get("message_id"))
+        text = payload.get("text")
+        if key not in self.messages:
+            return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message to edit not found"}
+        if not isinstance(text, str) or not 1 <= len(text) <= 4096:
+            return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message is too long"}
+        if self.messages[key] == text:
+            return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message is not modified: "
+                         "specified new message content and reply markup are exactly the same"}
+        self.messages[key] = text
+        return 200, {"ok": True, "result": {"message_id": key[1], "chat": {"id": key[0]}, "text": text}}
+
+    def edits(self, chat_id: int) -> list[Call]:
+        return [c for c in list(self.calls) if c.method == "editMessageText" and c.payload["chat_id"] == chat_id]
+
+    def shown(self, chat_id: int) -> list[str]:
+        """The texts the chat shows now, oldest message first."""
+        with self._lock:
+            return [text for (chat, _), text in sorted(self.messages.items(), key=lambda kv: kv[0][1])
+                    if chat == chat_id]
 
     def sent(self, chat_id: int | None = None) -> list[dict[str, Any]]:
         return [c.payload for c in list(self.calls)

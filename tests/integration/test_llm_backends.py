@@ -70,6 +70,16 @@ def test_same_seed_same_reply(local_backend: Any) -> None:
     assert local_backend.chat(MESSAGES).text == local_backend.chat(MESSAGES).text
 
 
+def test_progress_reports_growing_text_and_changes_nothing_in_the_reply(local_backend: Any) -> None:
+    plain = local_backend.chat(MESSAGES, max_tokens=48)
+    seen: list[str] = []
+    streamed = local_backend.chat(MESSAGES, max_tokens=48, on_progress=lambda text: seen.append(text()))
+    assert streamed == plain  # same text, same token accounting, same finish
+    assert len(seen) >= min(plain.completion_tokens, 48) - 2  # offered after (about) every token
+    assert all(plain.text.startswith(t.strip()) for t in seen if t.strip())
+    assert any(t.strip() for t in seen)
+
+
 def test_prompt_longer_than_context_is_a_generation_error(local_backend: Any) -> None:
     huge = [ChatMessage("user", "weather today " * 3000)]
     with pytest.raises(GenerationError, match="context"):
@@ -115,6 +125,21 @@ def test_openai_backend_against_real_server(llama_server: LlamaServer) -> None: 
         # llama-cpp-python's server has an exact tokenize endpoint; no len/4 estimate.
         assert backend.count_tokens("Hello there") > 0
         assert backend._tokenizer == "/extras/tokenize/count"
+    finally:
+        backend.close()
+
+
+def test_openai_streaming_gives_the_same_text_as_a_plain_request(llama_server: LlamaServer) -> None:  # noqa: F811
+    backend = load_backend(BackendConfig(backend="openai", model_path=None, openai_base_url=llama_server.base_url,
+                                         n_ctx=2048, max_tokens=16, seed=7, request_timeout=60.0))
+    try:
+        plain = backend.chat(MESSAGES)
+        seen: list[str] = []
+        streamed = backend.chat(MESSAGES, on_progress=lambda text: seen.append(text()))  # type: ignore[call-arg]
+        assert streamed.text == plain.text and streamed.finish_reason == plain.finish_reason
+        # llama-cpp-python's server sends no usage in a stream: one token per content event.
+        assert 0 < streamed.completion_tokens <= 16
+        assert seen and all(plain.text.startswith(t.strip()) for t in seen)
     finally:
         backend.close()
 

@@ -104,6 +104,19 @@ def test_send_see_the_reply_reload_and_see_the_history(make_system: MakeSystem, 
     assert answer[1].startswith("echo: see my list") and "[from shopping-list.txt] eggs" in answer[1]
 
 
+def test_the_answer_is_shown_growing_then_final(make_system: MakeSystem, browser: WebDriver) -> None:
+    system = make_system(LLM_BACKEND="tests.integration.slow_backend:streaming_factory", SLOW_BACKEND_SECONDS="3")
+    system.start_all(io_concurrency=2)
+    open_chat(browser, system)
+    question = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
+    send(browser, question)
+    shown = WebDriverWait(browser, 30).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#log li.partial") and messages(d)[-1][1])
+    assert str(shown).endswith(" …") and f"echo: {question}".startswith(str(shown).removesuffix(" …"))
+    WebDriverWait(browser, 30).until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#log li.partial"))
+    assert messages(browser) == [("user", question), ("assistant", f"echo: {question}")]
+
+
 def test_a_clear_banner_when_the_system_is_down(make_system: MakeSystem, browser: WebDriver, tmp_path: Path) -> None:
     own_redis = RedisServer(tmp_path / "redis")
     try:

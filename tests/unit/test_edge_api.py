@@ -152,3 +152,23 @@ def test_a_bad_wait_gets_400(client: FlaskClient, wait: str) -> None:
 def test_unknown_routes_answer_json(client: FlaskClient) -> None:
     response = client.get("/nope")
     assert response.status_code == 404 and response.is_json
+
+
+def test_a_streamed_message_asks_for_partials_and_a_partial_poll_returns_when_one_is_newer(
+    client: FlaskClient, settings: Settings
+) -> None:
+    message_id = client.post("/v1/messages", json={"user": "alice", "text": "hi", "stream": True}).get_json()[
+        "message_id"]
+    store = client.application.extensions["switchboard"].messages
+    assert store.get(message_id).envelope["reply"]["stream_interval"] == settings.stream_interval_seconds
+    plain = client.post("/v1/messages", json={"user": "bob", "text": "hi"}).get_json()["message_id"]
+    assert store.get(plain).envelope["reply"]["stream_interval"] == 0
+    store.update(message_id, status="processing", partial="Hello th", partial_seq=2)
+    body = client.get(f"/v1/messages/{message_id}?wait=10&partial=1").get_json()  # seq 2 > 1: at once
+    assert body["status"] == "processing" and body["partial"] == {"seq": 2, "text": "Hello th"}
+
+
+@pytest.mark.parametrize("partial", ["-1", "x", "1.5", "9999999999"])
+def test_a_bad_partial_gets_400(client: FlaskClient, partial: str) -> None:
+    response = client.get(f"/v1/messages/abc?partial={partial}")
+    assert response.status_code == 400 and "partial" in response.get_json()["fields"]

@@ -1,6 +1,8 @@
 // Switchboard web chat: plain JavaScript over the JSON API (POST /v1/messages, POST /v1/files,
-// GET /v1/messages/<id>?wait=S). The user id and the conversation live in localStorage, so a
-// reload shows the history and resumes waiting for an answer that is still pending.
+// GET /v1/messages/<id>?wait=S&partial=<seq>). The user id and the conversation live in localStorage,
+// so a reload shows the history and resumes waiting for an answer that is still pending. Messages are
+// sent with "stream": true, so the answer is shown growing while the model writes it (each long poll
+// returns when a newer partial exists), then replaced by the final reply.
 "use strict";
 
 (function () {
@@ -116,13 +118,15 @@
         data.append("file", file);
         data.append("user", state.user);
         data.append("session", state.session);
+        data.append("stream", "true");
         if (text) data.append("text", text);
         response = await fetch("/v1/files", { method: "POST", body: data });
       } else {
         response = await fetch("/v1/messages", {
           method: "POST",
           headers: { "Content-Type": "application/json", "Idempotency-Key": randomId() },
-          body: JSON.stringify({ user: state.user, session: state.session, text: text, metadata: { via: "webchat" } }),
+          body: JSON.stringify({ user: state.user, session: state.session, text: text, stream: true,
+                                 metadata: { via: "webchat" } }),
         });
       }
     } catch (e) {
@@ -155,11 +159,13 @@
     if (waiting.has(message.id)) return;
     waiting.add(message.id);
     let delay = 1000;
+    let seq = 0; // the last partial shown: the next poll returns as soon as a newer one exists
     try {
       for (;;) {
         let response;
         try {
-          response = await fetch("/v1/messages/" + encodeURIComponent(message.id) + "?wait=" + WAIT, { cache: "no-store" });
+          const url = "/v1/messages/" + encodeURIComponent(message.id) + "?wait=" + WAIT + "&partial=" + seq;
+          response = await fetch(url, { cache: "no-store" });
         } catch (e) {
           response = null;
         }
@@ -176,6 +182,10 @@
         delay = 1000;
         if (!banner.hidden && banner.textContent.startsWith("Switchboard cannot be reached")) hideBanner();
         const record = await response.json();
+        if (record.partial && record.partial.seq > seq && record.status !== "answered" && record.status !== "failed") {
+          seq = record.partial.seq;
+          showPartial(message, record.partial.text);
+        }
         if (record.status === "answered") {
           finish(message, { role: "assistant", state: "answered", text: (record.reply && record.reply.text) || "(no answer)" });
           return;
@@ -190,7 +200,25 @@
       waiting.delete(message.id);
     }
   }
+  // The answer while it is written: one element after the question, replaced by the final answer.
+  const partials = new Map();
+  function showPartial(message, text) {
+    const item = render({ role: "assistant", text: text + " …", id: message.id + ":partial" });
+    item.classList.add("partial");
+    item.setAttribute("aria-hidden", "true"); // screen readers hear the final answer once, not every growth step
+    const old = partials.get(message.id);
+    if (old) {
+      old.replaceWith(item);
+    } else {
+      const asked = log.querySelector('li[data-id="' + CSS.escape(message.id) + '"]');
+      log.insertBefore(item, asked ? asked.nextSibling : null);
+    }
+    partials.set(message.id, item);
+    scroll();
+  }
   function finish(message, answer) {
+    const shown = partials.get(message.id);
+    if (shown) { shown.remove(); partials.delete(message.id); }
     message.state = "done";
     answer.id = message.id + ":reply";
     // Keep the answer right after its question even when several are pending.
