@@ -46,6 +46,7 @@ def backend_config(settings: Settings) -> BackendConfig:
         max_tokens=settings.llm_max_tokens,
         temperature=settings.llm_temperature,
         use_mmap=settings.llm_use_mmap,
+        prompt_cache_bytes=settings.llm_prompt_cache_mb * 1024 * 1024,
         openai_base_url=settings.openai_base_url,
         openai_model=settings.openai_model,
         openai_api_key=settings.openai_api_key,

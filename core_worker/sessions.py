@@ -20,7 +20,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -38,6 +38,7 @@ class LeaseLost(Exception):
 class Lease:
     session_id: str
     token: int
+    head: str | None = field(default=None, compare=False)  # the inbox head when the lease was taken
 
 
 @dataclass(frozen=True)
@@ -58,26 +59,51 @@ class Turn:
 _HOLDS = "local cur = redis.call('GET', KEYS[1])\n" \
          "if not cur or string.sub(cur, 1, #ARGV[1] + 1) ~= ARGV[1] .. '|' then return 0 end\n"
 
-# KEYS: lock, fence;  ARGV: ttl ms, holder "host|pid", value to take over ("" = only a free lock)
+# KEYS: lock, fence, inbox;  ARGV: ttl ms, holder "host|pid", value to take over ("" = only a free lock)
+# -> false, or {token, inbox head or ""}
 _ACQUIRE = """
 local cur = redis.call('GET', KEYS[1])
 if cur and cur ~= ARGV[3] then return false end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], token .. '|' .. ARGV[2], 'PX', ARGV[1])
-return token
+return {token, redis.call('LINDEX', KEYS[3], 0) or ''}
 """
 
 # KEYS: lock;  ARGV: token, ttl ms
 _RENEW = _HOLDS + "redis.call('PEXPIRE', KEYS[1], ARGV[2])\nreturn 1\n"
 
-# KEYS: lock;  ARGV: token
-_RELEASE = _HOLDS + "redis.call('DEL', KEYS[1])\nreturn 1\n"
+# KEYS: lock, inbox;  ARGV: token, message id to locate ("" = none)
+# -> the message's position in the inbox, or false once it left (whether or not we still held the lease)
+_RELEASE = """
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then redis.call('DEL', KEYS[1]) end
+if ARGV[2] == '' then return false end
+return redis.call('LPOS', KEYS[2], ARGV[2])
+"""
 
-# KEYS: lock, inbox, pending sessions;  ARGV: token, message_id, session_id
+# KEYS: lock, inbox, pending sessions;  ARGV: token, message_id, session_id  -> {1, next head or ""}
 _POP = _HOLDS + """
 if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then redis.call('LPOP', KEYS[2]) end
-if redis.call('LLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[3]) end
-return 1
+local head = redis.call('LINDEX', KEYS[2], 0)
+if not head then redis.call('SREM', KEYS[3], ARGV[3]) end
+return {1, head or ''}
+"""
+
+# Start an attempt at the inbox head: count it, mark it processing (waking long polls), and read the
+# session's history, in one round trip.
+# KEYS: lock, inbox, record, events, history;  ARGV: token, message_id, now, status ttl
+# -> {attempts, history item, ...}, or -1 when the message is no longer the head
+_BEGIN = _HOLDS + """
+if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] then return -1 end
+local attempts = redis.call('HINCRBY', KEYS[3], 'attempts', 1)
+if redis.call('HGET', KEYS[3], 'status') ~= 'processing' then
+  redis.call('HSET', KEYS[3], 'status', 'processing', 'updated_at', ARGV[3])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+  redis.call('PUBLISH', KEYS[4], 'processing')
+end
+local result = redis.call('LRANGE', KEYS[5], 0, -1)
+table.insert(result, 1, attempts)
+return result
 """
 
 # KEYS: lock, inbox, record;  ARGV: token, message_id, field, value, ...
@@ -147,27 +173,43 @@ class SessionStore:
         self._pop = client.register_script(_POP)
         self._finish = client.register_script(_FINISH)
         self._set_fields = client.register_script(_SET_FIELDS)
+        self._begin = client.register_script(_BEGIN)
 
     # -- lease -------------------------------------------------------------
     def acquire(self, session_id: str) -> Lease | None:
         """Take the session's lease, or None while a live worker holds it."""
         lock, fence = self.keys.session_lock(session_id), self.keys.session_fence(session_id)
+        keys = [lock, fence, self.keys.session_inbox(session_id)]
         holder = f"{socket.gethostname()}|{os.getpid()}"  # pid changes after fork
-        token = self._acquire(keys=[lock, fence], args=[self.lease_ms, holder, ""])
-        if token is None:
+        taken = self._acquire(keys=keys, args=[self.lease_ms, holder, ""])
+        if taken is None:
             current = self.redis.get(lock)
             if current is None or _holder_alive(str(current)):
                 return None
-            token = self._acquire(keys=[lock, fence], args=[self.lease_ms, holder, current])
-            if token is None:
+            taken = self._acquire(keys=keys, args=[self.lease_ms, holder, current])
+            if taken is None:
                 return None
-        return Lease(session_id, int(token))
+        token, head = taken
+        return Lease(session_id, int(token), str(head) or None)
 
     def renew(self, lease: Lease) -> bool:
         return bool(self._renew(keys=[self.keys.session_lock(lease.session_id)], args=[lease.token, self.lease_ms]))
 
-    def release(self, lease: Lease) -> None:
-        self._release(keys=[self.keys.session_lock(lease.session_id)], args=[lease.token])
+    def release(self, lease: Lease, locate: str = "") -> int | None:
+        """Give the lease up; the position of ``locate`` in the inbox (None once it left), same round trip."""
+        keys = [self.keys.session_lock(lease.session_id), self.keys.session_inbox(lease.session_id)]
+        position = self._release(keys=keys, args=[lease.token, locate])
+        return None if position is None else int(position)
+
+    def begin(self, lease: Lease, message_id: str) -> tuple[int, list[Turn]]:
+        """Count an attempt at the head and mark it processing; (attempts, the session's history)."""
+        sid = lease.session_id
+        keys = [self.keys.session_lock(sid), self.keys.session_inbox(sid), self.keys.message(message_id),
+                self.keys.message_events(message_id), self.keys.session_history(sid)]
+        result = self._begin(keys=keys, args=[lease.token, message_id, repr(time.time()), self.status_ttl])
+        if not isinstance(result, list):
+            raise LeaseLost(f"{sid}: lease lost or {message_id} is no longer the head (result {result})")
+        return int(result[0]), [Turn.from_json(item) for item in result[1:]]
 
     # -- inbox and history -------------------------------------------------
     def head(self, session_id: str) -> str | None:
@@ -181,11 +223,14 @@ class SessionStore:
         raw: list[Any] = self.redis.lrange(self.keys.session_history(session_id), 0, -1)
         return [Turn.from_json(item) for item in raw]
 
-    def pop(self, lease: Lease, message_id: str) -> None:
+    def pop(self, lease: Lease, message_id: str) -> str | None:
+        """Remove the finished head; the next head (None when the inbox is empty)."""
         sid = lease.session_id
         keys = [self.keys.session_lock(sid), self.keys.session_inbox(sid), self.keys.pending_sessions]
-        if not self._pop(keys=keys, args=[lease.token, message_id, sid]):
+        result = self._pop(keys=keys, args=[lease.token, message_id, sid])
+        if not result:
             raise LeaseLost(lease.session_id)
+        return str(result[1]) or None
 
     def set_fields(self, lease: Lease, message_id: str, fields: dict[str, str]) -> None:
         """Write fields of the inbox head's record iff we still hold the lease."""
