@@ -31,6 +31,7 @@ from core_worker.llm import LLMBackend
 from core_worker.routing import ToolCall
 from core_worker.sessions import Lease, LeaseLost, SessionStore, Turn
 from tasks.deadletters import DeadLetters
+from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
 from tasks.messages import TERMINAL, MessageRecord, MessageStore
 from tasks.schemas import Envelope, Reply, ReplyRoute, utcnow_iso
@@ -75,7 +76,7 @@ class SessionProcessor:
     messages: MessageStore
     sessions: SessionStore
     llm: Callable[[], LLMBackend]
-    deliver: Callable[[dict[str, Any]], None]
+    deliver: Callable[[dict[str, Any]], QueuedTask]  # the delivery task to queue (atomically, by the session)
     dead_letters: DeadLetters
     helpers: HelperFlow | None = None
     call_helper: Callable[[str, str, dict[str, Any]], None] = lambda *_: None
@@ -126,9 +127,8 @@ class SessionProcessor:
         if record is None:  # expired, or rolled back by an edge that answered 503
             log.warning("dropping unknown message %s from session %s", message_id, lease.session_id)
             return self.sessions.pop(lease, message_id)
-        if record.status in TERMINAL:  # finished before a crash, not yet popped
-            self._hand_over(record)
-            return self.sessions.pop(lease, message_id)
+        if record.status in TERMINAL:  # finished by an older version that popped separately, or replayed
+            return self.sessions.pop(lease, message_id, self._hand_over(record))
         if record.stage == "awaiting_helper" and record.call and time.time() < float(record.call["deadline"]):
             return None
         if record.stage == "converting" and time.time() < self._convert_deadline(record):
@@ -169,12 +169,10 @@ class SessionProcessor:
             if attempts >= self.settings.max_attempts:
                 return self._fail(lease, record, f"{type(exc).__name__}: {exc}")
             raise
-        self.sessions.finish(
+        return self.sessions.finish(
             lease, message_id, status="answered", field="reply", value=json.dumps(_public_reply(reply)), turns=turns,
-            deliver=bool(envelope.reply.callback_url),
+            delivery=self._delivery(reply),
         )
-        self._deliver(reply)
-        return self.sessions.pop(lease, message_id)
 
     def _convert_deadline(self, record: MessageRecord) -> float:
         """When a message still converting media is given up on: MEDIA_CONVERT_TIMEOUT per attachment plus slack."""
@@ -243,19 +241,17 @@ class SessionProcessor:
     def _fail(self, lease: Lease, record: MessageRecord, reason: str) -> str | None:
         """Finish a message as failed: dead-letter it and tell the person politely; the next head."""
         envelope = Envelope.from_dict(record.envelope)
-        self.sessions.finish(
-            lease, record.message_id, status="failed", field="error", value=reason,
-            deliver=bool(envelope.reply.callback_url),
-        )
         self.dead_letters.add("poison", record.message_id, reason)
-        self._deliver(_failure_reply(envelope, reason))
-        return self.sessions.pop(lease, record.message_id)
+        return self.sessions.finish(
+            lease, record.message_id, status="failed", field="error", value=reason,
+            delivery=self._delivery(_failure_reply(envelope, reason)),
+        )
 
-    def _hand_over(self, record: MessageRecord) -> None:
-        """Re-send the delivery of a message finished before a crash (delivery is idempotent)."""
+    def _hand_over(self, record: MessageRecord) -> QueuedTask | None:
+        """The delivery of a finished message still in the inbox, queued again (delivery is idempotent)."""
         envelope = Envelope.from_dict(record.envelope)
         if record.status == "answered" and record.reply is not None:
-            self._deliver(
+            return self._delivery(
                 Reply(
                     message_id=record.message_id,
                     session_id=record.session_id,
@@ -265,12 +261,12 @@ class SessionProcessor:
                     created_at=record.reply.get("created_at", utcnow_iso()),
                 )
             )
-        else:
-            self._deliver(_failure_reply(envelope, record.error or "failed"))
+        return self._delivery(_failure_reply(envelope, record.error or "failed"))
 
-    def _deliver(self, reply: Reply) -> None:
-        if reply.reply.callback_url:
-            self.deliver({**reply.to_dict(), "first_attempt_at": time.time()})
+    def _delivery(self, reply: Reply) -> QueuedTask | None:
+        if not reply.reply.callback_url:
+            return None
+        return self.deliver({**reply.to_dict(), "first_attempt_at": time.time()})
 
 
 def _public_reply(reply: Reply) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from core_worker.llm import BackendConfig, LLMBackend, load_backend
 from core_worker.processor import SessionProcessor
 from core_worker.sessions import SessionStore
 from tasks.deadletters import DeadLetters
+from tasks.enqueue import QueuedTask, task_message
 from tasks.helpers import registry_from_settings
 from tasks.keys import Keys
 from tasks.messages import MessageStore
@@ -76,7 +77,7 @@ class CoreRuntime:
         self.helpers = registry_from_settings(self.redis, self.keys, settings)
         self.processor = SessionProcessor(
             settings=settings, keys=self.keys, messages=self.messages, sessions=self.sessions,
-            llm=self.llm, deliver=self.send_delivery, dead_letters=self.dead_letters,
+            llm=self.llm, deliver=self.delivery_task, dead_letters=self.dead_letters,
             helpers=HelperFlow(self.helpers, self.llm, settings.system_prompt, settings.llm_max_tokens),
             call_helper=self.send_helper_call,
         )
@@ -97,8 +98,9 @@ class CoreRuntime:
                 self._llm = load_backend(config)
             return self._llm
 
-    def send_delivery(self, payload: dict[str, Any]) -> None:
-        self.app.send_task(DELIVER_REPLY, args=[payload])
+    def delivery_task(self, payload: dict[str, Any]) -> QueuedTask:
+        """The deliver task for ``payload``; the session store queues it atomically with the answer."""
+        return task_message(self.app, DELIVER_REPLY, [payload])
 
     def send_helper_call(self, message_id: str, session_id: str, call: dict[str, Any]) -> None:
         self.app.send_task(CALL_HELPER, args=[message_id, session_id, call], queue=helper_queue(call["helper"]))

@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
 
 __all__ = ["Lease", "LeaseLost", "SessionStore", "Turn"]
@@ -81,9 +82,11 @@ if ARGV[2] == '' then return false end
 return redis.call('LPOS', KEYS[2], ARGV[2])
 """
 
-# KEYS: lock, inbox, pending sessions;  ARGV: token, message_id, session_id  -> {1, next head or ""}
+# KEYS: lock, inbox, pending sessions, task queue (may be "")
+# ARGV: token, message_id, session_id, task message ("" = none)  -> {1, next head or ""}
 _POP = _HOLDS + """
 if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then redis.call('LPOP', KEYS[2]) end
+if ARGV[4] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[4]) end
 local head = redis.call('LINDEX', KEYS[2], 0)
 if not head then redis.call('SREM', KEYS[3], ARGV[3]) end
 return {1, head or ''}
@@ -113,23 +116,32 @@ for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
-# KEYS: lock, inbox, history, record, events, outbox
+# Record the head's outcome, queue its delivery (outbox place + Celery task) and pop it: one atomic step,
+# so a crash leaves either an unanswered head (answered again) or a finished, queued, popped one.
+# KEYS: lock, inbox, history, record, events, outbox, pending sessions, delivery queue (may be "")
 # ARGV: token, message_id, status, status ttl, session ttl, max history items, now,
-#       field name, field value, "1" to queue a delivery, [turn json ...]
+#       field name, field value, delivery task message ("" = none), session_id, [turn json ...]
+# -> {1, next head or ""}, or -1 when the message is no longer the head
 _FINISH = _HOLDS + """
 if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] then return -1 end
-if ARGV[10] == '1' and not redis.call('LPOS', KEYS[6], ARGV[2]) then redis.call('RPUSH', KEYS[6], ARGV[2]) end
+if ARGV[10] ~= '' then
+  if not redis.call('LPOS', KEYS[6], ARGV[2]) then redis.call('RPUSH', KEYS[6], ARGV[2]) end
+  redis.call('LPUSH', KEYS[8], ARGV[10])
+end
 if redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('HSET', KEYS[4], 'status', ARGV[3], ARGV[8], ARGV[9], 'updated_at', ARGV[7])
   redis.call('EXPIRE', KEYS[4], ARGV[4])
 end
-if #ARGV > 10 then
-  for i = 11, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+if #ARGV > 11 then
+  for i = 12, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
   redis.call('LTRIM', KEYS[3], -tonumber(ARGV[6]), -1)
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('EXPIRE', KEYS[3], ARGV[5]) end
 redis.call('PUBLISH', KEYS[5], ARGV[3])
-return 1
+redis.call('LPOP', KEYS[2])
+local head = redis.call('LINDEX', KEYS[2], 0)
+if not head then redis.call('SREM', KEYS[7], ARGV[11]) end
+return {1, head or ''}
 """
 
 
@@ -223,11 +235,12 @@ class SessionStore:
         raw: list[Any] = self.redis.lrange(self.keys.session_history(session_id), 0, -1)
         return [Turn.from_json(item) for item in raw]
 
-    def pop(self, lease: Lease, message_id: str) -> str | None:
-        """Remove the finished head; the next head (None when the inbox is empty)."""
+    def pop(self, lease: Lease, message_id: str, task: QueuedTask | None = None) -> str | None:
+        """Remove the finished head (queueing ``task`` in the same step); the next head, None when empty."""
         sid = lease.session_id
-        keys = [self.keys.session_lock(sid), self.keys.session_inbox(sid), self.keys.pending_sessions]
-        result = self._pop(keys=keys, args=[lease.token, message_id, sid])
+        keys = [self.keys.session_lock(sid), self.keys.session_inbox(sid), self.keys.pending_sessions,
+                task.queue if task else ""]
+        result = self._pop(keys=keys, args=[lease.token, message_id, sid, task.payload if task else ""])
         if not result:
             raise LeaseLost(lease.session_id)
         return str(result[1]) or None
@@ -251,9 +264,10 @@ class SessionStore:
         field: str,
         value: str,
         turns: tuple[Turn, ...] = (),
-        deliver: bool = False,
-    ) -> None:
-        """Record the outcome of the inbox head (its turns; its place in the outbox) iff we hold the lease."""
+        delivery: QueuedTask | None = None,
+    ) -> str | None:
+        """Record the outcome of the inbox head (its turns; its delivery: outbox place and task) and pop it,
+        iff we hold the lease; the next head, None when the inbox is empty."""
         sid = lease.session_id
         keys = [
             self.keys.session_lock(sid),
@@ -262,12 +276,15 @@ class SessionStore:
             self.keys.message(message_id),
             self.keys.message_events(message_id),
             self.keys.session_outbox(sid),
+            self.keys.pending_sessions,
+            delivery.queue if delivery else "",
         ]
         args: list[Any] = [
             lease.token, message_id, status, self.status_ttl, self.session_ttl, self.max_items,
-            repr(time.time()), field, value, "1" if deliver else "0",
+            repr(time.time()), field, value, delivery.payload if delivery else "", sid,
         ]
         args += [turn.to_json() for turn in turns]
         result = self._finish(keys=keys, args=args)
-        if result != 1:
+        if not isinstance(result, list):
             raise LeaseLost(f"{sid}: lease lost or {message_id} is no longer the head (result {result})")
+        return str(result[1]) or None
