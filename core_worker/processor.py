@@ -80,9 +80,6 @@ class SessionProcessor:
     dead_letters: DeadLetters
     helpers: HelperFlow | None = None
     call_helper: Callable[[str, str, dict[str, Any]], None] = lambda *_: None
-    # A first delivery attempt right after the answer is recorded (off the model's thread); the queued
-    # deliver task remains the durable path and finds the reply delivered.
-    deliver_now: Callable[[dict[str, Any]], None] = lambda _: None
 
     def run(self, session_id: str, message_id: str) -> bool:
         """Work the session if we can; True once ``message_id`` is no longer waiting."""
@@ -131,8 +128,7 @@ class SessionProcessor:
             log.warning("dropping unknown message %s from session %s", message_id, lease.session_id)
             return self.sessions.pop(lease, message_id)
         if record.status in TERMINAL:  # finished by an older version that popped separately, or replayed
-            payload = self._hand_over(record)
-            return self.sessions.pop(lease, message_id, self.deliver(payload) if payload else None)
+            return self.sessions.pop(lease, message_id, self._hand_over(record))
         if record.stage == "awaiting_helper" and record.call and time.time() < float(record.call["deadline"]):
             return None
         if record.stage == "converting" and time.time() < self._convert_deadline(record):
@@ -173,19 +169,10 @@ class SessionProcessor:
             if attempts >= self.settings.max_attempts:
                 return self._fail(lease, record, f"{type(exc).__name__}: {exc}")
             raise
-        return self._finish(lease, message_id, reply, status="answered", field="reply",
-                            value=json.dumps(_public_reply(reply)), turns=turns)
-
-    def _finish(self, lease: Lease, message_id: str, reply: Reply, *, status: str, field: str, value: str,
-                turns: tuple[Turn, ...] = ()) -> str | None:
-        """Record the outcome, queue its delivery and pop the head (one atomic step), then try delivering."""
-        payload = self._payload(reply)
-        delivery = self.deliver(payload) if payload else None
-        next_head = self.sessions.finish(lease, message_id, status=status, field=field, value=value, turns=turns,
-                                         delivery=delivery)
-        if payload:
-            self.deliver_now(payload)
-        return next_head
+        return self.sessions.finish(
+            lease, message_id, status="answered", field="reply", value=json.dumps(_public_reply(reply)), turns=turns,
+            delivery=self._delivery(reply),
+        )
 
     def _convert_deadline(self, record: MessageRecord) -> float:
         """When a message still converting media is given up on: MEDIA_CONVERT_TIMEOUT per attachment plus slack."""
@@ -255,14 +242,16 @@ class SessionProcessor:
         """Finish a message as failed: dead-letter it and tell the person politely; the next head."""
         envelope = Envelope.from_dict(record.envelope)
         self.dead_letters.add("poison", record.message_id, reason)
-        return self._finish(lease, record.message_id, _failure_reply(envelope, reason), status="failed",
-                            field="error", value=reason)
+        return self.sessions.finish(
+            lease, record.message_id, status="failed", field="error", value=reason,
+            delivery=self._delivery(_failure_reply(envelope, reason)),
+        )
 
-    def _hand_over(self, record: MessageRecord) -> dict[str, Any] | None:
-        """The delivery of a finished message still in the inbox, to queue again (delivery is idempotent)."""
+    def _hand_over(self, record: MessageRecord) -> QueuedTask | None:
+        """The delivery of a finished message still in the inbox, queued again (delivery is idempotent)."""
         envelope = Envelope.from_dict(record.envelope)
         if record.status == "answered" and record.reply is not None:
-            return self._payload(
+            return self._delivery(
                 Reply(
                     message_id=record.message_id,
                     session_id=record.session_id,
@@ -272,14 +261,12 @@ class SessionProcessor:
                     created_at=record.reply.get("created_at", utcnow_iso()),
                 )
             )
-        return self._payload(_failure_reply(envelope, record.error or "failed"))
+        return self._delivery(_failure_reply(envelope, record.error or "failed"))
 
-    @staticmethod
-    def _payload(reply: Reply) -> dict[str, Any] | None:
-        """What the deliver task carries; None for a reply nobody is waiting for at a callback."""
+    def _delivery(self, reply: Reply) -> QueuedTask | None:
         if not reply.reply.callback_url:
             return None
-        return {**reply.to_dict(), "first_attempt_at": time.time()}
+        return self.deliver({**reply.to_dict(), "first_attempt_at": time.time()})
 
 
 def _public_reply(reply: Reply) -> dict[str, Any]:

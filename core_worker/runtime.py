@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from celery import Celery
@@ -74,14 +73,13 @@ class CoreRuntime:
         self.dead_letters = DeadLetters(self.redis, self.keys)
         self._llm: LLMBackend | None = None
         self._llm_lock = threading.Lock()
-        self._inline: ThreadPoolExecutor | None = None
         policy = HostPolicy(settings.allowed_host_list)
         self.helpers = registry_from_settings(self.redis, self.keys, settings)
         self.processor = SessionProcessor(
             settings=settings, keys=self.keys, messages=self.messages, sessions=self.sessions,
             llm=self.llm, deliver=self.delivery_task, dead_letters=self.dead_letters,
             helpers=HelperFlow(self.helpers, self.llm, settings.system_prompt, settings.llm_max_tokens),
-            call_helper=self.send_helper_call, deliver_now=self.deliver_now,
+            call_helper=self.send_helper_call,
         )
         self.helper_caller = HelperCaller(
             settings=settings, messages=self.messages, registry=self.helpers, policy=policy, resume=self.resume,
@@ -100,26 +98,6 @@ class CoreRuntime:
                 self._llm = load_backend(config)
             return self._llm
 
-    def deliver_now(self, payload: dict[str, Any]) -> None:
-        """First delivery attempt from this process, off the model's thread: saves the reply a trip through
-        the deliver queue.  The deliver task queued with the answer is the durable path: it retries what
-        this attempt could not do and finds a delivered reply done (outbox + claim: never posted twice)."""
-        if not self.settings.delivery_inline:
-            return
-        if self._inline is None:  # created in the pool process that uses it, never before fork
-            # One thread: attempts run in answer order, so a session's next reply never finds the one
-            # before it still posting (it would leave itself to the deliver queue).
-            self._inline = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deliver-inline")
-        self._inline.submit(self._attempt_inline, payload)
-
-    def _attempt_inline(self, payload: dict[str, Any]) -> None:
-        try:
-            outcome, detail = self.deliverer.attempt(payload)
-            log.debug("inline delivery of %s: %s %s", payload.get("message_id"), outcome.value, detail)
-        except Exception:
-            log.warning("inline delivery of %s failed; the deliver task will", payload.get("message_id"),
-                        exc_info=True)
-
     def delivery_task(self, payload: dict[str, Any]) -> QueuedTask:
         """The deliver task for ``payload``; the session store queues it atomically with the answer."""
         return task_message(self.app, DELIVER_REPLY, [payload])
@@ -131,8 +109,6 @@ class CoreRuntime:
         self.app.send_task(HANDLE_MESSAGE, args=[message_id, session_id])
 
     def close(self) -> None:
-        if self._inline is not None:  # attempts not started yet are left to their queued deliver tasks
-            self._inline.shutdown(wait=False, cancel_futures=True)
         if self._llm is not None:
             self._llm.close()
             self._llm = None

@@ -192,11 +192,6 @@ class Settings:
 
     # --- delivery ------------------------------------------------------------
     delivery_timeout: float = _setting(10.0, "DELIVERY_TIMEOUT", "Seconds per callback POST.")
-    delivery_inline: bool = _setting(
-        True, "DELIVERY_INLINE",
-        "Core workers make the first delivery attempt themselves (a background thread) right after answering; "
-        "the deliver task queued with the answer stays the durable path. Off: the deliver queue only.",
-    )
     delivery_backoff_base: float = _setting(
         1.0, "DELIVERY_BACKOFF_BASE", "First retry delay of a failed callback; doubles each time, with jitter."
     )

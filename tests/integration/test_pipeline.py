@@ -112,19 +112,3 @@ def test_a_delivery_worker_refuses_to_start_without_a_signing_secret(make_system
     assert proc.popen is not None
     assert proc.popen.wait(timeout=60) != 0
     assert "SWITCHBOARD_SECRET is not set" in proc.log()
-
-
-def test_the_core_delivers_right_away_and_the_queued_task_never_posts_twice(
-    make_system: MakeSystem, callbacks: CallbackReceiver, redis_server: RedisServer
-) -> None:
-    system = make_system(LLM_BACKEND="bench.echo_backend:factory")
-    system.start_edge()
-    system.start_worker("core", "core")  # no deliver worker yet: only the core's first attempt can deliver
-    ids = [system.post(user="dora", text=f"ping {i}", reply_url=callbacks.url).json()["message_id"] for i in range(3)]
-    wait_until(lambda: len(callbacks.received) == 3, 30, "three callbacks from the core itself")
-    assert [c.webhook_id for c in callbacks.received] == ids
-    assert redis_server.client().llen("deliver") == 3  # the durable path was queued all the same
-    system.start_worker("io", "deliver,convert", pool="threads", concurrency=2)
-    wait_until(lambda: redis_server.client().llen("deliver") == 0, 30, "the deliver tasks")
-    time.sleep(1)
-    assert len(callbacks.received) == 3  # they found the replies delivered
