@@ -6,6 +6,13 @@ STAMP   := $(VENV)/.installed
 
 .PHONY: run test unit integration lint typecheck bench docs clean
 
+# llama-cpp-python compiles llama.cpp with -march=native.  On CPUs that report AMX (Sapphire Rapids and
+# later) inside VMs that do not enable AMX tile state, its AMX kernels crash every quantized model
+# (general protection fault in ggml_backend_amx_mul_mat); native minus AMX keeps AVX-512 and the rest.
+NO_AMX     := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+CMAKE_ARGS ?= -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
+export CMAKE_ARGS
+
 $(STAMP): pyproject.toml helper_sdk/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel

@@ -51,10 +51,31 @@ class Outcome(enum.Enum):
     DEAD = "dead"
 
 
-# KEYS: outbox;  ARGV: message_id
-_POP_HEAD = """
-if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) return 1 end
-return 0
+# One round trip to decide whether this worker posts the reply now.
+# KEYS: outbox, claim;  ARGV: message_id, claim seconds
+# -> -1 not in the outbox (done), -2 another worker holds the claim, 0 claimed, n>0 earlier replies first
+_CLAIM = """
+local position = redis.call('LPOS', KEYS[1], ARGV[1])
+if not position then return -1 end
+if position > 0 then return position end
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 0 end
+return -2
+"""
+
+# One round trip to record the outcome: leave the outbox (delivered or dead), note it on the message
+# record (never resurrecting an expired one) and wake its long polls, drop the claim.
+# KEYS: outbox, claim, record, events;  ARGV: message_id, "1" to leave the outbox, status ttl, now,
+#       field, value, ...
+_SETTLE = """
+if ARGV[2] == '1' and redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) end
+if #ARGV > 4 and redis.call('EXISTS', KEYS[3]) == 1 then
+  for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+  redis.call('HSET', KEYS[3], 'updated_at', ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+  redis.call('PUBLISH', KEYS[4], 'update')
+end
+redis.call('DEL', KEYS[2])
+return 1
 """
 
 
@@ -91,30 +112,41 @@ class Deliverer:
     dead_letter: Callable[[str, str, str], None]
 
     def __post_init__(self) -> None:
-        self._pop_head = self.redis.register_script(_POP_HEAD)
+        self._claim = self.redis.register_script(_CLAIM)
+        self._settle_script = self.redis.register_script(_SETTLE)
 
     def attempt(self, payload: dict[str, Any]) -> tuple[Outcome, str]:
         reply = Reply.from_dict(payload)
         url = reply.reply.callback_url
         if not url:
             return Outcome.DUPLICATE, "no callback URL"
-        outbox = self.keys.session_outbox(reply.session_id)
-        position = self.redis.lpos(outbox, reply.message_id)
-        if position is None:
+        keys = [self.keys.session_outbox(reply.session_id), self.keys.delivery_claim(reply.message_id)]
+        claim_seconds = int(self.settings.delivery_timeout * 3) + 1
+        position = int(self._claim(keys=keys, args=[reply.message_id, claim_seconds]))
+        if position == -1:
             return Outcome.DUPLICATE, "already delivered or dead-lettered"
+        if position == -2:
+            return Outcome.WAIT, "another worker is delivering it"
         if position:
             return Outcome.WAIT, f"{position} earlier replies of the session go first"
-        claim_key = self.keys.delivery_claim(reply.message_id)
-        claim_seconds = int(self.settings.delivery_timeout * 3) + 1
-        if not self.redis.set(claim_key, "1", nx=True, ex=claim_seconds):
-            return Outcome.WAIT, "another worker is delivering it"
+        fields: dict[str, str] = {}
         try:
             outcome, detail = self._settle(reply, payload, *self._post(reply, url))
-            if outcome in (Outcome.DELIVERED, Outcome.DEAD):
-                self._pop_head(keys=[outbox], args=[reply.message_id])
+            if outcome is Outcome.DELIVERED:
+                fields = {"delivery": "delivered"}
+            elif outcome is Outcome.DEAD:
+                fields = {"delivery": "dead", "delivery_error": detail}
             return outcome, detail
         finally:
-            self.redis.delete(claim_key)
+            self._record(reply.message_id, keys, fields)
+
+    def _record(self, message_id: str, keys: list[str], fields: dict[str, str]) -> None:
+        """Leave the outbox iff finished, note the outcome on the record, release the claim: one round trip."""
+        args: list[str | int] = [message_id, "1" if fields else "0", self.messages.status_ttl, repr(time.time())]
+        for name, value in fields.items():
+            args += [name, value]
+        record = self.keys.message(message_id)
+        self._settle_script(keys=[*keys, record, self.keys.message_events(message_id)], args=args)
 
     def _post(self, reply: Reply, url: str) -> tuple[Outcome, str]:
         if not self.settings.switchboard_secret:
@@ -148,7 +180,4 @@ class Deliverer:
         if outcome is Outcome.DEAD:
             log.warning("delivery of %s dead-lettered: %s", reply.message_id, detail)
             self.dead_letter("delivery", reply.message_id, detail)
-            self.messages.update(reply.message_id, delivery="dead", delivery_error=detail)
-        elif outcome is Outcome.DELIVERED:
-            self.messages.update(reply.message_id, delivery="delivered")
         return outcome, detail

@@ -33,6 +33,7 @@ from core_worker.routing import ToolCall
 from core_worker.sessions import Lease, LeaseLost, SessionStore, Turn
 from core_worker.streaming import PartialPublisher
 from tasks.deadletters import DeadLetters
+from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
 from tasks.logs import bind_message
 from tasks.messages import TERMINAL, MessageRecord, MessageStore
@@ -78,7 +79,7 @@ class SessionProcessor:
     messages: MessageStore
     sessions: SessionStore
     llm: Callable[[], LLMBackend]
-    deliver: Callable[[dict[str, Any]], None]
+    deliver: Callable[[dict[str, Any]], QueuedTask]  # the delivery task to queue (atomically, by the session)
     dead_letters: DeadLetters
     helpers: HelperFlow | None = None
     call_helper: Callable[[str, str, dict[str, Any]], None] = lambda *_: None
@@ -89,18 +90,18 @@ class SessionProcessor:
         lease = self.sessions.acquire(session_id)
         if lease is None:
             return not self.is_waiting(session_id, message_id)
+        if lease.head is None:
+            return self.sessions.release(lease, message_id) is None
         budget_end = time.monotonic() + self.settings.task_soft_time_limit / 2
+        position: int | None = 0
         try:
             with LeaseKeeper(self.sessions, lease, self.settings.session_lock_seconds / 3):
-                while time.monotonic() < budget_end:
-                    head = self.sessions.head(session_id)
-                    if head is None:
-                        break
-                    if not self._process_head(lease, head):
-                        break  # parked on a helper call: the helper's task resumes the session
+                head: str | None = lease.head
+                while head is not None and time.monotonic() < budget_end:
+                    head = self._process_head(lease, head)
         finally:
-            self.sessions.release(lease)
-        return not self.is_waiting(session_id, message_id)
+            position = self.sessions.release(lease, message_id)
+        return position is None
 
     def is_waiting(self, session_id: str, message_id: str) -> bool:
         return self.position(session_id, message_id) is not None
@@ -123,28 +124,23 @@ class SessionProcessor:
         return min(self.settings.session_retry_seconds * (1 + position), cap)
 
     # -- one message -------------------------------------------------------
-    def _process_head(self, lease: Lease, message_id: str) -> bool:
-        """Move the head one step; False when it is parked waiting for a helper (the session waits too)."""
+    def _process_head(self, lease: Lease, message_id: str) -> str | None:
+        """Move the head one step; the next head to work on, or None when the inbox is empty or the head
+        is parked waiting for a helper or a conversion (the session waits too; their tasks resume it)."""
         bind_message(message_id, lease.session_id)  # log lines name the message being answered (tasks/logs.py)
         record = self.messages.get(message_id)
         if record is None:  # expired, or rolled back by an edge that answered 503
             log.warning("dropping unknown message %s from session %s", message_id, lease.session_id)
-            self.sessions.pop(lease, message_id)
-            return True
-        if record.status in TERMINAL:  # finished before a crash, not yet popped
-            self._hand_over(record)
-            self.sessions.pop(lease, message_id)
-            return True
+            return self.sessions.pop(lease, message_id)
+        if record.status in TERMINAL:  # finished by an older version that popped separately, or replayed
+            return self.sessions.pop(lease, message_id, self._hand_over(record))
         if record.stage == "awaiting_helper" and record.call and time.time() < float(record.call["deadline"]):
-            return False
+            return None
         if record.stage == "converting" and time.time() < self._convert_deadline(record):
-            return False  # the convert task resumes the session once the attachments are text
-        attempts = int(self.messages.redis.hincrby(self.keys.message(message_id), "attempts", 1))
+            return None  # the convert task resumes the session once the attachments are text
+        attempts, history = self.sessions.begin(lease, message_id)
         if attempts > self.settings.max_attempts:
-            self._fail(lease, record, f"gave up after {attempts - 1} attempts that crashed or timed out")
-            return True
-        if record.status != "processing":
-            self.messages.update(message_id, status="processing")
+            return self._fail(lease, record, f"gave up after {attempts - 1} attempts that crashed or timed out")
         envelope = Envelope.from_dict(record.envelope)
         try:
             if record.stage == "awaiting_helper" and record.call:  # the helper never answered in time
@@ -156,36 +152,32 @@ class SessionProcessor:
                 turns: tuple[Turn, ...] = (Turn("user", envelope.text, message_id),
                                            Turn("assistant", reply.text, message_id))
             elif record.stage == "helper_done" and record.call:
-                reply, turns = self._compose(envelope, record.call, record.call_result or {}, lease)
+                reply, turns = self._compose(envelope, history, record.call, record.call_result or {}, lease)
             else:
                 decision = self.helpers.decide(envelope) if self.helpers else Decision()
                 if decision.call is not None:
                     if self.helpers and self.helpers.registry.allow_call(decision.call.capability.helper):
                         self._park(lease, envelope, decision.call)
-                        return False
-                    reply, turns = self._compose(envelope, _call_json(decision.call, "", 0.0),
+                        return None
+                    reply, turns = self._compose(envelope, history, _call_json(decision.call, "", 0.0),
                                                  {"output": None, "error": "circuit open", "duration_ms": 0}, lease)
                 elif decision.text is not None:
                     reply = self._reply(envelope, decision.text)
                     turns = (Turn("user", envelope.text, message_id), Turn("assistant", reply.text, message_id))
                 else:
-                    reply = self._answer(envelope, lease=lease)
+                    reply = self._answer(envelope, history, lease=lease)
                     turns = (Turn("user", envelope.text, message_id), Turn("assistant", reply.text, message_id))
         except LeaseLost:
             raise
         except Exception as exc:
             log.exception("message %s failed (attempt %d)", message_id, attempts)
             if attempts >= self.settings.max_attempts:
-                self._fail(lease, record, f"{type(exc).__name__}: {exc}")
-                return True
+                return self._fail(lease, record, f"{type(exc).__name__}: {exc}")
             raise
-        self.sessions.finish(
+        return self.sessions.finish(
             lease, message_id, status="answered", field="reply", value=json.dumps(_public_reply(reply)), turns=turns,
-            deliver=bool(envelope.reply.callback_url),
+            delivery=self._delivery(reply),
         )
-        self._deliver(reply)
-        self.sessions.pop(lease, message_id)
-        return True
 
     def _convert_deadline(self, record: MessageRecord) -> float:
         """When a message still converting media is given up on: MEDIA_CONVERT_TIMEOUT per attachment plus slack."""
@@ -205,7 +197,8 @@ class SessionProcessor:
         self.call_helper(envelope.message_id, envelope.session_id, payload)
 
     def _compose(
-        self, envelope: Envelope, call: dict[str, Any], result: dict[str, Any], lease: Lease | None = None
+        self, envelope: Envelope, history: list[Turn], call: dict[str, Any], result: dict[str, Any],
+        lease: Lease | None = None,
     ) -> tuple[Reply, tuple[Turn, ...]]:
         """The reply to a message whose helper call finished (or failed), and the turns to remember."""
         mid = envelope.message_id
@@ -219,7 +212,7 @@ class SessionProcessor:
         elif call.get("reply") == "direct":
             reply = self._reply(envelope, str(output.get("text", "")))
         else:
-            reply = self._answer(envelope, extra=result_note(f"{call['helper']}.{call['capability']}", output),
+            reply = self._answer(envelope, history, extra=result_note(f"{call['helper']}.{call['capability']}", output),
                                  lease=lease)
         return reply, (Turn("user", envelope.text, mid), tool_turn, Turn("assistant", reply.text, mid))
 
@@ -227,9 +220,8 @@ class SessionProcessor:
         return Reply(message_id=envelope.message_id, session_id=envelope.session_id, text=text,
                      channel=envelope.channel, reply=envelope.reply)
 
-    def _answer(self, envelope: Envelope, extra: str = "", lease: Lease | None = None) -> Reply:
+    def _answer(self, envelope: Envelope, history: list[Turn], extra: str = "", lease: Lease | None = None) -> Reply:
         llm = self.llm()
-        history = self.sessions.history(envelope.session_id)
         budget = llm.context_length - self.settings.llm_max_tokens
         prompt = build_messages(
             system_prompt=self.settings.system_prompt,
@@ -255,22 +247,20 @@ class SessionProcessor:
             generation_ms=round(generation_ms, 3),
         )
 
-    def _fail(self, lease: Lease, record: MessageRecord, reason: str) -> None:
-        """Finish a message as failed: dead-letter it and tell the person politely."""
+    def _fail(self, lease: Lease, record: MessageRecord, reason: str) -> str | None:
+        """Finish a message as failed: dead-letter it and tell the person politely; the next head."""
         envelope = Envelope.from_dict(record.envelope)
-        self.sessions.finish(
-            lease, record.message_id, status="failed", field="error", value=reason,
-            deliver=bool(envelope.reply.callback_url),
-        )
         self.dead_letters.add("poison", record.message_id, reason)
-        self._deliver(_failure_reply(envelope, reason))
-        self.sessions.pop(lease, record.message_id)
+        return self.sessions.finish(
+            lease, record.message_id, status="failed", field="error", value=reason,
+            delivery=self._delivery(_failure_reply(envelope, reason)),
+        )
 
-    def _hand_over(self, record: MessageRecord) -> None:
-        """Re-send the delivery of a message finished before a crash (delivery is idempotent)."""
+    def _hand_over(self, record: MessageRecord) -> QueuedTask | None:
+        """The delivery of a finished message still in the inbox, queued again (delivery is idempotent)."""
         envelope = Envelope.from_dict(record.envelope)
         if record.status == "answered" and record.reply is not None:
-            self._deliver(
+            return self._delivery(
                 Reply(
                     message_id=record.message_id,
                     session_id=record.session_id,
@@ -280,12 +270,12 @@ class SessionProcessor:
                     created_at=record.reply.get("created_at", utcnow_iso()),
                 )
             )
-        else:
-            self._deliver(_failure_reply(envelope, record.error or "failed"))
+        return self._delivery(_failure_reply(envelope, record.error or "failed"))
 
-    def _deliver(self, reply: Reply) -> None:
-        if reply.reply.callback_url:
-            self.deliver({**reply.to_dict(), "first_attempt_at": time.time()})
+    def _delivery(self, reply: Reply) -> QueuedTask | None:
+        if not reply.reply.callback_url:
+            return None
+        return self.deliver({**reply.to_dict(), "first_attempt_at": time.time()})
 
 
 def _public_reply(reply: Reply) -> dict[str, Any]:

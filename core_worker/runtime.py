@@ -19,6 +19,7 @@ from core_worker.processor import SessionProcessor
 from core_worker.sessions import SessionStore
 from core_worker.streaming import PartialPublisher
 from tasks.deadletters import DeadLetters
+from tasks.enqueue import QueuedTask, task_message
 from tasks.helpers import registry_from_settings
 from tasks.keys import Keys
 from tasks.messages import MessageStore
@@ -49,6 +50,7 @@ def backend_config(settings: Settings) -> BackendConfig:
         max_tokens=settings.llm_max_tokens,
         temperature=settings.llm_temperature,
         use_mmap=settings.llm_use_mmap,
+        prompt_cache_bytes=settings.llm_prompt_cache_mb * 1024 * 1024,
         openai_base_url=settings.openai_base_url,
         openai_model=settings.openai_model,
         openai_api_key=settings.openai_api_key,
@@ -78,7 +80,7 @@ class CoreRuntime:
         self.helpers = registry_from_settings(self.redis, self.keys, settings)
         self.processor = SessionProcessor(
             settings=settings, keys=self.keys, messages=self.messages, sessions=self.sessions,
-            llm=self.llm, deliver=self.send_delivery, dead_letters=self.dead_letters,
+            llm=self.llm, deliver=self.delivery_task, dead_letters=self.dead_letters,
             helpers=HelperFlow(self.helpers, self.llm, settings.system_prompt, settings.llm_max_tokens),
             call_helper=self.send_helper_call,
             partials=PartialPublisher(self.redis, self.keys, interval=settings.stream_interval_seconds,
@@ -108,8 +110,9 @@ class CoreRuntime:
         return {"backend": self.settings.llm_backend, "model": os.path.basename(path) if path else None,
                 "loaded": self._llm is not None, "last_generation": last_generation() or None}
 
-    def send_delivery(self, payload: dict[str, Any]) -> None:
-        self.app.send_task(DELIVER_REPLY, args=[payload])
+    def delivery_task(self, payload: dict[str, Any]) -> QueuedTask:
+        """The deliver task for ``payload``; the session store queues it atomically with the answer."""
+        return task_message(self.app, DELIVER_REPLY, [payload])
 
     def send_partial(self, payload: dict[str, Any]) -> None:
         """A partial is worthless once the next one exists: it expires in the queue, is never retried, and

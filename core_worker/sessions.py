@@ -20,11 +20,12 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
+from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
 
 __all__ = ["Lease", "LeaseLost", "SessionStore", "Turn"]
@@ -38,6 +39,7 @@ class LeaseLost(Exception):
 class Lease:
     session_id: str
     token: int
+    head: str | None = field(default=None, compare=False)  # the inbox head when the lease was taken
 
 
 @dataclass(frozen=True)
@@ -58,26 +60,53 @@ class Turn:
 _HOLDS = "local cur = redis.call('GET', KEYS[1])\n" \
          "if not cur or string.sub(cur, 1, #ARGV[1] + 1) ~= ARGV[1] .. '|' then return 0 end\n"
 
-# KEYS: lock, fence;  ARGV: ttl ms, holder "host|pid", value to take over ("" = only a free lock)
+# KEYS: lock, fence, inbox;  ARGV: ttl ms, holder "host|pid", value to take over ("" = only a free lock)
+# -> false, or {token, inbox head or ""}
 _ACQUIRE = """
 local cur = redis.call('GET', KEYS[1])
 if cur and cur ~= ARGV[3] then return false end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], token .. '|' .. ARGV[2], 'PX', ARGV[1])
-return token
+return {token, redis.call('LINDEX', KEYS[3], 0) or ''}
 """
 
 # KEYS: lock;  ARGV: token, ttl ms
 _RENEW = _HOLDS + "redis.call('PEXPIRE', KEYS[1], ARGV[2])\nreturn 1\n"
 
-# KEYS: lock;  ARGV: token
-_RELEASE = _HOLDS + "redis.call('DEL', KEYS[1])\nreturn 1\n"
+# KEYS: lock, inbox;  ARGV: token, message id to locate ("" = none)
+# -> the message's position in the inbox, or false once it left (whether or not we still held the lease)
+_RELEASE = """
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then redis.call('DEL', KEYS[1]) end
+if ARGV[2] == '' then return false end
+return redis.call('LPOS', KEYS[2], ARGV[2])
+"""
 
-# KEYS: lock, inbox, pending sessions;  ARGV: token, message_id, session_id
+# KEYS: lock, inbox, pending sessions, task queue (may be "")
+# ARGV: token, message_id, session_id, task message ("" = none)  -> {1, next head or ""}
 _POP = _HOLDS + """
 if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then redis.call('LPOP', KEYS[2]) end
-if redis.call('LLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[3]) end
-return 1
+if ARGV[4] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[4]) end
+local head = redis.call('LINDEX', KEYS[2], 0)
+if not head then redis.call('SREM', KEYS[3], ARGV[3]) end
+return {1, head or ''}
+"""
+
+# Start an attempt at the inbox head: count it, mark it processing (waking long polls), and read the
+# session's history, in one round trip.
+# KEYS: lock, inbox, record, events, history;  ARGV: token, message_id, now, status ttl
+# -> {attempts, history item, ...}, or -1 when the message is no longer the head
+_BEGIN = _HOLDS + """
+if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] then return -1 end
+local attempts = redis.call('HINCRBY', KEYS[3], 'attempts', 1)
+if redis.call('HGET', KEYS[3], 'status') ~= 'processing' then
+  redis.call('HSET', KEYS[3], 'status', 'processing', 'updated_at', ARGV[3])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+  redis.call('PUBLISH', KEYS[4], 'processing')
+end
+local result = redis.call('LRANGE', KEYS[5], 0, -1)
+table.insert(result, 1, attempts)
+return result
 """
 
 # KEYS: lock, inbox, record;  ARGV: token, message_id, field, value, ...
@@ -87,23 +116,32 @@ for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
-# KEYS: lock, inbox, history, record, events, outbox
+# Record the head's outcome, queue its delivery (outbox place + Celery task) and pop it: one atomic step,
+# so a crash leaves either an unanswered head (answered again) or a finished, queued, popped one.
+# KEYS: lock, inbox, history, record, events, outbox, pending sessions, delivery queue (may be "")
 # ARGV: token, message_id, status, status ttl, session ttl, max history items, now,
-#       field name, field value, "1" to queue a delivery, [turn json ...]
+#       field name, field value, delivery task message ("" = none), session_id, [turn json ...]
+# -> {1, next head or ""}, or -1 when the message is no longer the head
 _FINISH = _HOLDS + """
 if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] then return -1 end
-if ARGV[10] == '1' and not redis.call('LPOS', KEYS[6], ARGV[2]) then redis.call('RPUSH', KEYS[6], ARGV[2]) end
+if ARGV[10] ~= '' then
+  if not redis.call('LPOS', KEYS[6], ARGV[2]) then redis.call('RPUSH', KEYS[6], ARGV[2]) end
+  redis.call('LPUSH', KEYS[8], ARGV[10])
+end
 if redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('HSET', KEYS[4], 'status', ARGV[3], ARGV[8], ARGV[9], 'updated_at', ARGV[7])
   redis.call('EXPIRE', KEYS[4], ARGV[4])
 end
-if #ARGV > 10 then
-  for i = 11, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+if #ARGV > 11 then
+  for i = 12, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
   redis.call('LTRIM', KEYS[3], -tonumber(ARGV[6]), -1)
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('EXPIRE', KEYS[3], ARGV[5]) end
 redis.call('PUBLISH', KEYS[5], ARGV[3])
-return 1
+redis.call('LPOP', KEYS[2])
+local head = redis.call('LINDEX', KEYS[2], 0)
+if not head then redis.call('SREM', KEYS[7], ARGV[11]) end
+return {1, head or ''}
 """
 
 
@@ -147,27 +185,43 @@ class SessionStore:
         self._pop = client.register_script(_POP)
         self._finish = client.register_script(_FINISH)
         self._set_fields = client.register_script(_SET_FIELDS)
+        self._begin = client.register_script(_BEGIN)
 
     # -- lease -------------------------------------------------------------
     def acquire(self, session_id: str) -> Lease | None:
         """Take the session's lease, or None while a live worker holds it."""
         lock, fence = self.keys.session_lock(session_id), self.keys.session_fence(session_id)
+        keys = [lock, fence, self.keys.session_inbox(session_id)]
         holder = f"{socket.gethostname()}|{os.getpid()}"  # pid changes after fork
-        token = self._acquire(keys=[lock, fence], args=[self.lease_ms, holder, ""])
-        if token is None:
+        taken = self._acquire(keys=keys, args=[self.lease_ms, holder, ""])
+        if taken is None:
             current = self.redis.get(lock)
             if current is None or _holder_alive(str(current)):
                 return None
-            token = self._acquire(keys=[lock, fence], args=[self.lease_ms, holder, current])
-            if token is None:
+            taken = self._acquire(keys=keys, args=[self.lease_ms, holder, current])
+            if taken is None:
                 return None
-        return Lease(session_id, int(token))
+        token, head = taken
+        return Lease(session_id, int(token), str(head) or None)
 
     def renew(self, lease: Lease) -> bool:
         return bool(self._renew(keys=[self.keys.session_lock(lease.session_id)], args=[lease.token, self.lease_ms]))
 
-    def release(self, lease: Lease) -> None:
-        self._release(keys=[self.keys.session_lock(lease.session_id)], args=[lease.token])
+    def release(self, lease: Lease, locate: str = "") -> int | None:
+        """Give the lease up; the position of ``locate`` in the inbox (None once it left), same round trip."""
+        keys = [self.keys.session_lock(lease.session_id), self.keys.session_inbox(lease.session_id)]
+        position = self._release(keys=keys, args=[lease.token, locate])
+        return None if position is None else int(position)
+
+    def begin(self, lease: Lease, message_id: str) -> tuple[int, list[Turn]]:
+        """Count an attempt at the head and mark it processing; (attempts, the session's history)."""
+        sid = lease.session_id
+        keys = [self.keys.session_lock(sid), self.keys.session_inbox(sid), self.keys.message(message_id),
+                self.keys.message_events(message_id), self.keys.session_history(sid)]
+        result = self._begin(keys=keys, args=[lease.token, message_id, repr(time.time()), self.status_ttl])
+        if not isinstance(result, list):
+            raise LeaseLost(f"{sid}: lease lost or {message_id} is no longer the head (result {result})")
+        return int(result[0]), [Turn.from_json(item) for item in result[1:]]
 
     # -- inbox and history -------------------------------------------------
     def head(self, session_id: str) -> str | None:
@@ -181,11 +235,15 @@ class SessionStore:
         raw: list[Any] = self.redis.lrange(self.keys.session_history(session_id), 0, -1)
         return [Turn.from_json(item) for item in raw]
 
-    def pop(self, lease: Lease, message_id: str) -> None:
+    def pop(self, lease: Lease, message_id: str, task: QueuedTask | None = None) -> str | None:
+        """Remove the finished head (queueing ``task`` in the same step); the next head, None when empty."""
         sid = lease.session_id
-        keys = [self.keys.session_lock(sid), self.keys.session_inbox(sid), self.keys.pending_sessions]
-        if not self._pop(keys=keys, args=[lease.token, message_id, sid]):
+        keys = [self.keys.session_lock(sid), self.keys.session_inbox(sid), self.keys.pending_sessions,
+                task.queue if task else ""]
+        result = self._pop(keys=keys, args=[lease.token, message_id, sid, task.payload if task else ""])
+        if not result:
             raise LeaseLost(lease.session_id)
+        return str(result[1]) or None
 
     def set_fields(self, lease: Lease, message_id: str, fields: dict[str, str]) -> None:
         """Write fields of the inbox head's record iff we still hold the lease."""
@@ -206,9 +264,10 @@ class SessionStore:
         field: str,
         value: str,
         turns: tuple[Turn, ...] = (),
-        deliver: bool = False,
-    ) -> None:
-        """Record the outcome of the inbox head (its turns; its place in the outbox) iff we hold the lease."""
+        delivery: QueuedTask | None = None,
+    ) -> str | None:
+        """Record the outcome of the inbox head (its turns; its delivery: outbox place and task) and pop it,
+        iff we hold the lease; the next head, None when the inbox is empty."""
         sid = lease.session_id
         keys = [
             self.keys.session_lock(sid),
@@ -217,12 +276,15 @@ class SessionStore:
             self.keys.message(message_id),
             self.keys.message_events(message_id),
             self.keys.session_outbox(sid),
+            self.keys.pending_sessions,
+            delivery.queue if delivery else "",
         ]
         args: list[Any] = [
             lease.token, message_id, status, self.status_ttl, self.session_ttl, self.max_items,
-            repr(time.time()), field, value, "1" if deliver else "0",
+            repr(time.time()), field, value, delivery.payload if delivery else "", sid,
         ]
         args += [turn.to_json() for turn in turns]
         result = self._finish(keys=keys, args=args)
-        if result != 1:
+        if not isinstance(result, list):
             raise LeaseLost(f"{sid}: lease lost or {message_id} is no longer the head (result {result})")
+        return str(result[1]) or None

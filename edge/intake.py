@@ -1,4 +1,4 @@
-"""Accepting a message: admit it durably, then send its task; 503 unless both happened.
+"""Accepting a message: admit it and queue its task in one atomic Redis step; 503 unless it happened.
 
 Every channel ends here, so the promise "no 2xx without a durable enqueue"
 is kept in one place.
@@ -9,20 +9,17 @@ from __future__ import annotations
 import logging
 
 import redis
-from kombu.exceptions import OperationalError
 
 from edge.context import EdgeContext
 from edge.errors import Unavailable
 from edge.observability import note_accepted
+from tasks.enqueue import task_message
 from tasks.names import CONVERT_ATTACHMENTS, HANDLE_MESSAGE
 from tasks.schemas import Attachment, Envelope
 
 __all__ = ["Accepted", "accept", "to_convert"]
 
 log = logging.getLogger(__name__)
-
-PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
-
 
 class Accepted:
     def __init__(self, message_id: str, session_id: str, duplicate: bool) -> None:
@@ -45,26 +42,17 @@ def accept(ctx: EdgeContext, envelope: Envelope, idempotency_key: str | None = N
     ``convert`` first (unsupported types become a polite line there); the core waits for it.
     """
     converting = bool(to_convert(ctx, envelope))
-    if converting:
-        created, message_id = ctx.messages.admit(envelope, idempotency_key, {"stage": "converting"})
-    else:
-        created, message_id = ctx.messages.admit(envelope, idempotency_key)
+    task = task_message(ctx.celery, CONVERT_ATTACHMENTS if converting else HANDLE_MESSAGE,
+                        [envelope.message_id, envelope.session_id])
+    extra = {"stage": "converting"} if converting else None
+    try:
+        created, message_id = ctx.messages.admit(envelope, idempotency_key, extra, task=task)
+    except (redis.RedisError, OSError) as exc:
+        # One script wrote the record, the inbox entry and the task, or nothing: nothing to undo.
+        log.warning("could not admit %s: %s", envelope.message_id, exc)
+        raise Unavailable("the message queue is unavailable; try again shortly") from exc
     if not created:
         record = ctx.messages.get(message_id)
         return Accepted(message_id, record.session_id if record else envelope.session_id, duplicate=True)
-    try:
-        ctx.celery.send_task(
-            CONVERT_ATTACHMENTS if converting else HANDLE_MESSAGE,
-            args=[envelope.message_id, envelope.session_id],
-            retry=True,
-            retry_policy=PUBLISH_RETRY,
-        )
-    except (OperationalError, redis.RedisError, OSError) as exc:
-        log.warning("could not enqueue %s: %s", envelope.message_id, exc)
-        try:
-            ctx.messages.rollback(envelope, idempotency_key)
-        except redis.RedisError:
-            log.warning("rollback of %s failed; the core drops it as unknown if it resurfaces", envelope.message_id)
-        raise Unavailable("the message queue is unavailable; try again shortly") from exc
     note_accepted(envelope, converting=converting)
     return Accepted(message_id, envelope.session_id, duplicate=False)

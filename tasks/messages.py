@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
 from tasks.schemas import Envelope
 
@@ -26,24 +27,26 @@ __all__ = ["STATUSES", "TERMINAL", "MessageRecord", "MessageStore"]
 STATUSES = ("queued", "processing", "answered", "failed")
 TERMINAL = frozenset({"answered", "failed"})
 
-# KEYS: record, inbox, idempotency (may be ""), pending sessions
-# ARGV: message_id, envelope json, session_id, now, status ttl, idempotency ttl, [field, value, ...]
+# KEYS: record, inbox, idempotency (may be ""), pending sessions, task queue (may be "")
+# ARGV: message_id, envelope json, session_id, now, status ttl, idempotency ttl, task message ("" = none),
+#       [field, value, ...]
 _ADMIT = """
 if KEYS[3] ~= '' then
   local existing = redis.call('GET', KEYS[3])
   if existing then return {0, existing} end
 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {1, ARGV[1]} end  -- a client retry of this very call
 redis.call('HSET', KEYS[1], 'message_id', ARGV[1], 'envelope', ARGV[2], 'session_id', ARGV[3],
            'status', 'queued', 'created_at', ARGV[4], 'updated_at', ARGV[4], 'attempts', 0)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[3])
 if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[6]) end
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[7] ~= '' then redis.call('LPUSH', KEYS[5], ARGV[7]) end
 return {1, ARGV[1]}
 """
 
-# KEYS: record, inbox, idempotency (may be "");  ARGV: message_id
 # KEYS: record, events channel;  ARGV: ttl, status-or-"", field, value, field, value, ...
 _UPDATE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -61,15 +64,6 @@ redis.call('HSET', KEYS[1], 'stage', 'helper_done', 'call_result', ARGV[2], 'upd
 redis.call('PUBLISH', KEYS[2], 'helper_done')
 return 1
 """
-
-_ROLLBACK = """
-redis.call('LREM', KEYS[2], 0, ARGV[1])
-if redis.call('LLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[4], ARGV[2]) end
-redis.call('DEL', KEYS[1])
-if KEYS[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
-return 1
-"""
-
 
 @dataclass(frozen=True)
 class MessageRecord:
@@ -133,7 +127,6 @@ class MessageStore:
         self.status_ttl = status_ttl
         self.idempotency_ttl = idempotency_ttl
         self._admit = client.register_script(_ADMIT)
-        self._rollback = client.register_script(_ROLLBACK)
         self._update = client.register_script(_UPDATE)
         self._complete_call = client.register_script(_COMPLETE_CALL)
 
@@ -143,14 +136,20 @@ class MessageStore:
                 self.keys.pending_sessions]
 
     def admit(
-        self, envelope: Envelope, idempotency_key: str | None = None, extra: dict[str, str] | None = None
+        self,
+        envelope: Envelope,
+        idempotency_key: str | None = None,
+        extra: dict[str, str] | None = None,
+        *,
+        task: QueuedTask | None = None,
     ) -> tuple[bool, str]:
-        """Record and queue ``envelope`` in its session; (False, earlier id) if the key was seen before.
+        """Record ``envelope`` in its session and queue ``task``, in one atomic step; (False, earlier id)
+        and nothing written if the idempotency key was seen before.
 
-        ``extra`` fields are written with the record, atomically (e.g. ``stage="converting"``)."""
+        ``extra`` fields are written with the record (e.g. ``stage="converting"``)."""
         pairs = [item for name, value in (extra or {}).items() for item in (name, value)]
         created, message_id = self._admit(
-            keys=self._admit_keys(envelope, idempotency_key),
+            keys=[*self._admit_keys(envelope, idempotency_key), task.queue if task else ""],
             args=[
                 envelope.message_id,
                 json.dumps(envelope.to_dict()),
@@ -158,15 +157,11 @@ class MessageStore:
                 repr(time.time()),
                 self.status_ttl,
                 self.idempotency_ttl,
+                task.payload if task else "",
                 *pairs,
             ],
         )
         return bool(created), str(message_id)
-
-    def rollback(self, envelope: Envelope, idempotency_key: str | None = None) -> None:
-        """Undo ``admit`` when the task could not be sent (the client is told 503)."""
-        keys = self._admit_keys(envelope, idempotency_key)
-        self._rollback(keys=keys, args=[envelope.message_id, envelope.session_id])
 
     def get(self, message_id: str) -> MessageRecord | None:
         data = self.redis.hgetall(self.keys.message(message_id))

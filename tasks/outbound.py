@@ -14,8 +14,11 @@ allows it: whoever controls the name's DNS could point it there.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import ssl
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -133,21 +136,7 @@ def post(
     target = policy.check(url)
     default_port = 443 if target.scheme == "https" else 80
     host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
-    pool: urllib3.HTTPConnectionPool
-    if target.scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(
-            target.address,
-            target.port,
-            server_hostname=target.host,
-            assert_hostname=target.host,
-            ssl_context=ssl.create_default_context(),
-            timeout=urllib3.Timeout(total=timeout),
-            retries=False,
-        )
-    else:
-        pool = urllib3.HTTPConnectionPool(
-            target.address, target.port, timeout=urllib3.Timeout(total=timeout), retries=False
-        )
+    pool = _POOLS.get(target)
     try:
         response = pool.urlopen(
             "POST",
@@ -157,13 +146,68 @@ def post(
             redirect=False,
             preload_content=False,
             assert_same_host=False,
+            timeout=urllib3.Timeout(total=timeout),
         )
         try:
             content = response.read(max_response_bytes)
+            if response.read(1):  # more than we keep: never hand back a connection with unread bytes
+                response.close()
         finally:
             response.release_conn()
         return HTTPResult(response.status, content, dict(response.headers))
     except urllib3.exceptions.HTTPError as exc:
         raise OutboundError(f"POST {target.scheme}://{target.host}:{target.port} failed: {exc}") from exc
-    finally:
-        pool.close()
+
+
+class _PoolCache:
+    """Keep-alive connection pools per checked target (scheme, host, port, pinned address).
+
+    A new TCP (and TLS) connection per callback cost more than the rest of a delivery; a pool is keyed by
+    the address the policy just checked, so a host that resolves elsewhere gets a new pool, never a
+    connection to an address that was not checked.  Least recently used pools are closed past ``size``.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._pools: OrderedDict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = OrderedDict()
+        self._lock = threading.Lock()
+        self._tls: ssl.SSLContext | None = None
+
+    def get(self, target: Target) -> urllib3.HTTPConnectionPool:
+        key = (target.scheme, target.host, target.port, target.address)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is not None:
+                self._pools.move_to_end(key)
+                return pool
+            pool = self._new(target)
+            self._pools[key] = pool
+            while len(self._pools) > self.size:
+                _, old = self._pools.popitem(last=False)
+                old.close()
+            return pool
+
+    def _new(self, target: Target) -> urllib3.HTTPConnectionPool:
+        if target.scheme == "https":
+            if self._tls is None:  # loading the CA bundle takes milliseconds: once per process
+                self._tls = ssl.create_default_context()
+            return urllib3.HTTPSConnectionPool(
+                target.address, target.port, server_hostname=target.host, assert_hostname=target.host,
+                ssl_context=self._tls, retries=False, maxsize=4, block=False,
+            )
+        return urllib3.HTTPConnectionPool(target.address, target.port, retries=False, maxsize=4, block=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            for pool in self._pools.values():
+                pool.close()
+            self._pools.clear()
+
+    def forget(self) -> None:
+        """After fork: the child must not share the parent's sockets (dropped, not closed)."""
+        self._lock = threading.Lock()
+        self._pools = OrderedDict()
+
+
+_POOLS = _PoolCache()
+os.register_at_fork(after_in_child=_POOLS.forget)

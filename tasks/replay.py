@@ -34,6 +34,7 @@ from typing import Any
 import redis
 from celery import Celery
 
+from tasks.enqueue import task_message
 from tasks.helpers import HelperRegistry
 from tasks.keys import Keys
 from tasks.messages import TERMINAL, MessageRecord, MessageStore
@@ -42,18 +43,12 @@ from tasks.schemas import Envelope, Reply, utcnow_iso
 
 __all__ = ["ReplayRefused", "Replayed", "Replayer"]
 
-# KEYS: record, outbox;  ARGV: message_id, now
+# KEYS: record, outbox, deliver queue;  ARGV: message_id, now, deliver task message
 _REDELIVER = """
 if redis.call('HGET', KEYS[1], 'delivery') ~= 'dead' then return 0 end
 redis.call('HSET', KEYS[1], 'delivery', 'replaying', 'updated_at', ARGV[2])
 if not redis.call('LPOS', KEYS[2], ARGV[1]) then redis.call('RPUSH', KEYS[2], ARGV[1]) end
-return 1
-"""
-
-# KEYS: record, outbox;  ARGV: message_id
-_UNDO_REDELIVER = """
-redis.call('LREM', KEYS[2], 0, ARGV[1])
-if redis.call('HGET', KEYS[1], 'delivery') == 'replaying' then redis.call('HSET', KEYS[1], 'delivery', 'dead') end
+redis.call('LPUSH', KEYS[3], ARGV[3])
 return 1
 """
 
@@ -82,7 +77,6 @@ class Replayer:
                  celery: Celery) -> None:
         self.redis, self.keys, self.messages, self.helpers, self.celery = client, keys, messages, helpers, celery
         self._redeliver = client.register_script(_REDELIVER)
-        self._undo_redeliver = client.register_script(_UNDO_REDELIVER)
 
     def replay(self, message_id: str, kind: str | None = None) -> Replayed:
         record = self.messages.get(message_id)
@@ -110,15 +104,11 @@ class Replayer:
         converting = self._needs_conversion(envelope)
         key = f"replay:{old.message_id}"
         extra = {"stage": "converting"} if converting else None
-        created, new_id = self.messages.admit(envelope, key, extra)
+        task = task_message(self.celery, CONVERT_ATTACHMENTS if converting else HANDLE_MESSAGE,
+                            [envelope.message_id, envelope.session_id])
+        created, new_id = self.messages.admit(envelope, key, extra, task=task)  # record and task: one step
         if not created:
             return Replayed("poison", old.message_id, new_id, already=True)
-        try:
-            self.celery.send_task(CONVERT_ATTACHMENTS if converting else HANDLE_MESSAGE,
-                                  args=[envelope.message_id, envelope.session_id])
-        except Exception:
-            self.messages.rollback(envelope, key)
-            raise
         self._note(old.message_id, {"kind": "poison", "new_message_id": new_id})
         return Replayed("poison", old.message_id, new_id)
 
@@ -151,14 +141,10 @@ class Replayer:
             ).to_dict(),
             "first_attempt_at": time.time(),
         }
-        keys = [self.keys.message(record.message_id), self.keys.session_outbox(record.session_id)]
-        if not self._redeliver(keys=keys, args=[record.message_id, repr(time.time())]):
+        task = task_message(self.celery, DELIVER_REPLY, [payload])
+        keys = [self.keys.message(record.message_id), self.keys.session_outbox(record.session_id), task.queue]
+        if not self._redeliver(keys=keys, args=[record.message_id, repr(time.time()), task.payload]):
             raise ReplayRefused(f"the reply of {record.message_id} is already being replayed")
-        try:
-            self.celery.send_task(DELIVER_REPLY, args=[payload])
-        except Exception:
-            self._undo_redeliver(keys=keys, args=[record.message_id])
-            raise
         self._note(record.message_id, {"kind": "delivery"})
         return Replayed("delivery", record.message_id, None)
 

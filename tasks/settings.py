@@ -175,6 +175,11 @@ class Settings:
     llm_use_mmap: bool = _setting(
         False, "LLM_USE_MMAP", "mmap the model (llama_cpp). Off: measured ~40% less resident memory."
     )
+    llm_prompt_cache_mb: int = _setting(
+        128, "LLM_PROMPT_CACHE_MB",
+        "llama_cpp: MiB of KV-cache snapshots per model process, so a conversation whose turn comes back after "
+        "others skips re-reading its history (~22 KB per token for a 1.1B model). 0: off.",
+    )
     openai_base_url: str = _setting(
         "http://127.0.0.1:8080/v1", "OPENAI_BASE_URL", "OpenAI-compatible server for `LLM_BACKEND=openai`."
     )

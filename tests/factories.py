@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Sequence
 from typing import Any
 
+import redis
+from celery import Celery
+
+from tasks.enqueue import QueuedTask, task_message
+from tasks.names import DELIVER_REPLY, QUEUE_DELIVER
 from tasks.schemas import Envelope, ReplyRoute, new_message_id
 
 
@@ -19,3 +27,43 @@ def envelope(session_id: str = "api:alice", text: str = "hello", **overrides: An
     }
     values.update(overrides)
     return Envelope(**values)
+
+
+# -- tasks queued straight to Redis by our scripts (tasks/enqueue.py) ------------------------------------------
+TEST_CELERY = Celery("switchboard-tests", set_as_current=False)
+
+
+def delivery_task(payload: dict[str, Any]) -> QueuedTask:
+    """What the core's runtime builds for a reply: the real wire form, queued by the session store."""
+    return task_message(TEST_CELERY, DELIVER_REPLY, [payload])
+
+
+def queued_tasks(client: redis.Redis, *queues: str) -> list[tuple[str, list[Any]]]:
+    """(task name, args) of the Celery messages waiting in ``queues``, oldest first (kombu LPUSHes)."""
+    tasks = []
+    for queue in queues:
+        for raw in reversed(client.lrange(queue, 0, -1)):
+            message = json.loads(raw)
+            tasks.append((message["headers"]["task"], json.loads(base64.b64decode(message["body"]))[0]))
+    return tasks
+
+
+class QueuedDeliveries(Sequence[dict[str, Any]]):
+    """The reply payloads of the deliver tasks queued so far, oldest first."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def _payloads(self) -> list[dict[str, Any]]:
+        return [args[0] for name, args in queued_tasks(self.client, QUEUE_DELIVER) if name == DELIVER_REPLY]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+        return self._payloads()[index]
+
+    def __len__(self) -> int:
+        return len(self._payloads())
+
+    def __eq__(self, other: object) -> bool:
+        return self._payloads() == other
+
+    __hash__ = None  # type: ignore[assignment]

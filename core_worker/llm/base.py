@@ -97,6 +97,8 @@ class BackendConfig:
     # mmap keeps the whole file mapped and counted as resident; reading it in
     # measured ~40% less memory for a 0.6 GB Q4_0 model.
     use_mmap: bool = False
+    # llama_cpp: bytes of KV-cache snapshots kept so returning conversations skip their history (0 = off)
+    prompt_cache_bytes: int = 0
 
 
 @runtime_checkable

@@ -32,6 +32,7 @@ from .base import (
     read_model,
     render_prompt,
 )
+from .prefix_cache import PrefixCache
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -73,6 +74,7 @@ class LlamaCppBackend:
             self._llm: Llama | None = Llama(model_path=info.path, **kwargs)
         except Exception as exc:  # llama-cpp-python raises ValueError/RuntimeError with little detail
             raise ModelLoadError(f"llama.cpp failed to load {info.path}: {exc}") from exc
+        self.prefix_cache = PrefixCache(config.prompt_cache_bytes) if config.prompt_cache_bytes > 0 else None
 
     # -- helpers ---------------------------------------------------------------
     def _model(self) -> Llama:
@@ -130,6 +132,8 @@ class LlamaCppBackend:
             # Without an explicit seed llama-cpp-python reuses one fixed seed
             # for every call, so identical prompts would get identical replies.
             seed = self._config.seed if self._config.seed is not None else random.getrandbits(31)
+            if self.prefix_cache is not None:
+                self.prefix_cache.restore(llm, tokens)
             watch = _progress_hook(llm, tokens, stops, on_progress) if on_progress is not None else None
             try:
                 result: Any = llm.create_completion(
@@ -147,6 +151,8 @@ class LlamaCppBackend:
                 )
             except Exception as exc:
                 raise GenerationError(f"llama.cpp generation failed: {exc}") from exc
+            if self.prefix_cache is not None:
+                self.prefix_cache.save(llm)
         choice = result["choices"][0]
         usage = result.get("usage") or {}
         finish = choice.get("finish_reason") or "stop"

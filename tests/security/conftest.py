@@ -51,14 +51,14 @@ def configured_settings(**changes: Any) -> Settings:
 
 @pytest.fixture
 def fake_redis() -> Iterator[fakeredis.FakeRedis]:
-    client = fakeredis.FakeRedis(decode_responses=True)
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
     yield client
     client.flushall()
 
 
 @pytest.fixture
-def celery_app() -> RecordingCelery:
-    return RecordingCelery()
+def celery_app(fake_redis: fakeredis.FakeRedis) -> RecordingCelery:
+    return RecordingCelery(fake_redis)
 
 
 @pytest.fixture

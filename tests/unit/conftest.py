@@ -12,7 +12,7 @@ from tasks.settings import Settings, load_settings
 
 @pytest.fixture
 def fake_redis() -> Iterator[fakeredis.FakeRedis]:
-    client = fakeredis.FakeRedis(decode_responses=True)
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
     yield client
     client.flushall()
 

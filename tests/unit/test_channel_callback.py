@@ -36,7 +36,7 @@ def client(
 ) -> Iterator[FlaskClient]:
     monkeypatch.setitem(edge.channels.BUILTIN_CHANNELS, "recording", RecordingChannel)
     RecordingChannel.sent, RecordingChannel.fail_with = [], None
-    app = create_app(settings, client=fake_redis, celery=RecordingCelery())
+    app = create_app(settings, client=fake_redis, celery=RecordingCelery(fake_redis))
     with app.test_client() as test_client:
         yield test_client
 

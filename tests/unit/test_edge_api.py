@@ -7,31 +7,41 @@ import fakeredis
 import pytest
 from celery import Celery
 from flask.testing import FlaskClient
-from kombu.exceptions import OperationalError
 
 from edge.app import create_app
 from tasks.keys import Keys
-from tasks.names import HANDLE_MESSAGE
+from tasks.names import HANDLE_MESSAGE, QUEUE_CONVERT, QUEUE_CORE, QUEUE_DELIVER
 from tasks.settings import Settings
+from tests.factories import queued_tasks
 
 
 class RecordingCelery(Celery):
-    """A Celery app whose send_task records calls (or fails, to simulate a dead broker)."""
+    """The edge's Celery app in unit tests.  The edge's admission script pushes task messages straight to
+    the queue lists (tasks/enqueue.py): ``sent`` decodes what is queued there, in order; ``broken`` takes
+    the (fake) Redis down, as a dead broker would be."""
 
-    def __init__(self) -> None:
+    QUEUES = (QUEUE_CORE, QUEUE_CONVERT, QUEUE_DELIVER)
+
+    def __init__(self, redis: fakeredis.FakeRedis) -> None:
         super().__init__("test", broker="memory://", set_as_current=False)
-        self.sent: list[tuple[str, Any]] = []
-        self.broken = False
+        self.redis = redis
 
-    def send_task(self, name: str, args: Any = None, **_: Any) -> Any:
-        if self.broken:
-            raise OperationalError("broker down")
-        self.sent.append((name, args))
+    @property
+    def sent(self) -> list[tuple[str, Any]]:
+        return queued_tasks(self.redis, *self.QUEUES)
+
+    @property
+    def broken(self) -> bool:
+        return not self.redis.connection_pool.connection_kwargs["server"].connected
+
+    @broken.setter
+    def broken(self, value: bool) -> None:
+        self.redis.connection_pool.connection_kwargs["server"].connected = not value
 
 
 @pytest.fixture
-def celery_app() -> RecordingCelery:
-    return RecordingCelery()
+def celery_app(fake_redis: fakeredis.FakeRedis) -> RecordingCelery:
+    return RecordingCelery(fake_redis)
 
 
 @pytest.fixture
@@ -106,7 +116,7 @@ def test_a_body_that_is_not_json_gets_415(client: FlaskClient) -> None:
 
 
 def test_a_body_over_the_limit_gets_413(settings: Settings, fake_redis: fakeredis.FakeRedis) -> None:
-    app = create_app(settings.replace(max_body_bytes=1000), client=fake_redis, celery=RecordingCelery())
+    app = create_app(settings.replace(max_body_bytes=1000), client=fake_redis, celery=RecordingCelery(fake_redis))
     response = app.test_client().post("/v1/messages", json={"user": "alice", "text": "x" * 2000})
     assert response.status_code == 413 and response.get_json() == {"error": "request body is too large"}
 
@@ -125,14 +135,16 @@ def test_a_broker_failure_gets_503_and_leaves_nothing_behind(
     celery_app.broken = True
     response = client.post("/v1/messages", json={"user": "alice", "text": "hi"}, headers={"Idempotency-Key": "k2"})
     assert response.status_code == 503 and response.headers["Retry-After"]
+    celery_app.broken = False
     assert fake_redis.keys("test:*") == []
+    assert celery_app.sent == []
 
 
 def test_redis_down_gets_503(settings: Settings) -> None:
     server = fakeredis.FakeServer()
     server.connected = False
     dead = fakeredis.FakeRedis(decode_responses=True, server=server)
-    app = create_app(settings, client=dead, celery=RecordingCelery())
+    app = create_app(settings, client=dead, celery=RecordingCelery(dead))
     test_client = app.test_client()
     assert test_client.post("/v1/messages", json={"user": "alice", "text": "hi"}).status_code == 503
     assert test_client.get("/readyz").status_code == 503

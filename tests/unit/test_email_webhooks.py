@@ -25,8 +25,8 @@ SECRET = "sendgrid-test-secret"
 
 
 @pytest.fixture
-def celery_app() -> RecordingCelery:
-    return RecordingCelery()
+def celery_app(fake_redis: fakeredis.FakeRedis) -> RecordingCelery:
+    return RecordingCelery(fake_redis)
 
 
 @pytest.fixture

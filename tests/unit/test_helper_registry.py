@@ -42,7 +42,7 @@ def manifest(**overrides: Any) -> dict[str, Any]:
 def client(settings: Settings, fake_redis: fakeredis.FakeRedis) -> Iterator[FlaskClient]:
     app = create_app(
         settings.replace(key_prefix="test", helper_registration_token=TOKEN, helper_heartbeat_interval=5),
-        client=fake_redis, celery=RecordingCelery(),
+        client=fake_redis, celery=RecordingCelery(fake_redis),
     )
     with app.test_client() as test_client:
         yield test_client

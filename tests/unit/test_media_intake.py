@@ -19,8 +19,8 @@ from tests.unit.test_helper_registry import manifest
 
 
 @pytest.fixture
-def celery_app() -> RecordingCelery:
-    return RecordingCelery()
+def celery_app(fake_redis: fakeredis.FakeRedis) -> RecordingCelery:
+    return RecordingCelery(fake_redis)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from tasks.keys import Keys
 from tasks.messages import MessageStore
 from tasks.schemas import Attachment, Envelope
 from tasks.settings import Settings
-from tests.factories import envelope
+from tests.factories import QueuedDeliveries, delivery_task, envelope
 from tests.integration import media_files as mf
 
 
@@ -140,7 +140,7 @@ def test_converted_text_is_cut_to_its_budget_with_a_note() -> None:
 
 @pytest.fixture
 def processor(settings: Settings, fake_redis: fakeredis.FakeRedis, keys: Keys, message_store: MessageStore,
-              delivered: list[dict[str, Any]]) -> SessionProcessor:
+              delivered: QueuedDeliveries) -> SessionProcessor:
     class EchoLLM:
         name, context_length, constrains_json = "echo", 2048, False
 
@@ -156,18 +156,18 @@ def processor(settings: Settings, fake_redis: fakeredis.FakeRedis, keys: Keys, m
 
     sessions = SessionStore(fake_redis, keys, lease_seconds=30, session_ttl=600, status_ttl=600, max_turns=10)
     return SessionProcessor(settings=settings, keys=keys, messages=message_store, sessions=sessions,
-                            llm=lambda: EchoLLM(), deliver=delivered.append,
+                            llm=lambda: EchoLLM(), deliver=delivery_task,
                             dead_letters=DeadLetters(fake_redis, keys))
 
 
 @pytest.fixture
-def delivered() -> list[dict[str, Any]]:
-    return []
+def delivered(fake_redis: fakeredis.FakeRedis) -> QueuedDeliveries:
+    return QueuedDeliveries(fake_redis)
 
 
 def test_the_core_waits_for_a_converting_head_then_answers_with_its_text(
     processor: SessionProcessor, message_store: MessageStore, fake_redis: fakeredis.FakeRedis, keys: Keys,
-    settings: Settings, delivered: list[dict[str, Any]], resumed: list[tuple[str, str]],
+    settings: Settings, delivered: QueuedDeliveries, resumed: list[tuple[str, str]],
 ) -> None:
     notes = att("notes.txt", "text/plain")
     env = converting(message_store, notes, text="read this")
@@ -183,7 +183,7 @@ def test_the_core_waits_for_a_converting_head_then_answers_with_its_text(
 
 def test_a_conversion_that_never_finishes_gets_a_polite_notice(
     processor: SessionProcessor, message_store: MessageStore, fake_redis: fakeredis.FakeRedis, keys: Keys,
-    delivered: list[dict[str, Any]],
+    delivered: QueuedDeliveries,
 ) -> None:
     env = converting(message_store, att("clip.mp4", "video/mp4"))
     fake_redis.hset(keys.message(env.message_id), "created_at", repr(time.time() - 10_000))

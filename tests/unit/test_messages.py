@@ -5,6 +5,7 @@ import time
 
 import fakeredis
 
+from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
 from tasks.messages import MessageStore
 from tests.factories import envelope
@@ -27,11 +28,16 @@ def test_a_repeated_idempotency_key_returns_the_first_message(message_store: Mes
     assert message_store.get(second.message_id) is None
 
 
-def test_rollback_removes_every_trace(message_store: MessageStore, fake_redis: fakeredis.FakeRedis) -> None:
+def test_admission_queues_its_task_atomically(message_store: MessageStore, fake_redis: fakeredis.FakeRedis) -> None:
     env = envelope()
-    message_store.admit(env, "key-1")
-    message_store.rollback(env, "key-1")
-    assert fake_redis.keys("*") == []
+    task = QueuedTask("core", '{"task": 1}')
+    assert message_store.admit(env, "key-1", task=task) == (True, env.message_id)
+    assert fake_redis.lrange("core", 0, -1) == ['{"task": 1}']
+    other = envelope()
+    assert message_store.admit(other, "key-1", task=task) == (False, env.message_id)  # duplicate: no task
+    assert message_store.admit(env, task=task) == (True, env.message_id)  # a client retry of the same call
+    assert fake_redis.llen("core") == 1
+    assert fake_redis.lrange(message_store.keys.session_inbox(env.session_id), 0, -1) == [env.message_id]
 
 
 def test_update_never_resurrects_an_expired_record(message_store: MessageStore) -> None:

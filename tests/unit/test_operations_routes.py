@@ -21,7 +21,7 @@ from tests.unit.test_edge_api import RecordingCelery
 @pytest.fixture
 def client(settings: Settings, fake_redis: fakeredis.FakeRedis) -> FlaskClient:
     app = create_app(settings.replace(key_prefix="test", status_page_refresh=2.5), client=fake_redis,
-                     celery=RecordingCelery())
+                     celery=RecordingCelery(fake_redis))
     return app.test_client()
 
 

@@ -54,7 +54,7 @@ class BotAPI:
 def app(settings: Settings, fake_redis: fakeredis.FakeRedis) -> Flask:
     configured = settings.replace(telegram_bot_token="123:abc", telegram_webhook_secret="s3cret",
                                   telegram_typing_seconds=0.0, slack_bot_token="xoxb-1", slack_signing_secret="x")
-    return create_app(configured, client=fake_redis, celery=RecordingCelery())
+    return create_app(configured, client=fake_redis, celery=RecordingCelery(fake_redis))
 
 
 @pytest.fixture

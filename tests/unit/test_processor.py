@@ -16,7 +16,7 @@ from tasks.helpers import registry_from_settings
 from tasks.keys import Keys
 from tasks.messages import MessageStore
 from tasks.settings import Settings
-from tests.factories import envelope
+from tests.factories import QueuedDeliveries, delivery_task, envelope
 
 
 class ScriptedLLM:
@@ -52,24 +52,24 @@ def llm() -> ScriptedLLM:
 
 
 @pytest.fixture
-def delivered() -> list[dict[str, Any]]:
-    return []
+def delivered(fake_redis: fakeredis.FakeRedis) -> QueuedDeliveries:
+    return QueuedDeliveries(fake_redis)
 
 
 @pytest.fixture
 def processor(
     settings: Settings, fake_redis: fakeredis.FakeRedis, keys: Keys, message_store: MessageStore,
-    llm: ScriptedLLM, delivered: list[dict[str, Any]],
+    llm: ScriptedLLM, delivered: QueuedDeliveries,
 ) -> SessionProcessor:
     sessions = SessionStore(fake_redis, keys, lease_seconds=30, session_ttl=600, status_ttl=600, max_turns=10)
     return SessionProcessor(
         settings=settings.replace(max_attempts=2), keys=keys, messages=message_store, sessions=sessions,
-        llm=lambda: llm, deliver=delivered.append, dead_letters=DeadLetters(fake_redis, keys),
+        llm=lambda: llm, deliver=delivery_task, dead_letters=DeadLetters(fake_redis, keys),
     )
 
 
 def test_a_session_is_drained_in_order_with_history(
-    processor: SessionProcessor, message_store: MessageStore, llm: ScriptedLLM, delivered: list[dict[str, Any]]
+    processor: SessionProcessor, message_store: MessageStore, llm: ScriptedLLM, delivered: QueuedDeliveries
 ) -> None:
     first, second = envelope(text="one"), envelope(text="two")
     message_store.admit(first)
@@ -105,7 +105,7 @@ def test_a_task_waits_while_another_worker_holds_the_session(
 
 def test_a_message_that_keeps_failing_is_dead_lettered_and_the_session_moves_on(
     processor: SessionProcessor, message_store: MessageStore, llm: ScriptedLLM,
-    delivered: list[dict[str, Any]], fake_redis: fakeredis.FakeRedis, keys: Keys,
+    delivered: QueuedDeliveries, fake_redis: fakeredis.FakeRedis, keys: Keys,
 ) -> None:
     poison, after = envelope(text="boom"), envelope(text="fine")
     llm.fail_on.add("boom")
@@ -121,16 +121,18 @@ def test_a_message_that_keeps_failing_is_dead_lettered_and_the_session_moves_on(
     assert DeadLetters(fake_redis, keys).recent()[0]["kind"] == "poison"
 
 
-def test_a_message_answered_before_a_crash_is_only_delivered_again(
-    processor: SessionProcessor, message_store: MessageStore, llm: ScriptedLLM, delivered: list[dict[str, Any]]
+def test_a_finished_message_still_at_the_head_is_only_delivered_again(
+    processor: SessionProcessor, message_store: MessageStore, llm: ScriptedLLM, delivered: QueuedDeliveries,
+    fake_redis: fakeredis.FakeRedis,
 ) -> None:
     env = envelope()
     message_store.admit(env)
     lease = processor.sessions.acquire(env.session_id)
     assert lease is not None
-    processor.sessions.finish(lease, env.message_id, status="answered", field="reply",
-                              value='{"text": "saved"}', deliver=True)
-    processor.sessions.release(lease)  # the worker died before delivering and popping
+    # An answer recorded but still at the head (a replay, or a version that popped in a second step).
+    fake_redis.hset(processor.keys.message(env.message_id),
+                    mapping={"status": "answered", "reply": '{"text": "saved"}'})
+    processor.sessions.release(lease)
     assert processor.run(env.session_id, env.message_id)
     assert llm.prompts == []
     assert [d["text"] for d in delivered] == ["saved"]
@@ -173,7 +175,7 @@ def with_helpers(
 
 def test_a_helper_call_parks_the_session_until_its_result_arrives(
     processor: SessionProcessor, message_store: MessageStore, llm: ScriptedLLM,
-    delivered: list[dict[str, Any]], with_helpers: list[tuple[str, str, dict[str, Any]]],
+    delivered: QueuedDeliveries, with_helpers: list[tuple[str, str, dict[str, Any]]],
 ) -> None:
     ask, after = envelope(text="/calculate 6*7"), envelope(text="thanks")
     message_store.admit(ask)
@@ -196,7 +198,7 @@ def test_a_helper_call_parks_the_session_until_its_result_arrives(
 
 def test_a_helper_that_never_answers_gets_a_graceful_reply_after_its_deadline(
     processor: SessionProcessor, message_store: MessageStore, fake_redis: fakeredis.FakeRedis, keys: Keys,
-    delivered: list[dict[str, Any]], with_helpers: list[tuple[str, str, dict[str, Any]]],
+    delivered: QueuedDeliveries, with_helpers: list[tuple[str, str, dict[str, Any]]],
 ) -> None:
     ask = envelope(text="/calculate 1+1")
     message_store.admit(ask)
@@ -208,7 +210,7 @@ def test_a_helper_that_never_answers_gets_a_graceful_reply_after_its_deadline(
 
 
 def test_a_mistyped_command_is_answered_with_the_available_commands(
-    processor: SessionProcessor, message_store: MessageStore, delivered: list[dict[str, Any]],
+    processor: SessionProcessor, message_store: MessageStore, delivered: QueuedDeliveries,
     with_helpers: list[tuple[str, str, dict[str, Any]]],
 ) -> None:
     ask = envelope(text="/weather Paris")

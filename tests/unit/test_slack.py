@@ -101,7 +101,7 @@ def clock() -> MovableClock:
 @pytest.fixture
 def app(settings: Settings, fake_redis: fakeredis.FakeRedis, clock: MovableClock) -> Flask:
     configured = settings.replace(slack_signing_secret=SIGNING_SECRET, slack_bot_token="xoxb-test")
-    app = create_app(configured, client=fake_redis, celery=RecordingCelery())
+    app = create_app(configured, client=fake_redis, celery=RecordingCelery(fake_redis))
     app.extensions["switchboard.channels"]["slack"].clock = clock
     return app
 
@@ -147,7 +147,7 @@ def test_forged_and_stale_requests_are_refused(client: FlaskClient, app: Flask, 
 
 
 def test_an_unconfigured_channel_refuses_everything(settings: Settings, fake_redis: fakeredis.FakeRedis) -> None:
-    app = create_app(settings, client=fake_redis, celery=RecordingCelery())
+    app = create_app(settings, client=fake_redis, celery=RecordingCelery(fake_redis))
     body = json.dumps({"type": "url_verification", "challenge": "x"})
     response = app.test_client().post("/v1/channels/slack/events", data=body, headers=signed(body, time.time(), ""))
     assert response.status_code == 403 and "not configured" in (response.json or {})["error"]

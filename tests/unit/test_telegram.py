@@ -115,7 +115,7 @@ def test_long_replies_are_split_at_paragraphs_then_sentences_then_words() -> Non
 def app(settings: Settings, fake_redis: fakeredis.FakeRedis) -> Flask:
     configured = settings.replace(telegram_bot_token="123:abc", telegram_webhook_secret=SECRET,
                                   telegram_bot_username=BOT, telegram_typing_seconds=0.0)
-    return create_app(configured, client=fake_redis, celery=RecordingCelery())
+    return create_app(configured, client=fake_redis, celery=RecordingCelery(fake_redis))
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_a_forged_or_missing_secret_is_refused_before_anything_is_read(client: F
 
 
 def test_an_unconfigured_channel_refuses_everything(settings: Settings, fake_redis: fakeredis.FakeRedis) -> None:
-    app = create_app(settings, client=fake_redis, celery=RecordingCelery())
+    app = create_app(settings, client=fake_redis, celery=RecordingCelery(fake_redis))
     response = app.test_client().post("/v1/channels/telegram", json=update(), headers={SECRET_HEADER: ""})
     assert response.status_code == 403 and "not configured" in (response.json or {})["error"]
 

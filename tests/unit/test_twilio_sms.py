@@ -42,8 +42,8 @@ def sms_form(body: str = "hello", sid: str = "SM1", sender: str = PERSON, **extr
 
 
 @pytest.fixture
-def celery_app() -> RecordingCelery:
-    return RecordingCelery()
+def celery_app(fake_redis: fakeredis.FakeRedis) -> RecordingCelery:
+    return RecordingCelery(fake_redis)
 
 
 @pytest.fixture
@@ -253,7 +253,7 @@ def reply(text: str = "hi there", message_id: str = "m1", status: str = "answere
 @pytest.fixture
 def sms_app(settings: Settings, fake_redis: fakeredis.FakeRedis, fake_twilio: FakeTwilio) -> Flask:
     return create_app(twilio_settings(settings, twilio_api_base_url=fake_twilio.url, twilio_max_sms_chars=60,
-                                      twilio_api_timeout=2.0), client=fake_redis, celery=RecordingCelery())
+                                      twilio_api_timeout=2.0), client=fake_redis, celery=RecordingCelery(fake_redis))
 
 
 @pytest.fixture
@@ -275,7 +275,7 @@ def test_twilio_from_number_overrides_the_reply_number(
     settings: Settings, fake_redis: fakeredis.FakeRedis, fake_twilio: FakeTwilio
 ) -> None:
     app = create_app(twilio_settings(settings, twilio_api_base_url=fake_twilio.url, twilio_from_number="+15559999999"),
-                     client=fake_redis, celery=RecordingCelery())
+                     client=fake_redis, celery=RecordingCelery(fake_redis))
     channel_for(app).send(reply())
     assert fake_twilio.sent[0].from_ == "+15559999999"
 
@@ -323,7 +323,7 @@ def test_an_opted_out_number_gets_no_reply(sms_app: Flask, sms: TwilioSMS, fake_
 def test_without_credentials_a_reply_is_refused_for_good(
     settings: Settings, fake_redis: fakeredis.FakeRedis
 ) -> None:
-    app = create_app(settings, client=fake_redis, celery=RecordingCelery())
+    app = create_app(settings, client=fake_redis, celery=RecordingCelery(fake_redis))
     with pytest.raises(PermanentSendError, match="not configured"):
         channel_for(app).send(reply())
 
@@ -332,7 +332,7 @@ def test_the_signed_callback_route_texts_the_reply(
     settings: Settings, fake_redis: fakeredis.FakeRedis, fake_twilio: FakeTwilio
 ) -> None:
     app = create_app(twilio_settings(settings, twilio_api_base_url=fake_twilio.url), client=fake_redis,
-                     celery=RecordingCelery())
+                     celery=RecordingCelery(fake_redis))
     body = json.dumps({"type": "message.reply", "message_id": "m9", "session_id": f"twilio:{PERSON}",
                        "channel": "twilio-sms", "status": "answered", "text": "the answer", "error": None,
                        "context": {"to": PERSON, "from": OURS}, "created_at": "now"})

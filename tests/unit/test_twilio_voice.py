@@ -32,8 +32,8 @@ def call_form(call_sid: str = "CA1", **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def celery_app() -> RecordingCelery:
-    return RecordingCelery()
+def celery_app(fake_redis: fakeredis.FakeRedis) -> RecordingCelery:
+    return RecordingCelery(fake_redis)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tests.unit.test_edge_api import RecordingCelery
 
 @pytest.fixture
 def app(settings: Settings, fake_redis: fakeredis.FakeRedis) -> Flask:
-    return create_app(settings.replace(files_max_bytes=1000), client=fake_redis, celery=RecordingCelery())
+    return create_app(settings.replace(files_max_bytes=1000), client=fake_redis, celery=RecordingCelery(fake_redis))
 
 
 @pytest.fixture
