@@ -52,6 +52,8 @@ def test_the_status_page_shows_workers_queues_numbers_and_dead_letters(
     wait = WebDriverWait(browser, 30)
     wait.until(lambda d: d.execute_script("return document.documentElement.dataset.refreshes"))
     wait.until(lambda d: len([r for r in cell_texts(d, "workers") if "alive" in r]) >= 2)
+    # The pool process reports its model in its own heartbeat, which may land a refresh later.
+    wait.until(lambda d: any("scripted" in row[4] and "(loaded)" in row[4] for row in cell_texts(d, "workers")))
     workers = cell_texts(browser, "workers")
     assert any(row[0].startswith("core@") and row[2] == "core" for row in workers)
     io_rows = [row for row in workers if row[0].startswith("io@")]
