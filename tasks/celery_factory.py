@@ -59,6 +59,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_soft_shutdown_timeout": 10.0,
+        # A core pool process loads its model in worker_process_init, before it tells the parent it is up;
+        # Celery's default 4 s would kill it mid-load (seen under load, and any multi-GB model needs longer).
+        "worker_proc_alive_timeout": settings.model_load_timeout,
         "worker_enable_soft_shutdown_on_idle": True,
         "task_soft_time_limit": settings.task_soft_time_limit,
         "task_time_limit": settings.task_time_limit,

@@ -175,6 +175,11 @@ class Settings:
     llm_use_mmap: bool = _setting(
         False, "LLM_USE_MMAP", "mmap the model (llama_cpp). Off: measured ~40% less resident memory."
     )
+    model_load_timeout: float = _setting(
+        180.0, "MODEL_LOAD_TIMEOUT",
+        "Seconds a core pool process may take to load its model at start before Celery replaces it "
+        "(worker_proc_alive_timeout; Celery's own default of 4 s kills larger models mid-load).",
+    )
     llm_prompt_cache_mb: int = _setting(
         128, "LLM_PROMPT_CACHE_MB",
         "llama_cpp: MiB of KV-cache snapshots per model process, so a conversation whose turn comes back after "

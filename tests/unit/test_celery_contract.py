@@ -38,6 +38,7 @@ def test_reliability_settings_follow_celerys_guidance(conf: Any, settings: Setti
     assert c.task_time_limit < transport["visibility_timeout"]
     assert transport["socket_timeout"] and transport["health_check_interval"]
     assert transport["unacked_restore_throttle"] == 1
+    assert c.worker_proc_alive_timeout == settings.model_load_timeout > 4  # a model loads before the child is up
 
 
 def test_creating_an_app_connects_to_nothing(settings: Settings) -> None:
