@@ -3,14 +3,13 @@
 ``.venv/bin/python bench/model_speed.py [--quick]`` (about 3 min; --quick, tiny model only, ~40 s).  The
 TinyLlama-1.1B-shaped random Q4_0 model (~640 MB) is written to ``bench/.cache`` on first use.
 
-For each model and backend (llama_cpp, ctransformers; 2 threads, and on the tiny model ctransformers at 1
-thread too), in one run:
+For each model and backend (llama_cpp, ctransformers; the tiny model at 1 thread, TinyLlama at 2), in one run:
 
 * direct: ``bench/direct_model.py``, the library loaded by hand with our backends' load arguments, in a child;
 * worker: a real core worker (prefork, concurrency 1) behind the edge; ``completion_tokens / generation_ms`` and
   ``prompt_tokens / generation_ms`` of the stored replies (``GET /v1/messages/<id>?wait=``);
-* ceiling: this machine's memory read bandwidth (``bench/bandwidth.py``, 1 and 2 processes) divided by the
-  weight bytes one token reads.
+* ceiling (TinyLlama only: the tiny model's 2 MiB of weights live in the CPU caches): this machine's memory
+  read bandwidth (``bench/bandwidth.py``, 1 and 2 processes) divided by the weight bytes one token reads.
 
 Direct calls and messages alternate (ABBA) so both models are loaded but never compute at once.  Generation
 runs on a fixed prompt from a fresh user (prefix cached on both sides, as in the worker).  Prompt speed comes
@@ -46,6 +45,7 @@ from bench.direct_model import DirectRunner
 
 PROMPT_TEXT = "Tell me a long story about the weather, the sea and the people of a small town."
 TARGET = 0.95
+IN_CACHE_BYTES = 64 * 2**20  # weights this small stay in the CPU caches: memory bandwidth is no ceiling
 SETTLE_SECONDS = 0.2  # the worker still acks and pops after the reply is visible; let it finish first
 
 
@@ -61,8 +61,9 @@ class Case:
 
 def plan(quick: bool) -> list[Case]:
     runs = 4 if quick else 8
-    cases = [Case("tiny", "tiny", "llama_cpp", 2, 128, runs), Case("tiny", "tiny", "ctransformers", 2, 128, runs),
-             Case("tiny", "tiny", "ctransformers", 1, 128, runs)]
+    # The tiny model at 1 thread: a token costs ~0.2 ms, and 2 threads spend more than that synchronising
+    # (ctransformers starts threads per token), which makes 2-thread figures on a shared machine mere noise.
+    cases = [Case("tiny", "tiny", backend, 1, 128, runs) for backend in ("llama_cpp", "ctransformers")]
     if not quick:
         cases += [Case("TinyLlama-1.1B Q4_0", "tinyllama-1.1b", backend, 2, 48, 5)
                   for backend in ("llama_cpp", "ctransformers")]
@@ -189,7 +190,7 @@ def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
               min(r["gen_ratio"], r["prompt_ratio"]) >= results["target_ratio"]] for r in results["rows"]]
     ceiling = [[r["model"], r["backend"], r["threads"], r["bytes_per_token"] / 2**20, r["ceiling_tok_s"],
                 r["direct_gen_tok_s"], r["worker_gen_tok_s"], f"{r['direct_of_ceiling']:.0%}",
-                f"{r['worker_of_ceiling']:.0%}"] for r in results["rows"]]
+                f"{r['worker_of_ceiling']:.0%}"] for r in results["rows"] if r["bytes_per_token"] > IN_CACHE_BYTES]
     return [
         (f"Tokens/s through the worker vs the library directly (target: worker >= {TARGET:.0%} of direct)",
          markdown_table(["model", "backend", "threads", "prompt tokens", "direct prompt tok/s", "worker prompt tok/s",
