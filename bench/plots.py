@@ -1,6 +1,7 @@
 """Render the benchmark results (``bench/results/*.json``) as PNGs in ``docs/img/`` for docs/benchmarks.md.
 
-``.venv/bin/python bench/plots.py`` draws whatever results exist and says which are missing.
+``.venv/bin/python bench/plots.py`` draws whatever results exist, says which are missing, and collects every
+script's tables (with when and how busy the machine was) in ``bench/results/tables.md`` for the doc.
 """
 
 from __future__ import annotations
@@ -142,8 +143,27 @@ PLOTS: dict[str, Callable[[Results, Path], None]] = {
 }
 
 
+def tables_markdown(name: str, results: Results) -> str:
+    """One script's section; results not written through bench/common.Run get a plain pointer instead."""
+    try:
+        return _section(name, results)
+    except (KeyError, TypeError, ValueError):
+        return f"## bench/{name}.py\n\n(see bench/results/{name}.json)\n"
+
+
+def _section(name: str, results: Results) -> str:
+    meta = results["meta"]
+    head = (f"## bench/{name}.py\n\n`{meta['command']}`, {meta['date']}, {meta['seconds']} s; machine busy "
+            f"{meta['busy_before']:.0%} before, all CPUs {meta['busy_during']:.0%} busy during the run (ours "
+            f"included); load average {meta['loadavg_before']:.2f} before, {meta['loadavg_after']:.2f} after.\n")
+    return "\n".join([head, *(f"### {t['title']}\n\n{t['markdown']}\n" for t in results.get("tables", []))])
+
+
 def main() -> int:
     IMG.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for path in sorted(RESULTS.glob("*.json")):
+        sections.append(tables_markdown(path.stem, json.loads(path.read_text())))
     for name, draw in PLOTS.items():
         path = RESULTS / f"{name}.json"
         if not path.exists():
@@ -152,6 +172,8 @@ def main() -> int:
         out = IMG / f"bench-{name}.png"
         draw(json.loads(path.read_text()), out)
         print(f"  {out.relative_to(ROOT)}")
+    (RESULTS / "tables.md").write_text("\n".join(sections))
+    print(f"  {(RESULTS / 'tables.md').relative_to(ROOT)}")
     return 0
 
 
