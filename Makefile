@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test unit integration lint typecheck bench docs clean
+.PHONY: run test unit integration lint typecheck bench bench-llama-avx2 docs clean
 
 $(STAMP): pyproject.toml helper_sdk/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -45,6 +45,12 @@ bench: $(STAMP)
 	done; \
 	$(BIN)/python bench/plots.py; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
+
+# llama-cpp-python for AVX2 without AMX, used by bench/ when present (see bench/common.py and docs/benchmarks.md).
+bench-llama-avx2: $(STAMP)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	  -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" $(BIN)/pip install --no-deps --no-cache-dir \
+	  --target bench/.cache/llama-cpp-avx2 "llama-cpp-python==$$($(BIN)/python -c 'import llama_cpp; print(llama_cpp.__version__)')"
 
 docs: $(STAMP)
 	$(BIN)/python scripts/write_config_docs.py

@@ -38,10 +38,27 @@ CACHE = ROOT / "bench" / ".cache"
 RESULTS = ROOT / "bench" / "results"
 ECHO_BACKEND = "bench.echo_backend:factory"
 MODEL_CONTEXT = 2048
+# A llama-cpp-python built for AVX2 without AMX (`make bench-llama-avx2`). When it exists, every process the
+# benchmarks start imports it instead of the virtualenv's: the venv's build from source with GGML_NATIVE takes
+# the AMX path for Q4_0 on CPUs that report AMX and dies with SIGSEGV on the first token in this VM
+# (docs/benchmarks.md, "Findings").  Recorded in every result's meta.
+LLAMA_CPP_OVERRIDE = CACHE / "llama-cpp-avx2"
+
+
+def python_path() -> str:
+    """PYTHONPATH for the processes a benchmark starts: the override llama_cpp (if built), the repository."""
+    parts = [str(LLAMA_CPP_OVERRIDE)] if (LLAMA_CPP_OVERRIDE / "llama_cpp").is_dir() else []
+    return os.pathsep.join([*parts, str(ROOT), *filter(None, [os.environ.get("PYTHONPATH", "")])])
+
+
+def llama_cpp_build() -> str:
+    if (LLAMA_CPP_OVERRIDE / "llama_cpp").is_dir():
+        return f"{LLAMA_CPP_OVERRIDE.relative_to(ROOT)} (AVX2, no AMX)"
+    return "the virtualenv's"
 
 __all__ = [
     "BIN", "CACHE", "ECHO_BACKEND", "RESULTS", "ROOT", "Arrivals", "Latency", "Proc", "RedisServer", "Run", "System",
-    "bench_env", "cpu_busy", "fmt", "markdown_table", "model_file", "parse_args", "percentile", "ratio",
+    "bench_env", "cpu_busy", "fmt", "markdown_table", "model_file", "parse_args", "percentile", "python_path", "ratio",
     "running_system", "smaps_rollup", "wait_idle", "wait_until",
 ]
 
@@ -202,7 +219,7 @@ class Run:
             "quick": self.quick, "seconds": round(time.monotonic() - self.started, 1),
             "busy_before": self.busy_before, "loadavg_before": self.load_before,
             "loadavg_after": os.getloadavg()[0], "busy_during": _busy_since(self._cpu0),
-            "logs": str(self.tmp), **machine(),
+            "logs": str(self.tmp), "llama_cpp_build": llama_cpp_build(), **machine(),
         }
         out = {"meta": meta, **results, "tables": [{"title": t, "markdown": m} for t, m in tables]}
         print(f"\n{meta['date']}, took {meta['seconds']} s; machine busy before {meta['busy_before']:.0%}, "
@@ -240,7 +257,7 @@ def bench_env(redis_url: str, secret: str, model: Path, **overrides: str) -> dic
     env.pop("EDGE_THREADS", None)
     env.update(
         {
-            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+            "PYTHONPATH": python_path(),
             "VISIBILITY_TIMEOUT": "600", "TASK_SOFT_TIME_LIMIT": "240", "TASK_TIME_LIMIT": "300",
             "SESSION_LOCK_SECONDS": "15", "SESSION_RETRY_SECONDS": "0.5", "UNACKED_RESTORE_INTERVAL": "10",
             "LLM_CONTEXT": str(MODEL_CONTEXT), "REDIS_SOCKET_TIMEOUT": "10",

@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import IO, Any
 
-from bench.common import ROOT
+from bench.common import ROOT, python_path
 
 __all__ = ["DirectModel", "DirectRunner"]
 
@@ -137,7 +137,10 @@ class DirectModel:
 
 
 def child_main(spec: dict[str, Any], stdin: IO[str], stdout: IO[str]) -> None:
-    """Load, then answer ``{"text", "limit"}`` lines with ``{"completion_tokens", "prompt_tokens", "seconds"}``."""
+    """Load, then answer ``{"text", "limit"}`` lines with ``{"completion_tokens", "prompt_tokens", "seconds"}``.
+
+    ``seconds`` spans rendering the chat template, tokenizing and the completion, as the worker's
+    ``generation_ms`` spans ``llm.chat`` (which does all three)."""
 
     def say(obj: dict[str, Any]) -> None:
         stdout.write(json.dumps(obj) + "\n")
@@ -151,9 +154,10 @@ def child_main(spec: dict[str, Any], stdin: IO[str], stdout: IO[str]) -> None:
         request = json.loads(line)
         if request.get("quit"):
             return
+        started = time.perf_counter()  # the worker's generation_ms covers rendering and tokenizing too
         tokens = model.tokens(request["text"])
-        count, seconds = model.generate(tokens, int(request["limit"]))
-        say({"completion_tokens": count, "prompt_tokens": len(tokens), "seconds": seconds})
+        count, _ = model.generate(tokens, int(request["limit"]))
+        say({"completion_tokens": count, "prompt_tokens": len(tokens), "seconds": time.perf_counter() - started})
 
 
 class DirectRunner:
@@ -163,7 +167,7 @@ class DirectRunner:
         spec = {"backend": backend, "model": str(model), "threads": threads, "n_ctx": n_ctx, "text": text}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.direct_model", json.dumps(spec)], cwd=ROOT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}, stdin=subprocess.PIPE,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": python_path()}, stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True,
         )
         self.info = self._read()
@@ -184,8 +188,11 @@ class DirectRunner:
 
     def close(self) -> None:
         if self.proc.stdin is not None:
-            self.proc.stdin.write('{"quit": true}\n')
-            self.proc.stdin.close()
+            try:
+                self.proc.stdin.write('{"quit": true}\n')
+                self.proc.stdin.close()
+            except OSError:  # the child is gone (crashed)
+                pass
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -119,13 +119,20 @@ def run_bench(run: Run) -> dict[str, Any]:
     backends = ("llama_cpp",) if run.quick else ("llama_cpp", "ctransformers")
     big = model_file("tinyllama-1.1b", run.tmp)
     rows = []
+    failures: list[dict[str, str]] = []
     with redis_server(run.tmp) as server:
         env = bench_env(server.url, new_secret(), model_file("tiny", run.tmp))
         with running_system(env, run.tmp) as system:
             system.start_edge()
             rows.append(measure(system, "echo backend (no model)", ECHO_BACKEND, big, f"{run.run_id}-echo"))
             for backend in backends:
-                rows.append(measure(system, f"TinyLlama-1.1B Q4_0, {backend}", backend, big, f"{run.run_id}-{backend}"))
+                label = f"TinyLlama-1.1B Q4_0, {backend}"
+                try:
+                    rows.append(measure(system, label, backend, big, f"{run.run_id}-{backend}"))
+                except (RuntimeError, TimeoutError) as exc:  # a crashing backend is a result too; go on
+                    print(f"  {backend}: FAILED: {exc}", flush=True)
+                    failures.append({"label": label, "backend": backend, "error": str(exc)[:500]})
+                    continue
                 print(f"  {backend}: " + ", ".join(f"{p['role']} RSS {p['rss'] / MIB:.0f} MiB"
                                                    for p in rows[-1]["processes"]), flush=True)
     baseline = rows[0]
@@ -140,7 +147,7 @@ def run_bench(run: Run) -> dict[str, Any]:
         # The parent never loaded the model, and no child holds more than one copy of it.
         row["parent_without_model"] = parent["rss"] < base_parent + row["model_bytes"] / 4
         row["one_copy_per_child"] = all(p["uss"] < 1.5 * row["model_bytes"] + TARGET_OVERHEAD for p in kids)
-    return {"rows": rows, "concurrency": CONCURRENCY, "target_overhead_bytes": TARGET_OVERHEAD}
+    return {"rows": rows, "failures": failures, "concurrency": CONCURRENCY, "target_overhead_bytes": TARGET_OVERHEAD}
 
 
 def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
@@ -151,9 +158,10 @@ def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
             procs.append([row["label"], p["role"], p["rss"] / MIB, p["pss"] / MIB, p["uss"] / MIB,
                           "" if row["backend"] == ECHO_BACKEND else row["model_bytes"] / MIB,
                           "" if over is None else over / MIB])
-    checks = [[row["label"], row["parent_extra"] / MIB, max(row["child_overhead"]) / MIB,
-               row["children_within_target"], row["parent_without_model"], row["one_copy_per_child"]]
-              for row in results["rows"][1:]]
+    checks: list[list[Any]] = [
+        [row["label"], row["parent_extra"] / MIB, max(row["child_overhead"]) / MIB, row["children_within_target"],
+         row["parent_without_model"], row["one_copy_per_child"]] for row in results["rows"][1:]]
+    checks += [[f"{f['label']}: FAILED ({f['error'][:120]})", "", "", "no", "", ""] for f in results["failures"]]
     return [
         (f"Core worker memory, prefork concurrency {results['concurrency']}, LLM_THREADS=1 (MiB)",
          markdown_table(["worker", "process", "RSS", "PSS", "USS", "model file", "RSS - model"], procs)),

@@ -160,6 +160,7 @@ def run_bench(run: Run) -> dict[str, Any]:
     for n, bw in bandwidth.items():
         print(f"    {n} process(es): {bw['bytes_per_s'] / 1e9:.1f} GB/s ({bw['kernel']})", flush=True)
     rows = []
+    failures: list[dict[str, Any]] = []
     models: dict[str, dict[str, int]] = {}
     with redis_server(run.tmp) as server:
         env = bench_env(server.url, new_secret(), model_file("tiny", run.tmp))
@@ -168,7 +169,13 @@ def run_bench(run: Run) -> dict[str, Any]:
             for case in plan(run.quick):
                 path = model_file(case.shape, run.tmp)
                 weights = models.setdefault(case.label, weight_bytes_per_token(str(path)))
-                row = measure(system, case, path, f"{run.run_id}-{case.shape}-{case.backend}-{case.threads}")
+                try:
+                    row = measure(system, case, path, f"{run.run_id}-{case.shape}-{case.backend}-{case.threads}")
+                except (RuntimeError, TimeoutError) as exc:  # a crashing backend is a result too; go on
+                    print(f"  {case.label} {case.backend} {case.threads}t: FAILED: {exc}", flush=True)
+                    failures.append({"model": case.label, "backend": case.backend, "threads": case.threads,
+                                     "error": str(exc)[:500]})
+                    continue
                 ceiling = bandwidth[min(case.threads, 2)]["bytes_per_s"] / weights["per_token"]
                 row.update(bytes_per_token=weights["per_token"], ceiling_tok_s=ceiling,
                            worker_of_ceiling=row["worker_gen_tok_s"] / ceiling,
@@ -178,8 +185,8 @@ def run_bench(run: Run) -> dict[str, Any]:
                       f" worker {row['worker_gen_tok_s']:.1f} tok/s (x{row['gen_ratio']:.2f}); prompt direct "
                       f"{row['direct_prompt_tok_s']:.0f} worker {row['worker_prompt_tok_s']:.0f} tok/s "
                       f"(x{row['prompt_ratio']:.2f}); {row['worker_of_ceiling']:.0%} of the ceiling", flush=True)
-    return {"rows": rows, "bandwidth": {str(k): v for k, v in bandwidth.items()}, "models": models,
-            "target_ratio": TARGET}
+    return {"rows": rows, "failures": failures, "bandwidth": {str(k): v for k, v in bandwidth.items()},
+            "models": models, "target_ratio": TARGET}
 
 
 def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
@@ -188,6 +195,8 @@ def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
               r["worker_prompt_tok_s"], r["prompt_ratio"], r["max_tokens"], r["direct_gen_tok_s"],
               r["worker_gen_tok_s"], r["gen_ratio"],
               min(r["gen_ratio"], r["prompt_ratio"]) >= results["target_ratio"]] for r in results["rows"]]
+    speed += [[f["model"], f["backend"], f["threads"], f"FAILED: {f['error'][:100]}", "", "", "", "", "", "", "",
+               "no"] for f in results.get("failures", [])]
     ceiling = [[r["model"], r["backend"], r["threads"], r["bytes_per_token"] / 2**20, r["ceiling_tok_s"],
                 r["direct_gen_tok_s"], r["worker_gen_tok_s"], f"{r['direct_of_ceiling']:.0%}",
                 f"{r['worker_of_ceiling']:.0%}"] for r in results["rows"] if r["bytes_per_token"] > IN_CACHE_BYTES]
