@@ -137,7 +137,7 @@ def cpu_busy(seconds: float) -> float:
     return 1 - (idle1 - idle0) / total if total else float("nan")
 
 
-def wait_idle(max_wait: float = 30, threshold: float = 0.15) -> float:
+def wait_idle(max_wait: float = 15, threshold: float = 0.15) -> float:
     """Wait up to ``max_wait`` s for the machine to go quiet; the last busy share seen (reported with results)."""
     deadline = time.monotonic() + max_wait
     busy = cpu_busy(1.0)

@@ -7,6 +7,7 @@ script's tables (with when and how busy the machine was) in ``bench/results/tabl
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -172,9 +173,26 @@ def main() -> int:
         out = IMG / f"bench-{name}.png"
         draw(json.loads(path.read_text()), out)
         print(f"  {out.relative_to(ROOT)}")
-    (RESULTS / "tables.md").write_text("\n".join(sections))
+    tables = "\n".join(sections)
+    (RESULTS / "tables.md").write_text(tables)
     print(f"  {(RESULTS / 'tables.md').relative_to(ROOT)}")
+    if "--doc" in sys.argv[1:]:
+        update_doc(tables)
     return 0
+
+
+START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
+
+
+def update_doc(tables: str) -> None:
+    """Replace the generated part of docs/benchmarks.md (between the markers) with the latest tables."""
+    doc = ROOT / "docs" / "benchmarks.md"
+    text = doc.read_text()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    body = re.sub(r"^(#+) ", r"#\1 ", tables, flags=re.M)  # one level deeper than in tables.md
+    doc.write_text(f"{head}{START}\n\n{body.strip()}\n\n{END}{tail}")
+    print(f"  {doc.relative_to(ROOT)} (results section)")
 
 
 if __name__ == "__main__":
