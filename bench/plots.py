@@ -181,18 +181,90 @@ def main() -> int:
     return 0
 
 
-START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
+def _load(name: str) -> Results | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def targets() -> str:
+    """One row per target with the measured figure, from whatever results exist."""
+    rows = ["| target | measured | |", "|---|---|---|"]
+    if (pipe := _load("pipeline")) is not None:
+        for row in pipe["rows"]:
+            p50 = row["total"]["p50_ms"] / row["celery"]["p50_ms"]
+            rows.append(f"| pipeline p50 <= 2x bare Celery, {row['senders']} sender(s) | {p50:.1f}x "
+                        f"({row['total']['p50_ms']:.1f} vs {row['celery']['p50_ms']:.2f} ms) | {_met(p50 <= 2)} |")
+    if (edge := _load("edge_throughput")) is not None:
+        for kind, label in (("api", "POST /v1/messages"), ("twilio", "Twilio SMS webhook")):
+            e = max(r["rps"] for r in edge["runs"][kind])
+            b = max(r["rps"] for r in edge["runs"][f"bare_{kind}"])
+            rows.append(f"| {label} >= 50% of bare Flask | {e / b:.0%} ({e:.0f} vs {b:.0f} req/s) | "
+                        f"{_met(e >= b / 2)} |")
+    if (speed := _load("model_speed")) is not None:
+        for r in speed["rows"]:
+            worst = min(r["gen_ratio"], r["prompt_ratio"])
+            rows.append(f"| worker >= 95% of direct, {r['model']} {r['backend']} {r['threads']}t | prompt "
+                        f"{r['prompt_ratio']:.0%}, generation {r['gen_ratio']:.0%} | {_met(worst >= 0.95)} |")
+        for f in speed.get("failures", []):
+            rows.append(f"| worker >= 95% of direct, {f['model']} {f['backend']} {f['threads']}t | crashed | "
+                        f"{_met(False)} |")
+    if (mem := _load("memory")) is not None:
+        for r in mem["rows"][1:]:
+            worst = max(r["child_overhead"]) / MIB
+            rows.append(f"| child RSS <= model + 150 MiB, {r['backend']} | model + {worst:.0f} MiB | "
+                        f"{_met(r['children_within_target'])} |")
+            rows.append(f"| parent does not load the model, {r['backend']} | parent +{r['parent_extra'] / MIB:.1f} MiB"
+                        f" over the echo worker's | {_met(r['parent_without_model'] and r['one_copy_per_child'])} |")
+        for f in mem.get("failures", []):
+            rows.append(f"| child RSS <= model + 150 MiB, {f['backend']} | crashed | {_met(False)} |")
+    if (sc := _load("scale")) is not None:
+        one = sc["rows"][0]["answers_per_s"]
+        for r in sc["rows"][1:]:
+            rows.append(f"| {r['label']} answer more than 1 worker | {r['vs_one']:.2f}x ({r['answers_per_s']:.1f} vs "
+                        f"{one:.1f}/s) | {_met(r['vs_one'] > 1.2)} |")
+    return "\n".join(rows)
+
+
+def run_summary() -> str:
+    lines: list[str] = []
+    for name in PLOTS:
+        if (res := _load(name)) is None:
+            continue
+        meta = res["meta"]
+        if not lines:
+            v = meta["versions"]
+            lines.append(f"Machine: {meta['cpus']} vCPUs ({meta['cpu']}), {meta['mem_gib']} GiB RAM; Python "
+                         f"{meta['python']}; " + ", ".join(f"{k} {val}" for k, val in v.items())
+                         + f"; llama_cpp build: {meta.get('llama_cpp_build', '?')}.\n")
+        lines.append(f"- `{meta['command']}`: {meta['date']}, {meta['seconds']:.0f} s; machine "
+                     f"{meta['busy_before']:.0%} busy before it started, all CPUs {meta['busy_during']:.0%} busy "
+                     f"during the run (ours included); load average {meta['loadavg_before']:.1f} -> "
+                     f"{meta['loadavg_after']:.1f}")
+    return "\n".join(lines)
+
+
+def _replace(text: str, key: str, body: str) -> str:
+    start, end = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
+    head, found, rest = text.partition(start)
+    if not found:
+        return text
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}\n\n{body.strip()}\n\n{end}{tail}"
 
 
 def update_doc(tables: str) -> None:
-    """Replace the generated part of docs/benchmarks.md (between the markers) with the latest tables."""
+    """Replace the generated parts of docs/benchmarks.md (between the markers) with the latest results."""
     doc = ROOT / "docs" / "benchmarks.md"
     text = doc.read_text()
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    body = re.sub(r"^(#+) ", r"#\1 ", tables, flags=re.M)  # one level deeper than in tables.md
-    doc.write_text(f"{head}{START}\n\n{body.strip()}\n\n{END}{tail}")
-    print(f"  {doc.relative_to(ROOT)} (results section)")
+    text = _replace(text, "results", re.sub(r"^(#+) ", r"#\1 ", tables, flags=re.M))  # one level deeper
+    text = _replace(text, "summary", run_summary())
+    text = _replace(text, "targets", targets())
+    doc.write_text(text)
+    print(f"  {doc.relative_to(ROOT)} (generated sections)")
 
 
 if __name__ == "__main__":
