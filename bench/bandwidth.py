@@ -4,13 +4,15 @@ Generating one token reads every weight once (all but the token-embedding
 table, of which one row is read), so tokens/s can never exceed read
 bandwidth / weight bytes.  Measured with numpy over arrays far larger than any
 cache: the best of a few kernels (``sum`` of float32, a float32 ``dot`` with
-itself, which reads the array once, an OR-reduction of uint64) and of a few repeats, in 1
+itself, which reads the array once, an OR-reduction of uint64, glibc ``memchr``
+for an absent byte) and of a few repeats, in 1
 process and in N processes at once (each reading its own array; the
 aggregate is the total bytes over the slowest process's time).
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import time
@@ -26,8 +28,14 @@ ARRAY_BYTES = 512 * 2**20
 def _kernels(buf: np.ndarray[Any, Any]) -> list[tuple[str, Any]]:
     f32 = buf.view(np.float32)
     u64 = buf.view(np.uint64)
+    libc = ctypes.CDLL(None)
+    libc.memchr.restype = ctypes.c_void_p
+    libc.memchr.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+    address, size = buf.ctypes.data, buf.nbytes
     return [("sum f32", lambda: f32.sum()), ("dot f32", lambda: np.dot(f32, f32)),
-            ("bitwise_or.reduce u64", lambda: np.bitwise_or.reduce(u64))]
+            ("bitwise_or.reduce u64", lambda: np.bitwise_or.reduce(u64)),
+            # glibc's vectorised memchr for a byte that is not there (1.0 is 00..00 F0 3F): a plain streaming read
+            ("memchr", lambda: libc.memchr(address, 0xAB, size))]
 
 
 def _one_process(start: Any, repeats: int, array_bytes: int, out: Any) -> None:
