@@ -46,6 +46,7 @@ from bench.direct_model import DirectRunner
 PROMPT_TEXT = "Tell me a long story about the weather, the sea and the people of a small town."
 TARGET = 0.95
 IN_CACHE_BYTES = 64 * 2**20  # weights this small stay in the CPU caches: memory bandwidth is no ceiling
+BUDGET, BUDGET_QUICK = 100.0, 40.0  # seconds of alternating calls per case (both phases), once 2 pairs are done
 SETTLE_SECONDS = 0.2  # the worker still acks and pops after the reply is visible; let it finish first
 
 
@@ -98,11 +99,18 @@ def median_rate(runs: Sequence[dict[str, Any]], key: str) -> float:
     return statistics.median(rates) if rates else float("nan")
 
 
-def alternate(runs: int, direct: Any, worker: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """ABBA: direct, worker, worker, direct, ... with a pause before each call."""
-    d: list[dict[str, Any]] = []
-    w: list[dict[str, Any]] = []
+Runs = list[dict[str, Any]]
+
+
+def alternate(runs: int, direct: Any, worker: Any, deadline: float) -> tuple[Runs, Runs]:
+    """ABBA: direct, worker, worker, direct, ... with a pause before each call; after 2 pairs, stop at ``deadline``
+    (a busy machine can make a 2-thread model 50x slower: the run must still end)."""
+    d: Runs = []
+    w: Runs = []
     for i in range(runs):
+        if i >= 2 and time.monotonic() > deadline:
+            print(f"    time budget spent: {i} of {runs} runs per side", flush=True)
+            break
         for side in ("direct", "worker") if i % 2 == 0 else ("worker", "direct"):
             time.sleep(SETTLE_SECONDS)
             if side == "direct":
@@ -112,7 +120,7 @@ def alternate(runs: int, direct: Any, worker: Any) -> tuple[list[dict[str, Any]]
     return d, w
 
 
-def measure(system: System, case: Case, path: Path, tag: str) -> dict[str, Any]:
+def measure(system: System, case: Case, path: Path, tag: str, budget: float) -> dict[str, Any]:
     direct = DirectRunner(case.backend, path, threads=case.threads, n_ctx=MODEL_CONTEXT, text=PROMPT_TEXT)
     row: dict[str, Any] = {"model": case.label, "backend": case.backend, "threads": case.threads,
                            "max_tokens": case.max_tokens, "runs": case.runs, "load_s": direct.info["load_s"],
@@ -128,7 +136,8 @@ def measure(system: System, case: Case, path: Path, tag: str) -> dict[str, Any]:
                 direct.generate(PROMPT_TEXT, limit)
                 if phase == "gen":
                     d, w = alternate(case.runs, lambda i: direct.generate(PROMPT_TEXT, case.max_tokens),
-                                     lambda i: worker_message(system, f"{tag}-g{i}", PROMPT_TEXT))
+                                     lambda i: worker_message(system, f"{tag}-g{i}", PROMPT_TEXT),
+                                     time.monotonic() + budget / 2)
                     row.update(direct_gen_tok_s=median_rate(d, "completion_tokens"),
                                worker_gen_tok_s=median_rate(w, "completion_tokens"),
                                direct_mean_tokens=statistics.fmean(r["completion_tokens"] for r in d),
@@ -137,7 +146,8 @@ def measure(system: System, case: Case, path: Path, tag: str) -> dict[str, Any]:
                                gen_runs={"direct": d, "worker": w})
                 else:
                     d, w = alternate(case.runs, lambda i: direct.generate(varied_text(i, "d"), 1),
-                                     lambda i: worker_message(system, f"{tag}-p{i}", varied_text(i, "w")))
+                                     lambda i: worker_message(system, f"{tag}-p{i}", varied_text(i, "w")),
+                                     time.monotonic() + budget / 2)
                     row.update(direct_prompt_tok_s=median_rate(d, "prompt_tokens"),
                                worker_prompt_tok_s=median_rate(w, "prompt_tokens"),
                                prompt_runs={"direct": d, "worker": w})
@@ -170,7 +180,8 @@ def run_bench(run: Run) -> dict[str, Any]:
                 path = model_file(case.shape, run.tmp)
                 weights = models.setdefault(case.label, weight_bytes_per_token(str(path)))
                 try:
-                    row = measure(system, case, path, f"{run.run_id}-{case.shape}-{case.backend}-{case.threads}")
+                    row = measure(system, case, path, f"{run.run_id}-{case.shape}-{case.backend}-{case.threads}",
+                                  BUDGET_QUICK if run.quick else BUDGET)
                 except (RuntimeError, TimeoutError) as exc:  # a crashing backend is a result too; go on
                     print(f"  {case.label} {case.backend} {case.threads}t: FAILED: {exc}", flush=True)
                     failures.append({"model": case.label, "backend": case.backend, "threads": case.threads,
