@@ -206,8 +206,8 @@ def run_bench(run: Run) -> dict[str, Any]:
 def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
     bw = results["bandwidth"]
     speed = [[r["model"], r["backend"], r["threads"], r.get("prompt_phase_tokens", r["prompt_tokens"]),
-              r["direct_prompt_tok_s"], r["worker_prompt_tok_s"], r["prompt_ratio"], r["max_tokens"], r["direct_gen_tok_s"],
-              r["worker_gen_tok_s"], r["gen_ratio"],
+              r["direct_prompt_tok_s"], r["worker_prompt_tok_s"], r["prompt_ratio"], r["max_tokens"],
+              r["direct_gen_tok_s"], r["worker_gen_tok_s"], r["gen_ratio"],
               min(r["gen_ratio"], r["prompt_ratio"]) >= results["target_ratio"]] for r in results["rows"]]
     speed += [[f["model"], f["backend"], f["threads"], f"FAILED: {f['error'][:100]}", "", "", "", "", "", "", "",
                "no"] for f in results.get("failures", [])]
