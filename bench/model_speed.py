@@ -14,8 +14,8 @@ For each model and backend (llama_cpp, ctransformers; the tiny model at 1 thread
 Direct calls and messages alternate (ABBA) so both models are loaded but never compute at once.  Generation
 runs on a fixed prompt from a fresh user (prefix cached on both sides, as in the worker).  Prompt speed comes
 from 1-token replies (a worker started with ``LLM_MAX_TOKENS=1``) to texts that differ from their first word, so
-on both sides only the system-prompt prefix is cached (on the tiny model the text is 8 times longer: ~1,000
-tokens).  Targets: worker >= 95% of direct.
+on both sides only the system-prompt prefix is cached (on the tiny model the text is 8 times longer,
+~370 tokens).  Targets: worker >= 95% of direct.
 """
 
 from __future__ import annotations
