@@ -105,12 +105,12 @@ Runs = list[dict[str, Any]]
 
 
 def alternate(runs: int, direct: Any, worker: Any, deadline: float) -> tuple[Runs, Runs]:
-    """ABBA: direct, worker, worker, direct, ... with a pause before each call; after 2 pairs, stop at ``deadline``
+    """ABBA: direct, worker, worker, direct, ... with a pause before each call; after 1 pair, stop at ``deadline``
     (a busy machine can make a 2-thread model 50x slower: the run must still end)."""
     d: Runs = []
     w: Runs = []
     for i in range(runs):
-        if i >= 2 and time.monotonic() > deadline:
+        if i >= 1 and time.monotonic() > deadline:
             print(f"    time budget spent: {i} of {runs} runs per side", flush=True)
             break
         for side in ("direct", "worker") if i % 2 == 0 else ("worker", "direct"):
@@ -134,8 +134,12 @@ def measure(system: System, case: Case, path: Path, tag: str, budget: float) -> 
                               LLM_THREADS=str(case.threads))
             system.start_worker(name, "core")
             try:
+                began = time.monotonic()
                 worker_message(system, f"warm-{tag}-{phase}", PROMPT_TEXT)
                 direct.generate(PROMPT_TEXT, limit)
+                if time.monotonic() - began > budget / 3:  # 2 threads on a busy 2-core machine: 50x slower
+                    raise RuntimeError(f"machine too busy: one warm-up message and call took "
+                                       f"{time.monotonic() - began:.0f} s")
                 if phase == "gen":
                     d, w = alternate(case.runs, lambda i: direct.generate(PROMPT_TEXT, case.max_tokens),
                                      lambda i: worker_message(system, f"{tag}-g{i}", PROMPT_TEXT),
