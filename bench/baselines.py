@@ -52,7 +52,7 @@ bare_app = make_bare_app(load_settings())
 
 def pong_main(url: str, ping: str) -> None:
     """BRPOP a ping (its payload names the reply list), LPUSH "1" to that list; until "stop"."""
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=None)  # redis-py 8 defaults to 5 s
     while True:
         item = client.brpop([ping], timeout=300)
         if item is None or item[1] == "stop":

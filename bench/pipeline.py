@@ -91,7 +91,8 @@ class RedisPingPong:
     def __init__(self, url: str, env: dict[str, str], run: Run) -> None:
         self.url = url
         self.proc = Proc("pong", [sys.executable, "-m", "bench.baselines", "pong", url, self.PING], env, run.tmp)
-        self.client = redis.Redis.from_url(url, decode_responses=True, max_connections=256)
+        # No socket timeout: redis-py 8's default (5 s) would cut a blocking BRPOP short.
+        self.client = redis.Redis.from_url(url, decode_responses=True, max_connections=256, socket_timeout=None)
         self.latency: dict[int, Latency] = {}
 
     def measure(self, n_threads: int, total: int, *, record: bool = True) -> None:
@@ -118,7 +119,6 @@ class BareCelery:
 
     def __init__(self, env: dict[str, str], run: Run) -> None:
         from bench.baselines import BARE_QUEUE, make_bare_app
-        from tasks.redis_client import redis_client
         from tasks.settings import load_settings
 
         argv = [str(BIN / "celery"), "-A", "bench.baselines:bare_app", "worker", "-Q", BARE_QUEUE, "--pool", "solo",
@@ -127,7 +127,7 @@ class BareCelery:
         settings = load_settings(env)
         self.app = make_bare_app(settings)
         self.app.conf.broker_pool_limit = 128  # 100 sender threads share the producer pool
-        self.client = redis_client(settings)
+        self.client = redis.Redis.from_url(settings.redis_url, max_connections=256, socket_timeout=None)
         self.queue = BARE_QUEUE
         self.latency: dict[int, Latency] = {}
         self.measure(1, 5, record=False, timeout=60)  # waits for the worker to be up
