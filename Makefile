@@ -40,8 +40,18 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	cd helper_sdk && ../$(BIN)/mypy
 
+# Every benchmark script in turn (~20 min on 2 cores), then the plots; `make bench BENCH_ARGS=--quick` for a fast
+# check (~5 min). A script that is not there yet is skipped; one that fails does not stop the others.
+BENCHES    := pipeline edge_throughput first_chunk model_speed memory scale
+BENCH_ARGS ?=
+
 bench: $(STAMP)
-	$(BIN)/python bench/pipeline.py
+	@failed=""; for b in $(BENCHES); do \
+	  if [ -f bench/$$b.py ]; then $(BIN)/python bench/$$b.py $(BENCH_ARGS) || failed="$$failed $$b"; \
+	  else echo "bench/$$b.py is not there: skipped"; fi; \
+	done; \
+	$(BIN)/python bench/plots.py; \
+	if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
 docs: $(STAMP)
 	$(BIN)/python scripts/write_config_docs.py
