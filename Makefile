@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test unit integration lint typecheck bench docs clean
+.PHONY: run test unit integration faults lint typecheck bench docs clean
 
 $(STAMP): pyproject.toml helper_sdk/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q -m integration tests
+
+# Fault injection (docs/reliability.md): kills and outages under load; -s prints each scenario's line as it ends.
+faults: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m faults tests/faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

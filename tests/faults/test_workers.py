@@ -1,0 +1,173 @@
+"""Core workers killed, stopped and crashed under load: every accepted message answered once, in order.
+
+Real processes throughout (tests/integration/harness.py): gunicorn, Celery
+prefork core workers running the fault backend (a real-time echo that records
+its runs), a threaded io worker posting signed callbacks to a receiver.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tasks.celery_factory import create_celery
+from tasks.names import HANDLE_MESSAGE
+from tasks.settings import load_settings
+from tests.faults.fates import FateBook
+from tests.faults.traffic import (
+    FAULT_BACKEND,
+    Load,
+    child_pids,
+    report,
+    restart_worker,
+    runs_from_redis,
+    settle,
+    start_system,
+    wait_all_answered,
+)
+from tests.integration.harness import CallbackReceiver, RedisServer, System, wait_until
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+MakeSystem = Callable[..., System]
+
+
+def generating(redis_server: RedisServer, pids: set[int], timeout: float = 60) -> tuple[int, str]:
+    """(pid, text) of a generation in progress in one of ``pids``."""
+    found: list[tuple[int, str]] = []
+
+    def look() -> bool:
+        entries = [json.loads(raw) for raw in redis_server.client().lrange("faults:runs", 0, -1)]
+        ended = {(e["pid"], e["text"]) for e in entries if e["event"] == "end"}
+        found[:] = [(e["pid"], e["text"]) for e in entries
+                    if e["event"] == "start" and e["pid"] in pids and (e["pid"], e["text"]) not in ended]
+        return bool(found)
+
+    wait_until(look, timeout, "a generation in progress", 0.01)
+    return found[-1]
+
+
+def message_of(book: FateBook, text: str) -> str:
+    session, n = text.split(" #")
+    wait_until(lambda: len(book.accepted[session]) > int(n.split()[0]), 30, f"{text} to be accepted")
+    return book.accepted[session][int(n.split()[0])]
+
+
+def answered_at(callbacks: CallbackReceiver, message_id: str) -> float:
+    wait_until(lambda: bool(callbacks.for_message(message_id)), 120, f"the reply to {message_id}")
+    return callbacks.for_message(message_id)[0].received_at
+
+
+@pytest.mark.parametrize("target", ["child", "group"])
+def test_a_core_worker_killed_mid_generation_answers_every_message_once(
+    make_system: MakeSystem, callbacks: CallbackReceiver, clean_redis: RedisServer, target: str
+) -> None:
+    system = start_system(make_system(LLM_BACKEND=FAULT_BACKEND, FAULT_BACKEND_SECONDS="0.15"))
+    book = FateBook()
+    load = Load(system.base_url, book, callbacks.url, sessions=20, per_session=10).start()
+    load.wait_sent(60)
+    core = system.procs["core"]
+    assert core.popen is not None
+    pid, text = generating(clean_redis, set(child_pids(core.popen.pid)))
+    killed_at = time.time()
+    if target == "child":
+        import os
+        import signal
+
+        os.kill(pid, signal.SIGKILL)  # one prefork child: the parent sees it die and rejects its task
+    else:
+        core.kill()  # the whole worker (parent and children): its tasks wait in `unacked`
+        restart_worker(system, "core")
+    killed_id = message_of(book, text)
+    load.join()
+    wait_all_answered(book, [callbacks], 180, system.logs)
+    recovery = answered_at(callbacks, killed_id) - killed_at
+    tally = settle(book, [callbacks])
+    book.add_runs(runs_from_redis(clean_redis.client()))
+    tally = book.tally()
+    report(tally.line(f"kill-core-worker-{target}", f"killed mid-generation message answered {recovery:.1f}s after "
+                      f"SIGKILL (visibility timeout {system.env['VISIBILITY_TIMEOUT']}s)"))
+    assert tally.accepted == load.total and set(book.refused) == set()
+    assert tally.exactly_once, (tally, system.logs())
+    assert sum(1 for run in book.runs if run.label == text) >= 2  # it really was generated again
+
+
+def test_sigterm_to_every_worker_under_load_loses_and_repeats_nothing(
+    make_system: MakeSystem, callbacks: CallbackReceiver, clean_redis: RedisServer
+) -> None:
+    system = start_system(make_system(LLM_BACKEND=FAULT_BACKEND, FAULT_BACKEND_SECONDS="0.1"))
+    book = FateBook()
+    load = Load(system.base_url, book, callbacks.url, sessions=20, per_session=10).start()
+    load.wait_sent(50)
+    stopped_at = time.time()
+    for name in ("core", "io"):
+        system.procs[name].stop(timeout=30)  # SIGTERM to the process group, as a supervisor stops a service
+    warm = all(system.procs[n].popen.returncode is not None and system.procs[n].popen.returncode >= 0  # type: ignore[union-attr]
+               for n in ("core", "io"))
+    for name in ("core", "io"):
+        restart_worker(system, name)
+    load.join()
+    wait_all_answered(book, [callbacks], 180, system.logs)
+    recovery = time.time() - stopped_at
+
+    # Every task sent again after its message was answered (a redelivery): nothing more may reach anyone.
+    app = create_celery(load_settings(system.env))
+    for session, ids in book.accepted.items():
+        for message_id in ids:
+            app.send_task(HANDLE_MESSAGE, args=[message_id, f"api:{session}"])
+    tally = settle(book, [callbacks], quiet=5)
+    report(tally.line("sigterm-all-workers", f"warm shutdown {'clean' if warm else 'forced'}, all answered "
+                      f"{recovery:.1f}s after the stop; {tally.accepted} tasks re-sent after answering: 0 replies"))
+    assert tally.accepted == load.total and not book.refused
+    assert tally.exactly_once, (tally, system.logs())
+
+
+def test_a_poison_message_is_dead_lettered_after_max_attempts_while_other_sessions_flow(
+    make_system: MakeSystem, callbacks: CallbackReceiver, clean_redis: RedisServer
+) -> None:
+    system = start_system(make_system(LLM_BACKEND=FAULT_BACKEND, FAULT_BACKEND_SECONDS="0.05", MAX_ATTEMPTS="3"))
+    book = FateBook()
+    load = Load(system.base_url, book, callbacks.url, sessions=10, per_session=15, poison=[("s03", 4)]).start()
+    load.join()
+    wait_all_answered(book, [callbacks], 180, system.logs)
+    tally = settle(book, [callbacks])
+    poison_id = book.accepted["s03"][4]
+    poison_reply = callbacks.for_message(poison_id)[0].body
+    dead = [json.loads(raw) for raw in clean_redis.client().lrange("sb:deadletter", 0, -1)]
+    runs = [r for r in runs_from_redis(clean_redis.client()) if r.label == "s03 #4 POISON"]
+    report(tally.line("poison-message", f"poison run {len(runs)} times then failed "
+                      f"({tally.statuses.get('failed', 0)} failed, {tally.statuses.get('answered', 0)} answered), "
+                      f"dead-lettered: {dead[0]['reason'] if dead else 'no'}"))
+    assert tally.exactly_once, (tally, system.logs())
+    assert poison_reply["status"] == "failed" and tally.statuses == {"failed": 1, "answered": tally.accepted - 1}
+    assert len(runs) == 3  # MAX_ATTEMPTS crashes, then no more
+    assert [(d["kind"], d["message_id"]) for d in dead] == [("poison", poison_id)] and "attempts" in dead[0]["reason"]
+    later = book.accepted["s03"][5:]
+    assert all(callbacks.for_message(mid)[0].body["status"] == "answered" for mid in later)  # its session went on
+
+
+def test_one_busy_session_over_two_core_workers_one_killed_keeps_order_and_never_overlaps(
+    make_system: MakeSystem, callbacks: CallbackReceiver, clean_redis: RedisServer
+) -> None:
+    system = start_system(make_system(LLM_BACKEND=FAULT_BACKEND, FAULT_BACKEND_SECONDS="0.05"),
+                          core_workers=2, core_concurrency=1)
+    book = FateBook()
+    load = Load(system.base_url, book, callbacks.url, sessions=1, per_session=100).start()
+    load.wait_sent(25)
+    victim = system.procs["core"]
+    assert victim.popen is not None
+    killed_at = time.time()
+    victim.kill()  # one of the two workers, mid-stream; the other carries on alone
+    load.join()
+    wait_all_answered(book, [callbacks], 180, system.logs)
+    last = max(c.received_at for c in callbacks.received)
+    book.add_runs(runs_from_redis(clean_redis.client()))
+    tally = settle(book, [callbacks])
+    report(tally.line("one-session-100-kill-one-worker",
+                      f"{tally.overlapping_runs} overlapping runs over {len(book.runs)} runs, "
+                      f"last reply {last - killed_at:.1f}s after the kill"))
+    assert tally.accepted == 100 and not book.refused
+    assert tally.exactly_once and tally.overlapping_runs == 0, (tally, system.logs())
