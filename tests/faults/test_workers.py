@@ -35,15 +35,16 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 MakeSystem = Callable[..., System]
 
 
-def generating(redis_server: RedisServer, pids: set[int], timeout: float = 60) -> tuple[int, str]:
-    """(pid, text) of a generation in progress in one of ``pids``."""
+def generating(redis_server: RedisServer, pids: set[int], timeout: float = 60, last: str = "") -> tuple[int, str]:
+    """(pid, text) of a generation in progress in one of ``pids`` (whose text ends with ``last``)."""
     found: list[tuple[int, str]] = []
 
     def look() -> bool:
         entries = [json.loads(raw) for raw in redis_server.client().lrange("faults:runs", 0, -1)]
         ended = {(e["pid"], e["text"]) for e in entries if e["event"] == "end"}
         found[:] = [(e["pid"], e["text"]) for e in entries
-                    if e["event"] == "start" and e["pid"] in pids and (e["pid"], e["text"]) not in ended]
+                    if e["event"] == "start" and e["pid"] in pids and (e["pid"], e["text"]) not in ended
+                    and e["text"].endswith(last)]
         return bool(found)
 
     wait_until(look, timeout, "a generation in progress", 0.01)
@@ -65,13 +66,16 @@ def answered_at(callbacks: CallbackReceiver, message_id: str) -> float:
 def test_a_core_worker_killed_mid_generation_answers_every_message_once(
     make_system: MakeSystem, callbacks: CallbackReceiver, clean_redis: RedisServer, target: str
 ) -> None:
-    system = start_system(make_system(LLM_BACKEND=FAULT_BACKEND, FAULT_BACKEND_SECONDS="0.15"))
+    system = start_system(make_system(LLM_BACKEND=FAULT_BACKEND, FAULT_BACKEND_SECONDS="0.1"))
     book = FateBook()
-    load = Load(system.base_url, book, callbacks.url, sessions=20, per_session=10).start()
-    load.wait_sent(60)
+    # Paced below what two processes answer, so the recovery figure is the requeue's, not a backlog's.
+    load = Load(system.base_url, book, callbacks.url, sessions=20, per_session=10, pause=1.5).start()
+    load.wait_sent(20)
     core = system.procs["core"]
     assert core.popen is not None
-    pid, text = generating(clean_redis, set(child_pids(core.popen.pid)))
+    # The whole worker is killed while it answers the *last* message of a session, so no later message of
+    # that session can take over: only kombu's restore of the dead worker's unacked task brings it back.
+    pid, text = generating(clean_redis, set(child_pids(core.popen.pid)), last="" if target == "child" else "#9")
     killed_at = time.time()
     if target == "child":
         import os
@@ -88,8 +92,10 @@ def test_a_core_worker_killed_mid_generation_answers_every_message_once(
     tally = settle(book, [callbacks])
     book.add_runs(runs_from_redis(clean_redis.client()))
     tally = book.tally()
-    report(tally.line(f"kill-core-worker-{target}", f"killed mid-generation message answered {recovery:.1f}s after "
-                      f"SIGKILL (visibility timeout {system.env['VISIBILITY_TIMEOUT']}s)"))
+    rerun = min(run.start for run in book.runs if run.label == text and run.start > killed_at) - killed_at
+    report(tally.line(f"kill-core-worker-{target}", f"the message killed mid-generation ran again {rerun:.1f}s and "
+                      f"was answered {recovery:.1f}s after SIGKILL (visibility timeout "
+                      f"{system.env['VISIBILITY_TIMEOUT']}s)"))
     assert tally.accepted == load.total and set(book.refused) == set()
     assert tally.exactly_once, (tally, system.logs())
     assert sum(1 for run in book.runs if run.label == text) >= 2  # it really was generated again
