@@ -44,6 +44,7 @@ class Tally:
     duplicates: int
     order_inversions: int
     overlapping_runs: int
+    runs: int  # generations recorded (0: the scenario's backend does not record runs)
     unexpected: int  # replies for ids nobody was told were accepted (allowed: a cut-off request may still land)
     statuses: dict[str, int]
 
@@ -55,7 +56,7 @@ class Tally:
         """The summary line every scenario prints: ``faults: <name> 200/200 answered, 0 duplicates, ...``."""
         text = (f"faults: {scenario} {self.answered}/{self.accepted} answered, {self.duplicates} duplicates, "
                 f"{self.order_inversions} order inversions")
-        if self.overlapping_runs:
+        if self.runs:
             text += f", {self.overlapping_runs} overlapping runs"
         return f"{text}, {extra}" if extra else text
 
@@ -119,6 +120,7 @@ class FateBook:
                 duplicates=sum(n - 1 for mid, n in counts.items() if mid in known and n > 1),
                 order_inversions=sum(self._inversions(ids) for ids in self.accepted.values()),
                 overlapping_runs=overlapping_runs(self.runs),
+                runs=len(self.runs),
                 unexpected=sum(1 for mid in counts if mid not in known),
                 statuses=dict(statuses),
             )

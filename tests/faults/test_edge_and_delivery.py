@@ -33,7 +33,7 @@ def second_receiver(secret: str) -> Iterator[CallbackReceiver]:
 
 
 def test_the_edge_killed_under_load_never_gave_a_2xx_for_a_dropped_message(
-    make_system: MakeSystem, callbacks: CallbackReceiver
+    make_system: MakeSystem, callbacks: CallbackReceiver, clean_redis: RedisServer
 ) -> None:
     system = start_system(make_system(LLM_BACKEND=FAULT_BACKEND, EDGE_WORKERS="2"))
     book = FateBook()
@@ -46,7 +46,7 @@ def test_the_edge_killed_under_load_never_gave_a_2xx_for_a_dropped_message(
     back = time.time() - killed_at
     load.join()
     wait_all_answered(book, [callbacks], 180, system.logs)
-    tally = settle(book, [callbacks])
+    tally = settle(book, [callbacks], runs=clean_redis.client())
     report(tally.line("kill-edge", f"edge down {back:.1f}s: {book.refused.get('connection error', 0)} connection "
                       f"errors, {book.refused.get('503', 0)} 503s, 0 other answers"))
     assert set(book.refused) <= {"503", "connection error"} and book.refused["connection error"] > 0
@@ -54,7 +54,7 @@ def test_the_edge_killed_under_load_never_gave_a_2xx_for_a_dropped_message(
 
 
 def test_the_io_worker_killed_mid_delivery_delivers_every_reply(
-    make_system: MakeSystem, callbacks: CallbackReceiver
+    make_system: MakeSystem, callbacks: CallbackReceiver, clean_redis: RedisServer
 ) -> None:
     callbacks.delay = 0.3  # a slow receiver: the kill lands while POSTs are in flight
     system = start_system(make_system(LLM_BACKEND=FAULT_BACKEND))
@@ -68,7 +68,7 @@ def test_the_io_worker_killed_mid_delivery_delivers_every_reply(
     load.join()
     wait_all_answered(book, [callbacks], 180, system.logs)
     recovery = min(c.received_at for c in callbacks.received if c.received_at > killed_at) - killed_at
-    tally = settle(book, [callbacks])
+    tally = settle(book, [callbacks], runs=clean_redis.client())
     report(tally.line("kill-io-worker", f"first delivery {recovery:.1f}s after SIGKILL; {tally.duplicates} re-sent "
                       f"with the same webhook-id (their POSTs were in flight when the worker died; "
                       f"Standard Webhooks receivers drop them)"))
@@ -98,7 +98,7 @@ def test_a_callback_target_down_is_delivered_once_when_back_and_dead_lettered_pa
     up_at = time.time()
     wait_all_answered(book, [flaky], 120, system.logs)
     recovery = max(c.received_at for c in flaky.received) - up_at
-    tally = settle(book, [flaky])
+    tally = settle(book, [flaky], runs=clean_redis.client())
 
     client = clean_redis.client()
 

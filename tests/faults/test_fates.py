@@ -79,3 +79,9 @@ def test_the_summary_line_has_the_promised_shape() -> None:
     tally = book_with({"s1": ["a", "b"]}, ["a", "b"]).tally()
     line = tally.line("kill-core-worker", "recovered in 1.2s")
     assert line == "faults: kill-core-worker 2/2 answered, 0 duplicates, 0 order inversions, recovered in 1.2s"
+
+
+def test_the_summary_line_counts_overlapping_runs_when_runs_were_recorded() -> None:
+    book = book_with({"s1": ["a"]}, ["a"])
+    book.add_runs([Run("s1", "a", 0, 1)])
+    assert book.tally().line("x") == "faults: x 1/1 answered, 0 duplicates, 0 order inversions, 0 overlapping runs"

@@ -57,7 +57,7 @@ def test_redis_killed_and_restarted_with_aof_loses_nothing_accepted(
     load.join()
     wait_all_answered(book, [callbacks], 240, system.logs)
     recovery = max(c.received_at for c in callbacks.received) - restarted_at
-    tally = settle(book, [callbacks])
+    tally = settle(book, [callbacks], runs=own_redis.client())
     report(tally.line("redis-kill-restart-aof",
                       f"Redis down 5s: {refused_while_down.get('503', 0)} sends got 503, "
                       f"{refused_while_down.get('connection error', 0)} no answer, {accepted_while_down} got 2xx; "
@@ -84,7 +84,7 @@ def test_redis_frozen_past_the_socket_timeout_is_recovered_from_without_restarts
     load.join()
     wait_all_answered(book, [callbacks], 240, system.logs)
     after = sorted(c.received_at for c in callbacks.received if c.received_at > thawed_at)
-    tally = settle(book, [callbacks])
+    tally = settle(book, [callbacks], runs=own_redis.client())
     pids = {name: proc.popen.pid for name, proc in system.procs.items() if proc.popen is not None}
     alive = all(proc.popen is not None and proc.popen.poll() is None for proc in system.procs.values())
     report(tally.line("redis-sigstop", f"Redis frozen {frozen:.0f}s (socket timeout "
@@ -113,7 +113,7 @@ def test_messages_whose_tasks_were_lost_are_redriven_by_the_sweeper(
     restart_worker(system, "core")
     wait_all_answered(book, [callbacks], 180, system.logs)
     recovery = max(c.received_at for c in callbacks.received) - dropped_at
-    tally = settle(book, [callbacks])
+    tally = settle(book, [callbacks], runs=own_redis.client())
     report(tally.line("orphaned-inbox-sweeper", f"{lost} queued tasks deleted; all re-driven and answered "
                       f"{recovery:.1f}s later (SWEEP_INTERVAL 1s, SWEEP_AGE 3s)"))
     assert lost == load.total

@@ -89,9 +89,7 @@ def test_a_core_worker_killed_mid_generation_answers_every_message_once(
     load.join()
     wait_all_answered(book, [callbacks], 180, system.logs)
     recovery = answered_at(callbacks, killed_id) - killed_at
-    tally = settle(book, [callbacks])
-    book.add_runs(runs_from_redis(clean_redis.client()))
-    tally = book.tally()
+    tally = settle(book, [callbacks], runs=clean_redis.client())
     rerun = min(run.start for run in book.runs if run.label == text and run.start > killed_at) - killed_at
     report(tally.line(f"kill-core-worker-{target}", f"the message killed mid-generation ran again {rerun:.1f}s and "
                       f"was answered {recovery:.1f}s after SIGKILL (visibility timeout "
@@ -124,7 +122,7 @@ def test_sigterm_to_every_worker_under_load_loses_and_repeats_nothing(
     for session, ids in book.accepted.items():
         for message_id in ids:
             app.send_task(HANDLE_MESSAGE, args=[message_id, f"api:{session}"])
-    tally = settle(book, [callbacks], quiet=5)
+    tally = settle(book, [callbacks], quiet=5, runs=clean_redis.client())
     report(tally.line("sigterm-all-workers", f"warm shutdown {'clean' if warm else 'forced'}, all answered "
                       f"{recovery:.1f}s after the stop; {tally.accepted} tasks re-sent after answering: 0 replies"))
     assert tally.accepted == load.total and not book.refused
@@ -139,7 +137,7 @@ def test_a_poison_message_is_dead_lettered_after_max_attempts_while_other_sessio
     load = Load(system.base_url, book, callbacks.url, sessions=10, per_session=15, poison=[("s03", 4)]).start()
     load.join()
     wait_all_answered(book, [callbacks], 180, system.logs)
-    tally = settle(book, [callbacks])
+    tally = settle(book, [callbacks], runs=clean_redis.client())
     poison_id = book.accepted["s03"][4]
     poison_reply = callbacks.for_message(poison_id)[0].body
     dead = [json.loads(raw) for raw in clean_redis.client().lrange("sb:deadletter", 0, -1)]
@@ -170,10 +168,8 @@ def test_one_busy_session_over_two_core_workers_one_killed_keeps_order_and_never
     load.join()
     wait_all_answered(book, [callbacks], 180, system.logs)
     last = max(c.received_at for c in callbacks.received)
-    book.add_runs(runs_from_redis(clean_redis.client()))
-    tally = settle(book, [callbacks])
+    tally = settle(book, [callbacks], runs=clean_redis.client())
     report(tally.line("one-session-100-kill-one-worker",
-                      f"{tally.overlapping_runs} overlapping runs over {len(book.runs)} runs, "
-                      f"last reply {last - killed_at:.1f}s after the kill"))
+                      f"{tally.runs} runs, last reply {last - killed_at:.1f}s after the kill"))
     assert tally.accepted == 100 and not book.refused
     assert tally.exactly_once and tally.overlapping_runs == 0, (tally, system.logs())

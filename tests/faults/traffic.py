@@ -128,11 +128,14 @@ def wait_all_answered(book: FateBook, receivers: Iterable[CallbackReceiver], tim
         raise AssertionError(f"{len(missing)} accepted messages never answered, e.g. {missing[:5]}\n{logs()}") from None
 
 
-def settle(book: FateBook, receivers: Iterable[CallbackReceiver], quiet: float = 3.0) -> Tally:
-    """Wait ``quiet`` seconds for late duplicates, then count."""
+def settle(book: FateBook, receivers: Iterable[CallbackReceiver], quiet: float = 3.0,
+           runs: redis.Redis | None = None) -> Tally:
+    """Wait ``quiet`` seconds for late duplicates, then count (with the fault backend's runs from ``runs``)."""
     time.sleep(quiet)
     for receiver in receivers:
         collect_replies(book, receiver)
+    if runs is not None:
+        book.add_runs(runs_from_redis(runs))
     return book.tally()
 
 
