@@ -8,6 +8,8 @@ its runs), a threaded io worker posting signed callbacks to a receiver.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Callable
 
@@ -16,7 +18,7 @@ import pytest
 from tasks.celery_factory import create_celery
 from tasks.names import HANDLE_MESSAGE
 from tasks.settings import load_settings
-from tests.faults.fates import FateBook
+from tests.faults.fates import FateBook, overlapping_runs
 from tests.faults.traffic import (
     FAULT_BACKEND,
     Load,
@@ -78,9 +80,6 @@ def test_a_core_worker_killed_mid_generation_answers_every_message_once(
     pid, text = generating(clean_redis, set(child_pids(core.popen.pid)), last="" if target == "child" else "#9")
     killed_at = time.time()
     if target == "child":
-        import os
-        import signal
-
         os.kill(pid, signal.SIGKILL)  # one prefork child: the parent sees it die and rejects its task
     else:
         core.kill()  # the whole worker (parent and children): its tasks wait in `unacked`
@@ -173,3 +172,40 @@ def test_one_busy_session_over_two_core_workers_one_killed_keeps_order_and_never
                       f"{tally.runs} runs, last reply {last - killed_at:.1f}s after the kill"))
     assert tally.accepted == 100 and not book.refused
     assert tally.exactly_once and tally.overlapping_runs == 0, (tally, system.logs())
+
+
+def test_a_core_worker_frozen_past_its_lease_cannot_write_over_its_successor(
+    make_system: MakeSystem, callbacks: CallbackReceiver, clean_redis: RedisServer
+) -> None:
+    """SIGSTOP (a long GC pause, a swapped-out VM) freezes a worker mid-generation for longer than its session
+    lease: another worker takes the session over and answers; when the frozen one wakes up, its fenced
+    writes are refused, so the reply is neither lost nor sent twice."""
+    # A stalled worker keeps the session's waiting (countdown) tasks in its memory, where no other worker
+    # sees them until the visibility timeout; the io workers' sweeper is what hands the session on sooner.
+    system = start_system(make_system(LLM_BACKEND=FAULT_BACKEND, FAULT_BACKEND_SECONDS="1",
+                                      SWEEP_INTERVAL="1", SWEEP_AGE="4"),
+                          core_workers=2, core_concurrency=1)
+    book = FateBook()
+    # One session, so the other worker's only work is to take it over once the frozen worker's lease expired.
+    load = Load(system.base_url, book, callbacks.url, sessions=1, per_session=20, pause=0.2).start()
+    frozen = system.procs["core"]
+    assert frozen.popen is not None
+    _pid, text = generating(clean_redis, set(child_pids(frozen.popen.pid)))
+    frozen.signal_group(signal.SIGSTOP)
+    stopped_at = time.time()
+    time.sleep(3 * float(system.env["SESSION_LOCK_SECONDS"]))
+    frozen.signal_group(signal.SIGCONT)
+    load.join()
+    wait_all_answered(book, [callbacks], 180, system.logs)
+    frozen_id = message_of(book, text)
+    answered = answered_at(callbacks, frozen_id) - stopped_at
+    tally = settle(book, [callbacks], runs=clean_redis.client())
+    refused = frozen.log().count("lease lost")
+    frozen_run = [r for r in book.runs if r.label == text and r.start < stopped_at]
+    others = [r for r in book.runs if r not in frozen_run]
+    report(tally.line("sigstop-core-worker", f"worker frozen {3 * float(system.env['SESSION_LOCK_SECONDS']):.0f}s "
+                      f"mid-generation (lease {system.env['SESSION_LOCK_SECONDS']}s): the sweeper handed the session "
+                      f"on and its message was answered {answered:.1f}s after the freeze; every overlap is the frozen "
+                      f"run against its successor's, whose write the fence refused on waking ({refused} refused)"))
+    assert tally.accepted == load.total and not tally.lost and tally.duplicates == 0, (tally, system.logs())
+    assert tally.order_inversions == 0 and overlapping_runs(others) == 0 and refused >= 1
