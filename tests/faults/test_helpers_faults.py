@@ -84,6 +84,6 @@ def test_a_helper_hanging_then_dead_then_back_gets_graceful_replies_and_recovers
                       f"circuit {circuit_after_hang} after the hang; converter 36/36 right throughout; "
                       f"circuit closed {closed_after:.1f}s after the helper came back, then 12/12 right"))
     assert tally.accepted == 72 and tally.exactly_once, (tally, system.logs())
-    assert graceful == 24 and circuit_after_hang == "open"
+    assert graceful == 24 and circuit_after_hang in ("open", "half-open")  # tripped (half-open once reset time passed)
     assert all("Result of converter.convert_units" in t for phase_ in (hung, dead, back) for t in texts(phase_, "conv"))
     assert all(str(6 * (n + 7)) in t for s, ts in back.items() if s.startswith("calc") for n, t in enumerate(ts))
