@@ -37,8 +37,10 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 MakeSystem = Callable[..., System]
 
 
-def generating(redis_server: RedisServer, pids: set[int], timeout: float = 60, last: str = "") -> tuple[int, str]:
-    """(pid, text) of a generation in progress in one of ``pids`` (whose text ends with ``last``)."""
+def generating(redis_server: RedisServer, pids: set[int], fresh: float, timeout: float = 60, last: str = ""
+               ) -> tuple[int, str]:
+    """(pid, text) of a generation in one of ``pids`` (text ending with ``last``) that started less than ``fresh``
+    seconds ago, so it is still running when the caller strikes."""
     found: list[tuple[int, str]] = []
 
     def look() -> bool:
@@ -46,7 +48,7 @@ def generating(redis_server: RedisServer, pids: set[int], timeout: float = 60, l
         ended = {(e["pid"], e["text"]) for e in entries if e["event"] == "end"}
         found[:] = [(e["pid"], e["text"]) for e in entries
                     if e["event"] == "start" and e["pid"] in pids and (e["pid"], e["text"]) not in ended
-                    and e["text"].endswith(last)]
+                    and e["text"].endswith(last) and e["at"] > time.time() - fresh]
         return bool(found)
 
     wait_until(look, timeout, "a generation in progress", 0.01)
@@ -77,13 +79,14 @@ def test_a_core_worker_killed_mid_generation_answers_every_message_once(
     system = start_system(make_system(LLM_BACKEND=FAULT_BACKEND, FAULT_BACKEND_SECONDS="0.1", **TARGETS[target]))
     book = FateBook()
     # Paced below what two processes answer, so the recovery figure is the requeue's, not a backlog's.
-    load = Load(system.base_url, book, callbacks.url, sessions=20, per_session=10, pause=1.5).start()
+    load = Load(system.base_url, book, callbacks.url, sessions=20, per_session=10, pause=2.5).start()
     load.wait_sent(20)
     core = system.procs["core"]
     assert core.popen is not None
     # The whole worker is killed while it answers the *last* message of a session, so no later message of
     # that session can take over: only kombu's restore of the dead worker's unacked task brings it back.
-    pid, text = generating(clean_redis, set(child_pids(core.popen.pid)), last="" if target == "child" else "#9")
+    pid, text = generating(clean_redis, set(child_pids(core.popen.pid)), 0.03,
+                           last="" if target == "child" else "#9")
     killed_at = time.time()
     if target == "child":
         os.kill(pid, signal.SIGKILL)  # one prefork child: the parent sees it die and rejects its task
@@ -168,7 +171,7 @@ def test_one_busy_session_over_two_core_workers_one_killed_keeps_order_and_never
     load = Load(system.base_url, book, callbacks.url, sessions=1, per_session=100).start()
     load.wait_sent(25)
     children = {pid: name for name in ("core", "core2") for pid in child_pids(system.procs[name].popen.pid)}  # type: ignore[union-attr]
-    pid, text = generating(clean_redis, set(children))  # whichever worker holds the session right now
+    pid, text = generating(clean_redis, set(children), 0.02)  # whichever worker holds the session right now
     victim = children[pid]
     killed_at = time.time()
     system.procs[victim].kill()  # mid-generation, mid-stream; the other worker carries on alone
@@ -201,7 +204,7 @@ def test_a_core_worker_frozen_past_its_lease_cannot_write_over_its_successor(
     load = Load(system.base_url, book, callbacks.url, sessions=1, per_session=20, pause=0.2).start()
     frozen = system.procs["core"]
     assert frozen.popen is not None
-    _pid, text = generating(clean_redis, set(child_pids(frozen.popen.pid)))
+    _pid, text = generating(clean_redis, set(child_pids(frozen.popen.pid)), 0.3)
     frozen.signal_group(signal.SIGSTOP)
     stopped_at = time.time()
     time.sleep(3 * float(system.env["SESSION_LOCK_SECONDS"]))
