@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import fakeredis
 import pytest
 
 from tests.faults.fates import FateBook, Run, overlapping_runs
+from tests.faults.traffic import runs_from_redis
 
 
 def book_with(sent: dict[str, list[str]], replies: list[str]) -> FateBook:
@@ -85,3 +89,13 @@ def test_the_summary_line_counts_overlapping_runs_when_runs_were_recorded() -> N
     book = book_with({"s1": ["a"]}, ["a"])
     book.add_runs([Run("s1", "a", 0, 1)])
     assert book.tally().line("x") == "faults: x 1/1 answered, 0 duplicates, 0 order inversions, 0 overlapping runs"
+
+
+def test_run_records_pair_into_runs_and_a_killed_run_stays_open() -> None:
+    client = fakeredis.FakeRedis()
+    for event, text, pid, at in [("start", "s1 #0", 10, 1.0), ("end", "s1 #0", 10, 2.0),
+                                 ("start", "s1 #1", 11, 3.0),  # its process was killed here
+                                 ("start", "s1 #1", 12, 5.0), ("end", "s1 #1", 12, 6.0)]:
+        client.rpush("faults:runs", json.dumps({"event": event, "text": text, "pid": pid, "at": at}))
+    runs = sorted(runs_from_redis(client), key=lambda r: r.start)
+    assert runs == [Run("s1", "s1 #0", 1.0, 2.0), Run("s1", "s1 #1", 3.0, None), Run("s1", "s1 #1", 5.0, 6.0)]
