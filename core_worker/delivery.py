@@ -104,6 +104,9 @@ class Deliverer:
             return Outcome.DUPLICATE, "already delivered or dead-lettered"
         if position:
             return Outcome.WAIT, f"{position} earlier replies of the session go first"
+        # The head's task is alive until its next retry is due at the latest; past that the sweeper re-sends it.
+        alive_seconds = int(self.settings.delivery_backoff_max + self.settings.delivery_timeout) + 5
+        self.redis.set(self.keys.delivery_alive(reply.message_id), "1", ex=alive_seconds)
         claim_key = self.keys.delivery_claim(reply.message_id)
         claim_seconds = int(self.settings.delivery_timeout * 3) + 1
         if not self.redis.set(claim_key, "1", nx=True, ex=claim_seconds):

@@ -258,6 +258,10 @@ class SessionProcessor:
         self._deliver(_failure_reply(envelope, reason))
         self.sessions.pop(lease, record.message_id)
 
+    def redeliver(self, record: MessageRecord) -> None:
+        """Send the delivery of a finished message again (the sweeper, for an outbox head that lost its task)."""
+        self._hand_over(record)
+
     def _hand_over(self, record: MessageRecord) -> None:
         """Re-send the delivery of a message finished before a crash (delivery is idempotent)."""
         envelope = Envelope.from_dict(record.envelope)

@@ -57,7 +57,9 @@ def test_the_io_worker_killed_mid_delivery_delivers_every_reply(
     make_system: MakeSystem, callbacks: CallbackReceiver, clean_redis: RedisServer
 ) -> None:
     callbacks.delay = 0.3  # a slow receiver: the kill lands while POSTs are in flight
-    system = start_system(make_system(LLM_BACKEND=FAULT_BACKEND))
+    # A delivery task the kill loses (kombu pops a task before it records it as unacknowledged) is re-sent by
+    # the sweeper: short sweep settings so that happens within the scenario.
+    system = start_system(make_system(LLM_BACKEND=FAULT_BACKEND, SWEEP_INTERVAL="1", SWEEP_AGE="5"))
     book = FateBook()
     load = Load(system.base_url, book, callbacks.url, sessions=20, per_session=10).start()
     wait_until(lambda: len(callbacks.received) >= 40, 120, "40 replies")
