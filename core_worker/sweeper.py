@@ -82,6 +82,8 @@ class Sweeper(threading.Thread):
                 continue
             log.warning("reply %s lost its delivery task: sending it again", mid)
             self.redeliver(record)
+            # Counts as an attempt: a head only queued behind a backlog is not re-sent at every pass.
+            self.redis.set(self.keys.delivery_alive(mid), "1", ex=max(1, int(self.age)))
             resent.append(mid)
         return resent
 

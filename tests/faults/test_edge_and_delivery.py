@@ -74,8 +74,8 @@ def test_the_io_worker_killed_mid_delivery_delivers_every_reply(
     recovery = min(c.received_at for c in callbacks.received if c.received_at > killed_at) - killed_at
     tally = settle(book, [callbacks], runs=clean_redis.client())
     swept = system.procs["io"].log().count("lost its delivery task")
-    report(tally.line("kill-io-worker", f"first delivery {recovery:.1f}s after SIGKILL; {swept} lost delivery tasks "
-                      f"re-sent by the sweeper; {tally.duplicates} replies re-sent "
+    report(tally.line("kill-io-worker", f"first delivery {recovery:.1f}s after SIGKILL; the sweeper re-sent {swept} "
+                      f"outbox heads without a live task; {tally.duplicates} replies re-sent "
                       f"with the same webhook-id (their POSTs were in flight when the worker died; "
                       f"Standard Webhooks receivers drop them)"))
     assert tally.accepted == load.total and not tally.lost and tally.order_inversions == 0, (tally, system.logs())

@@ -64,4 +64,5 @@ def test_an_outbox_head_whose_delivery_task_was_lost_is_sent_again(
     assert sweeper.sweep_outboxes(now=time.time() + 120) == []  # a worker is posting it right now
     fake_redis.delete(keys.delivery_claim(env.message_id))
     assert sweeper.sweep_outboxes(now=time.time() + 120) == [env.message_id]
+    assert sweeper.sweep_outboxes(now=time.time() + 120) == []  # not again at every pass
     assert resent == [env.message_id]
