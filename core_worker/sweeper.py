@@ -80,7 +80,7 @@ class Sweeper(threading.Thread):
             record = self.messages.get(mid)
             if record is None or record.status not in TERMINAL or now - record.updated_at < self.age:
                 continue
-            log.warning("reply %s lost its delivery task: sending it again", mid)
+            log.warning("outbox head %s has no live delivery task: sending it again", mid)
             self.redeliver(record)
             # Counts as an attempt: a head only queued behind a backlog is not re-sent at every pass.
             self.redis.set(self.keys.delivery_alive(mid), "1", ex=max(1, int(self.age)))

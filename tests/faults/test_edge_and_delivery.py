@@ -73,7 +73,7 @@ def test_the_io_worker_killed_mid_delivery_delivers_every_reply(
     wait_all_answered(book, [callbacks], 180, system.logs)
     recovery = min(c.received_at for c in callbacks.received if c.received_at > killed_at) - killed_at
     tally = settle(book, [callbacks], runs=clean_redis.client())
-    swept = system.procs["io"].log().count("lost its delivery task")
+    swept = system.procs["io"].log().count("has no live delivery task")
     report(tally.line("kill-io-worker", f"first delivery {recovery:.1f}s after SIGKILL; the sweeper re-sent {swept} "
                       f"outbox heads without a live task; {tally.duplicates} replies re-sent "
                       f"with the same webhook-id (their POSTs were in flight when the worker died; "
