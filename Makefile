@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test unit integration lint typecheck bench docs clean
+.PHONY: run test unit integration faults lint typecheck bench docs clean
 
 # llama-cpp-python compiles llama.cpp with -march=native.  On CPUs that report AMX (Sapphire Rapids and
 # later) inside VMs that do not enable AMX tile state, its AMX kernels crash every quantized model
@@ -32,6 +32,10 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q -m integration tests
+
+# Fault injection (docs/reliability.md): kills and outages under load; -s prints each scenario's line as it ends.
+faults: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m faults tests/faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -51,13 +51,16 @@ class Outcome(enum.Enum):
     DEAD = "dead"
 
 
-# One round trip to decide whether this worker posts the reply now.
-# KEYS: outbox, claim;  ARGV: message_id, claim seconds
+# One round trip to decide whether this worker posts the reply now.  An attempt at the head also marks its
+# task alive until its next retry is due at the latest; past that the sweeper re-sends it (a task lost with
+# its io worker).
+# KEYS: outbox, claim, alive;  ARGV: message_id, claim seconds, alive seconds
 # -> -1 not in the outbox (done), -2 another worker holds the claim, 0 claimed, n>0 earlier replies first
 _CLAIM = """
 local position = redis.call('LPOS', KEYS[1], ARGV[1])
 if not position then return -1 end
 if position > 0 then return position end
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[3])
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 0 end
 return -2
 """
@@ -122,7 +125,9 @@ class Deliverer:
             return Outcome.DUPLICATE, "no callback URL"
         keys = [self.keys.session_outbox(reply.session_id), self.keys.delivery_claim(reply.message_id)]
         claim_seconds = int(self.settings.delivery_timeout * 3) + 1
-        position = int(self._claim(keys=keys, args=[reply.message_id, claim_seconds]))
+        alive_seconds = int(self.settings.delivery_backoff_max + self.settings.delivery_timeout) + 5
+        position = int(self._claim(keys=[*keys, self.keys.delivery_alive(reply.message_id)],
+                                   args=[reply.message_id, claim_seconds, alive_seconds]))
         if position == -1:
             return Outcome.DUPLICATE, "already delivered or dead-lettered"
         if position == -2:

@@ -256,6 +256,13 @@ class SessionProcessor:
             delivery=self._delivery(_failure_reply(envelope, reason)),
         )
 
+    def redeliver(self, record: MessageRecord) -> None:
+        """Queue the delivery of a finished message again (the sweeper, for an outbox head that lost its task):
+        a plain LPUSH of the task message is all kombu's publish does."""
+        task = self._hand_over(record)
+        if task is not None:
+            self.messages.redis.lpush(task.queue, task.payload)
+
     def _hand_over(self, record: MessageRecord) -> QueuedTask | None:
         """The delivery of a finished message still in the inbox, queued again (delivery is idempotent)."""
         envelope = Envelope.from_dict(record.envelope)

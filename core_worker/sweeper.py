@@ -8,6 +8,14 @@ messages waiting (a set kept by the admission and pop scripts) and send a
 new task for any whose lease is free and whose head has not moved for
 ``SWEEP_AGE`` seconds.  A redundant task is harmless: it finds the message
 done, or waits its turn.
+
+Replies have the same gap: a delivery task lost with its io worker (kombu
+pops a task, then records it as unacknowledged in a second round trip) would
+leave its reply at the head of the session's outbox for good, and every
+later reply of the session waiting behind it.  So the sweeper also re-sends
+the delivery of an outbox head that nobody is posting (no claim) and no task
+has attempted lately (no ``alive`` key, refreshed by every attempt), once its
+record is ``SWEEP_AGE`` old.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from collections.abc import Callable
 import redis
 
 from tasks.keys import Keys
-from tasks.messages import MessageStore
+from tasks.messages import TERMINAL, MessageRecord, MessageStore
 
 __all__ = ["Sweeper"]
 
@@ -30,10 +38,11 @@ log = logging.getLogger(__name__)
 class Sweeper(threading.Thread):
     def __init__(
         self, client: redis.Redis, keys: Keys, messages: MessageStore, kick: Callable[[str, str], None], *,
-        interval: float, age: float,
+        interval: float, age: float, redeliver: Callable[[MessageRecord], None] = lambda _record: None,
     ) -> None:
         super().__init__(name="session-sweeper", daemon=True)
         self.redis, self.keys, self.messages, self.kick = client, keys, messages, kick
+        self.redeliver = redeliver
         self.interval, self.age = interval, age
         self.stopped = threading.Event()
 
@@ -57,9 +66,31 @@ class Sweeper(threading.Thread):
             kicked.append(sid)
         return kicked
 
+    def sweep_outboxes(self, now: float | None = None) -> list[str]:
+        """Re-send the delivery of outbox heads whose task was lost; returns their message ids."""
+        now = time.time() if now is None else now
+        resent = []
+        for key in self.redis.scan_iter(match=self.keys.outbox_pattern, count=500):
+            head = self.redis.lindex(str(key), 0)
+            if head is None:
+                continue
+            mid = str(head)
+            if self.redis.exists(self.keys.delivery_claim(mid), self.keys.delivery_alive(mid)):
+                continue
+            record = self.messages.get(mid)
+            if record is None or record.status not in TERMINAL or now - record.updated_at < self.age:
+                continue
+            log.warning("outbox head %s has no live delivery task: sending it again", mid)
+            self.redeliver(record)
+            # Counts as an attempt: a head only queued behind a backlog is not re-sent at every pass.
+            self.redis.set(self.keys.delivery_alive(mid), "1", ex=max(1, int(self.age)))
+            resent.append(mid)
+        return resent
+
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
             try:
                 self.sweep_once()
+                self.sweep_outboxes()
             except Exception:
                 log.warning("sweep failed", exc_info=True)

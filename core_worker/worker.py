@@ -70,7 +70,7 @@ def _start_io_threads(sender: Any, **_: Any) -> None:
         rt = runtime()
         HelperQueueSync(sender, rt.helpers, settings.helper_sync_interval).start()
         Sweeper(rt.redis, rt.keys, rt.messages, rt.resume, interval=settings.sweep_interval,
-                age=settings.sweep_age).start()
+                age=settings.sweep_age, redeliver=rt.processor.redeliver).start()
 
 
 @worker_process_init.connect

@@ -52,6 +52,15 @@ class Keys:
     def delivery_claim(self, message_id: str) -> str:
         return f"{self.prefix}:deliver:{message_id}:claim"
 
+    def delivery_alive(self, message_id: str) -> str:
+        """Set by each attempt at an outbox head: its delivery task is alive (the sweeper leaves it alone)."""
+        return f"{self.prefix}:deliver:{message_id}:alive"
+
+    @property
+    def outbox_pattern(self) -> str:
+        """SCAN pattern of every session's outbox (the sweeper looks for heads that lost their task)."""
+        return f"{self.prefix}:session:{{*}}:outbox"
+
     # helpers
     @property
     def helpers(self) -> str:

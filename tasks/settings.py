@@ -116,7 +116,7 @@ class Settings:
     session_lock_seconds: float = _setting(
         15.0, "SESSION_LOCK_SECONDS",
         "Lease of a worker on a session, renewed every third of it while it works; a stalled holder loses it "
-        "after this (a dead one on the same host at once).",
+        "after this (a dead one on the same host at once). Below `VISIBILITY_TIMEOUT`.",
     )
     session_retry_seconds: float = _setting(
         0.5, "SESSION_RETRY_SECONDS", "How soon a message waiting behind its session's busy worker is tried again."
@@ -487,6 +487,10 @@ class Settings:
             )
         if self.session_lock_seconds < 1:
             raise SettingsError("SESSION_LOCK_SECONDS must be at least 1")
+        if self.session_lock_seconds >= self.visibility_timeout:
+            # A waiting message's task retries with a countdown of up to SESSION_LOCK_SECONDS; kombu restores a
+            # countdown task still held past the visibility timeout, so each wait would double its tasks.
+            raise SettingsError("SESSION_LOCK_SECONDS must stay below VISIBILITY_TIMEOUT")
         if self.helper_max_timeout * (self.helper_retries + 1) >= self.visibility_timeout:
             raise SettingsError("HELPER_MAX_TIMEOUT x (HELPER_RETRIES + 1) must stay below VISIBILITY_TIMEOUT")
         if self.delivery_backoff_max >= self.visibility_timeout:

@@ -119,6 +119,7 @@ class CallbackReceiver:
 
     secret: str
     status: int = 200
+    delay: float = 0.0  # seconds between recording a callback and answering it (a slow receiver)
     received: list[Callback] = field(default_factory=list)
     rejected: int = 0
 
@@ -139,12 +140,15 @@ class CallbackReceiver:
                 if receiver.status < 300:
                     with lock:
                         receiver.received.append(Callback(headers["webhook-id"], json.loads(raw), time.time()))
+                if receiver.delay:
+                    time.sleep(receiver.delay)
                 self._answer(receiver.status)
 
             def _answer(self, status: int) -> None:
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                with contextlib.suppress(OSError):  # the sender may have died meanwhile (fault tests kill it)
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
 
             def log_message(self, *args: object) -> None:
                 pass

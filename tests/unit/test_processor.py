@@ -226,3 +226,16 @@ def test_a_parked_message_is_looked_at_again_only_at_its_deadline(
     message_store.admit(ask)
     processor.run(ask.session_id, ask.message_id)
     assert processor.retry_delay(ask.session_id, ask.message_id) > 1.0  # deadline is seconds away
+
+
+def test_redeliver_queues_the_delivery_of_a_finished_message_again(
+    processor: SessionProcessor, message_store: MessageStore, delivered: QueuedDeliveries
+) -> None:
+    env = envelope()
+    message_store.admit(env)
+    assert processor.run(env.session_id, env.message_id)
+    record = message_store.get(env.message_id)
+    assert record is not None and len(delivered) == 1
+    processor.redeliver(record)  # the sweeper, for an outbox head whose task was lost
+    assert [d["message_id"] for d in delivered] == [env.message_id, env.message_id]
+    assert delivered[1]["text"] == delivered[0]["text"]

@@ -29,6 +29,16 @@ def test_time_limits_must_stay_below_the_visibility_timeout() -> None:
         load_settings({"VISIBILITY_TIMEOUT": "100"})
 
 
+def test_session_retry_countdowns_must_stay_below_the_visibility_timeout() -> None:
+    """A waiting task's countdown reaches SESSION_LOCK_SECONDS; past the visibility timeout kombu restores it
+    while its worker still holds it, and both copies go on retrying (found by the fault suite's review)."""
+    limits = {"TASK_SOFT_TIME_LIMIT": "8", "TASK_TIME_LIMIT": "10", "VISIBILITY_TIMEOUT": "12",
+              "HELPER_MAX_TIMEOUT": "3", "DELIVERY_BACKOFF_MAX": "2"}
+    with pytest.raises(SettingsError, match="SESSION_LOCK_SECONDS"):
+        load_settings({**limits, "SESSION_LOCK_SECONDS": "15"})
+    assert load_settings({**limits, "SESSION_LOCK_SECONDS": "3"}).session_lock_seconds == 3
+
+
 def test_secret_must_be_in_whsec_form() -> None:
     with pytest.raises(SettingsError, match="whsec_"):
         load_settings({"SWITCHBOARD_SECRET": "plain"})

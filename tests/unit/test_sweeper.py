@@ -6,6 +6,7 @@ import fakeredis
 
 from core_worker.sessions import SessionStore
 from core_worker.sweeper import Sweeper
+from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
 from tasks.messages import MessageStore
 from tests.factories import envelope
@@ -38,3 +39,33 @@ def test_a_drained_session_leaves_the_pending_set(
     sessions.finish(lease, env.message_id, status="answered", field="reply", value="{}")
     sessions.pop(lease, env.message_id)
     assert fake_redis.smembers(keys.pending_sessions) == set()
+
+
+def test_an_outbox_head_whose_delivery_task_was_lost_is_sent_again(
+    fake_redis: fakeredis.FakeRedis, keys: Keys, message_store: MessageStore
+) -> None:
+    """Found by the fault suite (kill-io-worker): a delivery task lost with its io worker left its reply at the
+    head of the outbox for good, and every later reply of the session spinning behind it."""
+    resent: list[str] = []
+    sweeper = Sweeper(fake_redis, keys, message_store, lambda m, s: None, interval=1, age=60,
+                      redeliver=lambda record: resent.append(record.message_id))
+    env = envelope(session_id="api:a")
+    message_store.admit(env)
+    sessions = SessionStore(fake_redis, keys, lease_seconds=30, session_ttl=60, status_ttl=60, max_turns=2)
+    lease = sessions.acquire("api:a")
+    assert lease is not None
+    # Answered, its delivery task queued and the head popped, in one step; then the task is lost.
+    sessions.finish(lease, env.message_id, status="answered", field="reply", value='{"text": "hi"}',
+                    delivery=QueuedTask("deliver", "{}"))
+    fake_redis.delete("deliver")
+
+    assert sweeper.sweep_outboxes() == []  # just answered: its delivery task is on its way
+    fake_redis.set(keys.delivery_alive(env.message_id), "1")
+    assert sweeper.sweep_outboxes(now=time.time() + 120) == []  # a task is retrying it
+    fake_redis.delete(keys.delivery_alive(env.message_id))
+    fake_redis.set(keys.delivery_claim(env.message_id), "1")
+    assert sweeper.sweep_outboxes(now=time.time() + 120) == []  # a worker is posting it right now
+    fake_redis.delete(keys.delivery_claim(env.message_id))
+    assert sweeper.sweep_outboxes(now=time.time() + 120) == [env.message_id]
+    assert sweeper.sweep_outboxes(now=time.time() + 120) == []  # not again at every pass
+    assert resent == [env.message_id]
