@@ -13,9 +13,14 @@ NO_AMX     := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 CMAKE_ARGS ?= -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
 export CMAKE_ARGS
 
+# Built first, from source and bypassing pip's wheel cache: a cached wheel (built earlier without these flags, or on
+# another CPU) would be reused whatever CMAKE_ARGS says.  tests/integration/test_quantized_models.py catches a bad one.
+LLAMA_SPEC = $(shell grep -o '"llama-cpp-python[^"]*"' pyproject.toml | tr -d '"')
+
 $(STAMP): pyproject.toml helper_sdk/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel
+	$(BIN)/pip install --quiet --no-cache-dir '$(LLAMA_SPEC)'
 	$(BIN)/pip install --quiet -e '.[dev]' -e ./helper_sdk -e ./examples/helpers/wordcount_helper
 	touch $(STAMP)
 
