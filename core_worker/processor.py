@@ -93,7 +93,6 @@ class SessionProcessor:
         if lease.head is None:
             return self.sessions.release(lease, message_id) is None
         budget_end = time.monotonic() + self.settings.task_soft_time_limit / 2
-        position: int | None = 0
         try:
             with LeaseKeeper(self.sessions, lease, self.settings.session_lock_seconds / 3):
                 head: str | None = lease.head
@@ -129,7 +128,7 @@ class SessionProcessor:
         is parked waiting for a helper or a conversion (the session waits too; their tasks resume it)."""
         bind_message(message_id, lease.session_id)  # log lines name the message being answered (tasks/logs.py)
         record = self.messages.get(message_id)
-        if record is None:  # expired, or rolled back by an edge that answered 503
+        if record is None:  # expired (older than STATUS_TTL_SECONDS)
             log.warning("dropping unknown message %s from session %s", message_id, lease.session_id)
             return self.sessions.pop(lease, message_id)
         if record.status in TERMINAL:  # finished by an older version that popped separately, or replayed
