@@ -146,12 +146,25 @@ class Deliverer:
             self._record(reply.message_id, keys, fields)
 
     def _record(self, message_id: str, keys: list[str], fields: dict[str, str]) -> None:
-        """Leave the outbox iff finished, note the outcome on the record, release the claim: one round trip."""
+        """Leave the outbox iff finished, note the outcome on the record, release the claim: one round trip.
+
+        Retried for up to ``DELIVERY_TIMEOUT`` while Redis does not answer: a POST that reached the receiver
+        but was never recorded is posted again later (found by the fault suite: Redis frozen right after
+        the POST), and an unreleased claim holds the retries back until it expires."""
         args: list[str | int] = [message_id, "1" if fields else "0", self.messages.status_ttl, repr(time.time())]
         for name, value in fields.items():
             args += [name, value]
-        record = self.keys.message(message_id)
-        self._settle_script(keys=[*keys, record, self.keys.message_events(message_id)], args=args)
+        keys = [*keys, self.keys.message(message_id), self.keys.message_events(message_id)]
+        deadline = time.monotonic() + self.settings.delivery_timeout
+        while True:
+            try:
+                self._settle_script(keys=keys, args=args)
+                return
+            except redis.RedisError:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("recording the delivery of %s failed; trying again", message_id, exc_info=True)
+                time.sleep(0.5)
 
     def _post(self, reply: Reply, url: str) -> tuple[Outcome, str]:
         if not self.settings.switchboard_secret:

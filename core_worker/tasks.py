@@ -42,7 +42,13 @@ def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
     def deliver_reply(self: Task, payload: dict) -> str:
         """POST a reply to its callback; retried with backoff until delivered or too old."""
         rt = runtime()
-        outcome, detail = rt.deliverer.attempt(payload)
+        try:
+            outcome, detail = rt.deliverer.attempt(payload)
+        except redis.RedisError as exc:  # the outbox and claim make a retry safe; failing would lose the task
+            log.warning("delivery of %s: %s; will retry", payload.get("message_id"), exc)
+            s = rt.settings
+            raise self.retry(countdown=backoff_delay(self.request.retries, s.delivery_backoff_base,
+                                                     s.delivery_backoff_max)) from exc
         reply_outcome(payload, outcome)
         if outcome is Outcome.WAIT:
             raise self.retry(countdown=rt.settings.session_retry_seconds)

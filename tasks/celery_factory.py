@@ -47,6 +47,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_timeout": settings.redis_connect_timeout,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
+        # A task's own retry is a publish: with Celery's default (3 tries, ~1 s) a Redis restart of a few
+        # seconds made it fail, the task was rejected and its message waited for the sweeper (fault suite,
+        # redis-kill-restart-aof: 145 s).  ~15 s of tries rides out a restart.
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {"max_retries": 10, "interval_start": 0, "interval_step": 0.5,
+                                      "interval_max": 2},
         "task_serializer": "json",
         "accept_content": ["json"],
         "result_serializer": "json",

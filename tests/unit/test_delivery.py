@@ -4,9 +4,11 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import fakeredis
 import pytest
+import redis
 
 from core_worker.delivery import Deliverer, Outcome, backoff_delay
 from tasks.deadletters import DeadLetters
@@ -129,3 +131,22 @@ def test_backoff_grows_exponentially_with_full_jitter_and_a_cap() -> None:
     assert backoff_delay(3, 1.0, 60.0, rng=lambda: 1.0) == 8.0
     assert backoff_delay(30, 1.0, 60.0, rng=lambda: 1.0) == 60.0
     assert backoff_delay(3, 1.0, 60.0, rng=lambda: 0.5) == 4.0
+
+
+def test_a_delivery_redis_could_not_record_at_first_is_recorded_not_posted_again(
+    deliverer: Deliverer, receiver: Receiver, fake_redis: fakeredis.FakeRedis, outbox: str
+) -> None:
+    """Found by the fault suite (redis-sigstop): Redis froze between the POST and its bookkeeping; the task
+    died, the claim stayed, and the reply was posted again minutes later by the sweeper."""
+    settle, failures = deliverer._settle_script, [redis.TimeoutError("frozen"), redis.TimeoutError("frozen")]
+
+    def flaky(**kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return settle(**kwargs)
+
+    deliverer._settle_script = flaky  # type: ignore[assignment]
+    assert deliverer.attempt(payload(receiver.url))[0] is Outcome.DELIVERED
+    assert failures == [] and fake_redis.llen(outbox) == 0
+    assert deliverer.attempt(payload(receiver.url))[0] is Outcome.DUPLICATE
+    assert len(receiver.requests) == 1
