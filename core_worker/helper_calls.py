@@ -5,6 +5,10 @@ consumed by io workers, so a slow or dead helper only ever holds up its own
 calls.  The core never waits for it: it parks the message and this task,
 once it has a result or an error, records it on the message and sends
 ``core.handle_message`` again (chain back, no ``.get()``).
+
+What an answer means (a result, the helper's refusal of this input, or the
+helper failing) is decided in helper_answers.py; only failures are retried
+and counted against the circuit.
 """
 
 from __future__ import annotations
@@ -16,9 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
-
 from core_worker.delivery import backoff_delay
+from core_worker.helper_answers import Verdict, judge
 from tasks import metrics
 from tasks.helpers import HelperRegistry
 from tasks.messages import MessageStore
@@ -30,7 +33,7 @@ __all__ = ["HelperCaller", "call_deadline"]
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_STATUS = frozenset({408, 425, 429, 502, 503, 504})
+TRIAL_MARGIN_SECONDS = 5.0  # a half-open trial is held this long past its call's timeout
 
 
 def call_deadline(settings: Settings, timeout: float, now: float) -> float:
@@ -56,13 +59,15 @@ class HelperCaller:
         name, capability_name = call["helper"], call["capability"]
         helper = self.registry.get(name)
         if helper is None or (capability := helper.capability(capability_name)) is None:
-            self._finish_now(message_id, session_id, call, error=f"the {name} helper is not registered")
+            unknown = Verdict("failed", error=f"the {name} helper is not registered")
+            self._finish_now(message_id, session_id, call, unknown)
             return None
-        if not self.registry.allow_call(name):
-            self._finish_now(message_id, session_id, call, error="circuit open")
+        timeout = min(capability.timeout or self.settings.helper_timeout, self.settings.helper_max_timeout)
+        # The one place a call is let through the circuit (and, half-open, where the single trial is claimed).
+        if not self.registry.allow_call(name, call["call_id"], trial_seconds=timeout + TRIAL_MARGIN_SECONDS):
+            self._finish_now(message_id, session_id, call, Verdict("failed", error="circuit open"))
             return None
 
-        timeout = min(capability.timeout or self.settings.helper_timeout, self.settings.helper_max_timeout)
         body = json.dumps({
             "input": call["arguments"],
             "context": {"call_id": call["call_id"], "message_id": message_id, "session_id": session_id,
@@ -70,54 +75,38 @@ class HelperCaller:
         })
         headers = sign_headers(helper.secret, call["call_id"], body)
         started = time.perf_counter()
-        retryable = False
-        error: str | None
         try:
             result = post(self.policy, f"{helper.url.rstrip('/')}/invoke/{capability_name}", body.encode(), headers,
                           timeout=timeout, max_response_bytes=self.settings.max_reply_bytes)
         except BlockedURL as exc:
-            error = f"helper URL refused: {exc}"
+            verdict = Verdict("failed", error=f"helper URL refused: {exc}")
         except OutboundError as exc:
-            error, retryable = f"unreachable: {exc}", True
+            verdict = Verdict("failed", error=f"unreachable: {exc}", retryable=True)
         else:
-            elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-            if 200 <= result.status < 300:
-                output, error = self._output(result.body, capability.output_schema)
-                if error is None:
-                    metrics.observe("switchboard_helper_call_seconds", elapsed_ms / 1000, helper=name, outcome="ok")
-                    self.registry.record_success(name)
-                    self._finish_now(message_id, session_id, call, output=output, duration_ms=elapsed_ms)
-                    return None
-            else:
-                error = f"HTTP {result.status}: {result.body[:200].decode('utf-8', 'replace')}"
-                retryable = result.status in RETRYABLE_STATUS or result.status >= 500
-                # A helper that has just (re-)registered may not hold its new secret yet: one more try.
-                retryable = retryable or (result.status == 401 and retries == 0)
-        error = error or "failed"
-        metrics.observe("switchboard_helper_call_seconds", time.perf_counter() - started, helper=name, outcome="error")
-        circuit = self.registry.record_failure(name, error)
+            verdict = judge(result.status, result.body, capability.output_schema, first_try=retries == 0)
+        elapsed = time.perf_counter() - started
+        metrics.observe("switchboard_helper_call_seconds", elapsed, helper=name,
+                        outcome="error" if verdict.outcome == "failed" else verdict.outcome)
+        if verdict.outcome != "failed":  # a result, or the helper's own refusal of this input: it works
+            self.registry.record_success(name, refused=verdict.outcome == "refused")
+            if verdict.outcome == "refused":
+                log.info("call %s to %s.%s refused its input: %s", call["call_id"], name, capability_name,
+                         verdict.error)
+            self._finish_now(message_id, session_id, call, verdict, round(elapsed * 1000, 1))
+            return None
+        error = verdict.error or "failed"
+        may_retry = verdict.retryable and retries < self.settings.helper_retries
+        circuit = self.registry.record_failure(name, error) if verdict.counts or not may_retry else "closed"
         log.warning("call %s to %s.%s failed (%s): %s", call["call_id"], name, capability_name, circuit, error)
-        if retryable and circuit != "open" and retries < self.settings.helper_retries:
+        if may_retry and circuit != "open":
             return backoff_delay(retries, self.settings.helper_backoff_base, timeout) + 0.05
-        self._finish_now(message_id, session_id, call, error=f"the {name} helper failed: {error}")
+        self._finish_now(message_id, session_id, call, Verdict("failed", error=f"the {name} helper failed: {error}"))
         return None
-
-    @staticmethod
-    def _output(raw: bytes, schema: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-        try:
-            output = json.loads(raw)["output"]
-            jsonschema.validate(output, schema)
-        except (ValueError, KeyError, TypeError) as exc:
-            return {}, f"answered without a JSON 'output': {exc}"
-        except jsonschema.ValidationError as exc:
-            return {}, f"output does not match its schema: {exc.message}"
-        return output, None
 
     def _finish_now(
-        self, message_id: str, session_id: str, call: dict[str, Any], *,
-        output: dict[str, Any] | None = None, error: str | None = None, duration_ms: float = 0.0,
+        self, message_id: str, session_id: str, call: dict[str, Any], verdict: Verdict, duration_ms: float = 0.0,
     ) -> None:
-        result = {"output": output, "error": error, "duration_ms": duration_ms}
+        result = {"output": verdict.output, "error": verdict.error, "outcome": verdict.outcome,
+                  "duration_ms": duration_ms}
         if self.messages.complete_call(message_id, call["call_id"], result):
             self.resume(message_id, session_id)
-        return None

@@ -1,20 +1,26 @@
 """Deciding whether a message needs a helper, and turning a helper's result into a reply.
 
 ``decide`` returns one of: a call to make, a text to reply directly (a
-mistyped command), or nothing (the model answers on its own).  ``compose``
-turns a finished call into the reply: the helper's own text for
-direct-reply capabilities, the model's answer given the output otherwise,
-and a graceful notice when the helper failed.
+mistyped command), or nothing (the model answers on its own).  ``admit``
+says whether a decided call may go out now: not while the helper's circuit
+is open, not past the sender's helper-call budget.  The processor then
+turns the call's result into the reply (``call_outcome`` and the texts
+below): the helper's own text for direct-reply capabilities, the model's
+answer given the output otherwise; the helper's refusal of the input in its
+own words; a graceful notice when the helper failed; "slow down" past the
+budget.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core_worker.helper_limits import HelperCallLimit
 from core_worker.llm import ChatMessage, LLMBackend
 from core_worker.routing import (
     ToolCall,
@@ -29,7 +35,17 @@ from core_worker.routing import (
 from tasks.helpers import Capability, HelperRegistry
 from tasks.schemas import Envelope
 
-__all__ = ["Decision", "HelperFlow", "result_note", "unavailable_text"]
+__all__ = [
+    "Decision",
+    "HelperFlow",
+    "call_outcome",
+    "failure_text",
+    "refusal_note",
+    "refused_text",
+    "result_note",
+    "slow_down_text",
+    "unavailable_text",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +63,41 @@ def unavailable_text(helper: str) -> str:
     return f"Sorry, the {helper} helper is unavailable right now, so I can't do that at the moment. Please try later."
 
 
+def refused_text(helper: str, message: str) -> str:
+    """The helper's refusal of this input, in its own words: "The calculator couldn't do that: division by zero."."""
+    message = message.strip()
+    return f"The {helper} couldn't do that: {message}{'' if message.endswith(('.', '!', '?', '…')) else '.'}"
+
+
+def slow_down_text(retry_after: int) -> str:
+    wait = f"{retry_after} seconds" if retry_after < 120 else f"{math.ceil(retry_after / 60)} minutes"
+    return f"You are asking my helpers too often. Please slow down and try again in about {wait}."
+
+
 def result_note(qualified: str, output: dict[str, Any]) -> str:
     return f"[Result of {qualified}: {json.dumps(output, ensure_ascii=False)}]\nUse this result to answer."
+
+
+def refusal_note(qualified: str, message: str) -> str:
+    return (f"[{qualified} could not do this: {message}]\n"
+            "Tell the person it could not be done and why, in a sentence.")
+
+
+def call_outcome(result: dict[str, Any]) -> str:
+    """``ok``, ``refused``, ``limited`` or ``failed`` (results recorded before outcomes existed: by their error)."""
+    if outcome := result.get("outcome"):
+        return str(outcome)
+    return "failed" if result.get("error") or result.get("output") is None else "ok"
+
+
+def failure_text(helper: str, result: dict[str, Any]) -> str:
+    """The reply to a call that gave no output, when no model phrases it."""
+    outcome = call_outcome(result)
+    if outcome == "refused":
+        return refused_text(helper, str(result.get("error") or "it refused the request"))
+    if outcome == "limited":
+        return slow_down_text(int(result.get("retry_after") or 60))
+    return unavailable_text(helper)
 
 
 @dataclass
@@ -57,9 +106,23 @@ class HelperFlow:
     llm: Callable[[], LLMBackend]
     system_prompt: str
     max_tokens: int
+    limit: HelperCallLimit | None = None
 
     def capabilities(self) -> list[Capability]:
         return [c for helper in self.registry.all() for c in helper.capabilities]
+
+    def admit(self, envelope: Envelope, call: ToolCall) -> dict[str, Any] | None:
+        """None when the call may be made now; else the result to answer with at once (no call is made).
+
+        Only a peek at the circuit: the call task claims the half-open trial itself, so it is claimed once.
+        """
+        if self.registry.circuit(call.capability.helper) == "open":
+            return {"output": None, "error": "circuit open", "outcome": "failed", "duration_ms": 0}
+        retry_after = self.limit.hit(envelope.channel, envelope.sender) if self.limit else None
+        if retry_after is not None:
+            return {"output": None, "error": "too many helper calls from this sender", "outcome": "limited",
+                    "retry_after": retry_after, "duration_ms": 0}
+        return None
 
     def decide(self, envelope: Envelope) -> Decision:
         capabilities = self.capabilities()

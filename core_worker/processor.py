@@ -26,7 +26,7 @@ from typing import Any
 
 from core_worker.conversation import build_messages
 from core_worker.helper_calls import call_deadline
-from core_worker.helper_flow import Decision, HelperFlow, result_note, unavailable_text
+from core_worker.helper_flow import Decision, HelperFlow, call_outcome, failure_text, refusal_note, result_note
 from core_worker.llm import LLMBackend
 from core_worker.llm.base import chat_with_progress
 from core_worker.routing import ToolCall
@@ -144,7 +144,8 @@ class SessionProcessor:
         try:
             if record.stage == "awaiting_helper" and record.call:  # the helper never answered in time
                 self.messages.complete_call(message_id, record.call["call_id"],
-                                            {"output": None, "error": "timed out", "duration_ms": 0})
+                                            {"output": None, "error": "timed out", "outcome": "failed",
+                                             "duration_ms": 0})
                 record = self.messages.get(message_id) or record
             if record.stage == "converting":  # the conversion never finished: say so instead of waiting forever
                 reply = self._reply(envelope, CONVERT_TIMEOUT_TEXT)
@@ -155,11 +156,12 @@ class SessionProcessor:
             else:
                 decision = self.helpers.decide(envelope) if self.helpers else Decision()
                 if decision.call is not None:
-                    if self.helpers and self.helpers.registry.allow_call(decision.call.capability.helper):
+                    answered = self.helpers.admit(envelope, decision.call) if self.helpers else None
+                    if answered is None:
                         self._park(lease, envelope, decision.call)
                         return None
-                    reply, turns = self._compose(envelope, history, _call_json(decision.call, "", 0.0),
-                                                 {"output": None, "error": "circuit open", "duration_ms": 0}, lease)
+                    reply, turns = self._compose(envelope, history, _call_json(decision.call, "", 0.0), answered,
+                                                 lease)
                 elif decision.text is not None:
                     reply = self._reply(envelope, decision.text)
                     turns = (Turn("user", envelope.text, message_id), Turn("assistant", reply.text, message_id))
@@ -205,14 +207,17 @@ class SessionProcessor:
                   "input": call.get("arguments"), "output": result.get("output"), "error": result.get("error"),
                   "duration_ms": result.get("duration_ms", 0)}
         tool_turn = Turn("tool", json.dumps(record, ensure_ascii=False), mid)
-        output = result.get("output")
-        if result.get("error") or output is None:
-            reply = self._reply(envelope, unavailable_text(call["helper"]))
-        elif call.get("reply") == "direct":
+        output, outcome = result.get("output") or {}, call_outcome(result)
+        qualified, direct = f"{call['helper']}.{call['capability']}", call.get("reply") == "direct"
+        if outcome == "ok" and direct:
             reply = self._reply(envelope, str(output.get("text", "")))
-        else:
-            reply = self._answer(envelope, history, extra=result_note(f"{call['helper']}.{call['capability']}", output),
+        elif outcome == "ok":
+            reply = self._answer(envelope, history, extra=result_note(qualified, output), lease=lease)
+        elif outcome == "refused" and not direct:  # the model tells the person, given the helper's own message
+            reply = self._answer(envelope, history, extra=refusal_note(qualified, str(result.get("error"))),
                                  lease=lease)
+        else:
+            reply = self._reply(envelope, failure_text(call["helper"], result))
         return reply, (Turn("user", envelope.text, mid), tool_turn, Turn("assistant", reply.text, mid))
 
     def _reply(self, envelope: Envelope, text: str) -> Reply:

@@ -12,6 +12,7 @@ from celery import Celery
 from core_worker.delivery import Deliverer
 from core_worker.helper_calls import HelperCaller
 from core_worker.helper_flow import HelperFlow
+from core_worker.helper_limits import HelperCallLimit
 from core_worker.llm import BackendConfig, LLMBackend, load_backend
 from core_worker.llm_metrics import instrument, last_generation
 from core_worker.partial_delivery import PartialPoster
@@ -81,7 +82,8 @@ class CoreRuntime:
         self.processor = SessionProcessor(
             settings=settings, keys=self.keys, messages=self.messages, sessions=self.sessions,
             llm=self.llm, deliver=self.delivery_task, dead_letters=self.dead_letters,
-            helpers=HelperFlow(self.helpers, self.llm, settings.system_prompt, settings.llm_max_tokens),
+            helpers=HelperFlow(self.helpers, self.llm, settings.system_prompt, settings.llm_max_tokens,
+                               limit=HelperCallLimit(settings, self.redis)),
             call_helper=self.send_helper_call,
             partials=PartialPublisher(self.redis, self.keys, interval=settings.stream_interval_seconds,
                                       first_chars=settings.stream_first_chars, send_partial=self.send_partial),

@@ -7,16 +7,21 @@ helper disappears from routing and a heartbeat gets 404, telling the helper
 to register again.
 
 Circuit breaker per helper: ``closed`` (calls flow) -> ``open`` after
-``CIRCUIT_FAILURE_THRESHOLD`` consecutive failures (calls are refused and the
-person gets a graceful reply) -> ``half-open`` once ``CIRCUIT_RESET_SECONDS``
-passed (one trial call; success closes, failure re-opens).
+``CIRCUIT_FAILURE_THRESHOLD`` consecutive failures *of the helper* (calls are
+refused and the person gets a graceful reply) -> ``half-open`` once
+``CIRCUIT_RESET_SECONDS`` passed (exactly one trial call, claimed by the call
+itself; success closes, failure re-opens).  A helper refusing an input (its
+own answer about that input, see core_worker/helper_answers.py) is a working
+helper: it closes the circuit like a success and never counts as a failure.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,6 +193,7 @@ def _record(raw: dict[str, str], health: dict[str, str], circuit: CircuitState) 
             "consecutive_failures": int(health.get("consecutive", 0)),
             "recent_failures": int(health.get("failures", 0)),
             "calls": int(health.get("calls", 0)),
+            "refused_calls": int(health.get("refused", 0)),
             "last_error": health.get("last_error") or None,
         },
     )
@@ -266,21 +272,37 @@ class HelperRegistry:
             return "closed"
         return "half-open" if now - opened_at >= self.reset_seconds else "open"
 
-    def allow_call(self, name: str) -> bool:
-        """False while the circuit is open; in half-open, one caller at a time gets a trial."""
+    def circuit(self, name: str) -> CircuitState:
+        """The circuit's state, without claiming anything (the core answers at once while it is open)."""
         health: dict[str, str] = self.redis.hgetall(self.keys.helper_health(name))  # type: ignore[assignment]
-        state = self._circuit(health, time.time())
+        return self._circuit(health, time.time())
+
+    def allow_call(self, name: str, call_id: str = "", trial_seconds: float | None = None) -> bool:
+        """False while the circuit is open; in half-open, exactly one call gets the trial.
+
+        The trial belongs to ``call_id``: that call's own re-try is let through again, any other call is
+        refused.  It is held for ``trial_seconds`` (the call's timeout and a margin; default
+        CIRCUIT_RESET_SECONDS), so a trial lost with its worker is given to another call after that.
+        """
+        state = self.circuit(name)
         if state == "closed":
             return True
         if state == "open":
             return False
         trial_key = f"{self.keys.helper_health(name)}:trial"
-        return bool(self.redis.set(trial_key, "1", nx=True, ex=max(1, int(self.reset_seconds))))
+        owner = call_id or uuid.uuid4().hex
+        ttl = max(1, math.ceil(trial_seconds if trial_seconds is not None else self.reset_seconds))
+        if self.redis.set(trial_key, owner, nx=True, ex=ttl):
+            return True
+        return bool(call_id) and self.redis.get(trial_key) == call_id
 
-    def record_success(self, name: str) -> None:
+    def record_success(self, name: str, *, refused: bool = False) -> None:
+        """The helper answered as its contract says: a result, or (``refused``) its own refusal of the input."""
         key = self.keys.helper_health(name)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hincrby(key, "calls", 1)
+        if refused:
+            pipe.hincrby(key, "refused", 1)
         pipe.hset(key, mapping={"consecutive": 0, "opened_at": 0})
         pipe.delete(f"{key}:trial")
         pipe.expire(key, 7 * 24 * 3600)

@@ -97,6 +97,11 @@ class Settings:
         "60/minute", "RATE_LIMIT_SENDER",
         "Messages per provider sender (phone number, chat user, mail address), counted after the signature check.",
     )
+    rate_limit_helper_calls: str = _setting(
+        "30/minute", "RATE_LIMIT_HELPER_CALLS",
+        "Helper calls per sender (channel + sender), all helpers together, counted by the core before a call "
+        "is made; past it that person is told to slow down and no call is made.",
+    )
     rate_limit_strategy: str = _setting(
         "fixed-window", "RATE_LIMIT_STRATEGY",
         "`fixed-window` (one Redis round trip per bucket), `sliding-window-counter` or `moving-window`.",

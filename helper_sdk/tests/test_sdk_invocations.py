@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 from marshmallow import Schema, fields, post_load
 
-from helper_sdk import Helper, InvocationContext
+from helper_sdk import Helper, HelperError, InvocationContext
 from helper_sdk.testing import HelperClient, new_secret, signed_invocation
 from sdk_sample_helper import MODES
 
@@ -180,6 +180,42 @@ def test_a_helper_error_is_answered_with_its_status(sample_client: HelperClient)
     response = sample_client.invoke("behave", {"mode": "helper_error"})
     assert response.status_code == 404
     assert response.json == {"error": "no such city", "fields": {"city": ["unknown"]}}
+
+
+def test_a_helper_error_from_a_schema_hook_is_answered_like_one_from_the_capability() -> None:
+    class Expression(Schema):
+        text = fields.String(required=True)
+
+        @post_load
+        def parse(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+            if data["text"] == "1/0":
+                raise HelperError("division by zero", fields={"text": ["cannot divide by zero"]})
+            return data
+
+    helper = Helper("h")
+    helper.capability(input_schema=Expression, output_schema={"type": "object"}, name="go", description="d")(
+        lambda data, context: {}
+    )
+    response = HelperClient(helper).invoke("go", {"text": "1/0"})
+    assert (response.status_code, response.json) == (
+        422, {"error": "division by zero", "fields": {"text": ["cannot divide by zero"]}})
+
+
+def test_every_helper_error_gets_the_error_body_the_core_reads() -> None:
+    helper = Helper("h")
+    errors = iter([HelperError(""), HelperError("two\nlines", status=409), HelperError("odd", fields={"n": {1, 2}})])
+
+    @helper.capability(input_schema={"type": "object"}, output_schema={"type": "object"}, name="go", description="d")
+    def go(data: dict[str, Any], context: InvocationContext) -> dict[str, Any]:
+        raise next(errors)
+
+    client = HelperClient(helper)
+    answers = [client.invoke("go", {}) for _ in range(3)]
+    assert [(a.status_code, a.json) for a in answers] == [
+        (422, {"error": "the helper could not do that"}),  # never an empty message for a person
+        (409, {"error": "two lines"}),  # one line
+        (422, {"error": "odd", "fields": {"n": "{1, 2}"}}),  # fields that are not JSON are sent as text
+    ]
 
 
 def test_unavailable_is_a_503_with_retry_after(sample_client: HelperClient) -> None:

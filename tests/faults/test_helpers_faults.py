@@ -1,4 +1,5 @@
 """A helper hanging, then dead, then back: timeouts, its circuit, graceful replies, recovery; others unaffected.
+One sender flooding a helper with input it refuses: the helper stays available to everyone else.
 
 Real helper processes (the SDK's CLI under gunicorn, as in
 tests/integration/test_helpers.py); the scripted backend makes the routing
@@ -87,3 +88,34 @@ def test_a_helper_hanging_then_dead_then_back_gets_graceful_replies_and_recovers
     assert graceful == 24 and circuit_after_hang in ("open", "half-open")  # tripped (half-open once reset time passed)
     assert all("Result of converter.convert_units" in t for phase_ in (hung, dead, back) for t in texts(phase_, "conv"))
     assert all(str(6 * (n + 7)) in t for s, ts in back.items() if s.startswith("calc") for n, t in enumerate(ts))
+
+
+def test_one_sender_flooding_a_helper_with_bad_input_leaves_it_working_for_everyone_else(
+    system: System, helpers: Helpers, callbacks: CallbackReceiver
+) -> None:
+    """40 refused inputs from one sender while 4 others use the same helper: the circuit stays closed."""
+    helpers.start("calculator", CALCULATOR)
+    book = FateBook()
+    flood = Load(system.base_url, book, callbacks.url, sessions=1, per_session=40, prefix="flood-",
+                 text_for=lambda _session, _n: "/calculate 1/0")
+    others = Load(system.base_url, book, callbacks.url, sessions=4, per_session=3, prefix="calc-", text_for=ask)
+    flood.start()
+    others.start()
+    flood.join()
+    others.join()
+    wait_all_answered(book, [callbacks], 180, system.logs)
+    tally = settle(book, [callbacks])
+    replies = {s: [callbacks.for_message(mid)[0].body["text"] for mid in ids] for s, ids in book.accepted.items()}
+    right = sum(str(6 * (n + 7)) in t for s, ts in replies.items() if s.startswith("calc") for n, t in enumerate(ts))
+    refused = sum(t == "The calculator couldn't do that: division by zero." for t in replies["flood-00"])
+    slowed = sum(t.startswith("You are asking my helpers too often") for t in replies["flood-00"])
+    health = helpers.listed()["calculator"]["health"]
+    report(tally.line("helper-bad-input-flood", f"one sender floods a helper with bad input: other senders answered "
+                      f"{right}/12; the flooder got {refused} refusals in the helper's words and {slowed} "
+                      f"slow-downs (RATE_LIMIT_HELPER_CALLS={system.env.get('RATE_LIMIT_HELPER_CALLS', '30/minute')}); "
+                      f"circuit {health['circuit']}, {health['consecutive_failures']} consecutive failures"))
+    assert tally.accepted == 52 and tally.exactly_once, (tally, system.logs())
+    assert right == 12, replies
+    # 30 calls a minute per sender by default: the rest of the flood never reaches the helper.
+    assert refused >= 30 and refused + slowed == 40, replies["flood-00"]
+    assert health["circuit"] == "closed" and health["consecutive_failures"] == 0

@@ -1,7 +1,14 @@
-"""A helper used only by the integration tests: it reads a text file by URL (the attachment route)."""
+"""Helpers used only by the integration tests.
+
+- ``helper`` (fileinfo) reads a text file by URL (the attachment route);
+- ``flaky`` fails with 500 for as many calls as a file says, then works (the circuit's whole cycle).
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -25,3 +32,30 @@ def read(data: dict[str, Any], context: InvocationContext) -> dict[str, Any]:
     if response.status_code != 200:
         raise HelperError(f"could not fetch the file: HTTP {response.status_code}", status=422)
     return {"text": f"{data.get('name') or 'the file'} has {len(response.text.split())} words"}
+
+
+# -- flaky: answers 500 while its call count is at most the number in $FLAKY_DIR/fail_until, then works ------
+flaky = Helper("flaky", description="Fails on purpose for a while, then works", version="1.0.0")
+_calls_lock = threading.Lock()
+
+ECHO_IN = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+
+
+def flaky_calls(directory: Path) -> int:
+    """How many calls the flaky helper has received (each one appends a line)."""
+    path = directory / "calls"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@flaky.capability(name="echo", input_schema=ECHO_IN, output_schema=OUT, reply="direct")
+def echo(data: dict[str, Any], context: InvocationContext) -> dict[str, Any]:
+    """Say the text back, with the number of this call."""
+    directory = Path(os.environ["FLAKY_DIR"])
+    with _calls_lock:
+        with (directory / "calls").open("a") as calls:
+            calls.write(f"{context.call_id}\n")
+        number = flaky_calls(directory)
+    fail_until = directory / "fail_until"
+    if number <= (int(fail_until.read_text()) if fail_until.exists() else 0):
+        raise RuntimeError(f"failing on purpose (call {number})")  # the SDK answers 500
+    return {"text": f"{data['text']} (call {number})"}

@@ -24,11 +24,14 @@ import pytest
 import requests
 
 from tests.integration.harness import BIN, ROOT, Proc, RedisServer, System, free_port, wait_until
+from tests.integration.helper_apps import flaky_calls
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "test-registration-token"
 SCRIPTED = "tests.integration.scripted_backend:factory"
+CALCULATOR, CONVERTER = "examples/helpers/calculator.py:helper", "examples/helpers/converter.py:helper"
+DIVISION_BY_ZERO = "The calculator couldn't do that: division by zero."
 MakeSystem = Callable[..., System]
 
 
@@ -39,15 +42,21 @@ class Helpers:
         self.system, self.cli = system, cli
         self.procs: dict[str, Proc] = {}
 
-    def start(self, name: str, target: str, port: int | None = None, cli: Path | None = None) -> Proc:
+    def start(
+        self, name: str, target: str, port: int | None = None, cli: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Proc:
         port = port or free_port()
         argv = [str(cli or self.cli), "run", target, "--port", str(port), "--core-url", self.system.base_url,
                 "--token", TOKEN]
-        env = {**self.system.env, "PYTHONPATH": str(ROOT)}
+        env = {**self.system.env, "PYTHONPATH": str(ROOT), **(env or {})}
         env.pop("PORT", None)
         proc = self.procs[name] = Proc(f"helper-{name}", argv, env, self.system.log_dir)
         proc.port = port  # type: ignore[attr-defined]
         self.wait_listed(name)
+        # Listed once the core stored the registration; the helper holds its secret a moment later.
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()["registered"], 30,
+                   f"helper {name} to hold its secret", 0.05)
         return proc
 
     def listed(self) -> dict[str, Any]:
@@ -56,6 +65,10 @@ class Helpers:
 
     def wait_listed(self, name: str, timeout: float = 30) -> None:
         wait_until(lambda: name in self.listed(), timeout, f"helper {name} to register", 0.1)
+
+    def health(self, name: str) -> dict[str, Any]:
+        health: dict[str, Any] = self.listed()[name]["health"]
+        return health
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -136,6 +149,93 @@ def test_a_dead_helper_opens_its_circuit_gets_a_graceful_reply_and_comes_back(
     helpers.start("calculator", "examples/helpers/calculator.py:helper", port=calculator.port)  # type: ignore[attr-defined]
     wait_until(lambda: helpers.listed()["calculator"]["health"]["circuit"] == "closed", 30, "a fresh circuit")
     assert "4" in ask(system, "/calculate 2 + 2", user="e")["reply"]["text"]
+
+
+def test_a_refused_input_is_answered_with_the_helpers_own_message(system: System, helpers: Helpers) -> None:
+    helpers.start("calculator", CALCULATOR)
+    helpers.start("converter", CONVERTER)
+    assert ask(system, "/calculate 1/0")["reply"]["text"] == DIVISION_BY_ZERO  # reply: direct, typed as a command
+    routed = ask(system, "compute: 2 ** 10000000", user="bob")  # reply: direct, the model chose the calculator
+    assert routed["reply"]["text"] == "The calculator couldn't do that: the result is too large."
+    composed = ask(system, "please convert 5 km to kg", user="carol")["reply"]["text"]  # reply: model
+    # The scripted model echoes what it was given: the helper's own message, to answer with.
+    assert "converter.convert_units could not do this: cannot convert length (km) to mass (kg)" in composed
+    assert "unavailable" not in composed
+    calculator, converter = helpers.health("calculator"), helpers.health("converter")
+    # Not retried (HELPER_RETRIES=1 would make 4 calls), not counted against the circuit.
+    assert (calculator["calls"], calculator["refused_calls"], calculator["consecutive_failures"]) == (2, 2, 0)
+    assert (converter["calls"], converter["refused_calls"]) == (1, 1)
+    assert calculator["circuit"] == converter["circuit"] == "closed"
+
+
+def test_ten_refused_inputs_from_one_user_leave_the_circuit_closed_for_everyone(
+    system: System, helpers: Helpers
+) -> None:
+    helpers.start("calculator", CALCULATOR)
+    posted = [system.post(user="mallory", text="/calculate 1/0") for _ in range(10)]
+    assert [r.status_code for r in posted] == [202] * 10
+    replies = [system.status(r.json()["message_id"], wait=30)["reply"]["text"] for r in posted]
+    assert replies == [DIVISION_BY_ZERO] * 10
+    health = helpers.health("calculator")
+    assert (health["circuit"], health["consecutive_failures"], health["refused_calls"]) == ("closed", 0, 10)
+    assert ask(system, "/calculate 2 + 2", user="bob")["reply"]["text"] == "2 + 2 = 4"
+
+
+def test_a_failing_helper_opens_its_circuit_and_exactly_one_trial_call_closes_or_reopens_it(
+    system: System, helpers: Helpers, tmp_path: Path
+) -> None:
+    """Through the real queues, with HELPER_RETRIES=1, CIRCUIT_FAILURE_THRESHOLD=3, CIRCUIT_RESET_SECONDS=5."""
+    state = tmp_path / "flaky"
+    state.mkdir()
+    (state / "fail_until").write_text("3")  # a helper that answers 500 three times, then works
+    helpers.start("flaky", "tests.integration.helper_apps:flaky", env={"FLAKY_DIR": str(state)})
+
+    def say(text: str, user: str) -> str:
+        return str(ask(system, f"/echo {text}", user=user)["reply"]["text"])
+
+    def circuit() -> str:
+        return str(helpers.health("flaky")["circuit"])
+
+    def half_open() -> None:
+        wait_until(lambda: circuit() == "half-open", 30, "the circuit to half-open", 0.1)
+
+    unavailable = "flaky helper is unavailable"
+    assert unavailable in say("one", "a") and flaky_calls(state) == 2  # the call and its re-try
+    assert circuit() == "closed"
+    assert unavailable in say("two", "b") and flaky_calls(state) == 3  # the third 500 opens it: no re-try
+    assert circuit() == "open"
+    assert unavailable in say("three", "c") and flaky_calls(state) == 3  # refused at once, no call made
+    half_open()
+    assert say("four", "d") == "four (call 4)"  # exactly one trial call; it worked
+    assert circuit() == "closed"
+    assert say("five", "e") == "five (call 5)"
+
+    (state / "fail_until").write_text("9")  # calls 6 to 9 fail
+    assert unavailable in say("six", "f") and unavailable in say("seven", "g") and flaky_calls(state) == 8
+    half_open()
+    assert unavailable in say("eight", "h") and flaky_calls(state) == 9  # one trial, no re-try: it failed
+    assert circuit() == "open"  # ... and re-opened the circuit
+    half_open()
+    assert say("nine", "i") == "nine (call 10)"
+    assert circuit() == "closed"
+
+
+def test_a_sender_past_the_helper_call_limit_is_told_to_slow_down_while_others_are_served(
+    make_system: MakeSystem
+) -> None:
+    system = make_system(LLM_BACKEND=SCRIPTED, HELPER_REGISTRATION_TOKEN=TOKEN, RATE_LIMIT_HELPER_CALLS="3/hour")
+    system.start_all()
+    helpers = Helpers(system)
+    try:
+        helpers.start("calculator", CALCULATOR)
+        answers = [ask(system, f"/calculate {n} + 1", user="mallory")["reply"]["text"] for n in range(4)]
+        assert answers[:3] == ["0 + 1 = 1", "1 + 1 = 2", "2 + 1 = 3"]
+        assert answers[3].startswith("You are asking my helpers too often. Please slow down")
+        assert ask(system, "hello", user="mallory")["reply"]["text"] == "echo: hello"  # only helper calls count
+        assert ask(system, "/calculate 2 + 2", user="bob")["reply"]["text"] == "2 + 2 = 4"
+        assert helpers.health("calculator")["calls"] == 4  # mallory's fourth call was never made
+    finally:
+        helpers.stop()
 
 
 def test_helpers_register_again_after_redis_is_flushed(

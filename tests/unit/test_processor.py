@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -8,6 +9,7 @@ import fakeredis
 import pytest
 
 from core_worker.helper_flow import HelperFlow, unavailable_text
+from core_worker.helper_limits import HelperCallLimit
 from core_worker.llm import ChatMessage, Completion
 from core_worker.processor import FAILURE_TEXT, SessionProcessor
 from core_worker.sessions import SessionStore
@@ -226,6 +228,80 @@ def test_a_parked_message_is_looked_at_again_only_at_its_deadline(
     message_store.admit(ask)
     processor.run(ask.session_id, ask.message_id)
     assert processor.retry_delay(ask.session_id, ask.message_id) > 1.0  # deadline is seconds away
+
+
+def test_a_refused_input_is_answered_in_the_helpers_own_words_without_the_model(
+    processor: SessionProcessor, message_store: MessageStore, llm: ScriptedLLM, delivered: QueuedDeliveries,
+    with_helpers: list[tuple[str, str, dict[str, Any]]],
+) -> None:
+    ask = envelope(text="/calculate 1/0")
+    message_store.admit(ask)
+    processor.run(ask.session_id, ask.message_id)
+    [(_, _, call)] = with_helpers
+    message_store.complete_call(ask.message_id, call["call_id"], {"output": None, "error": "division by zero",
+                                                                 "outcome": "refused", "duration_ms": 2})
+    assert processor.run(ask.session_id, ask.message_id) is True
+    assert delivered[0]["text"] == "The calculator couldn't do that: division by zero."
+    assert llm.prompts == []
+
+
+def test_a_refusal_from_a_model_reply_capability_is_told_to_the_model(
+    processor: SessionProcessor, message_store: MessageStore, llm: ScriptedLLM, delivered: QueuedDeliveries,
+    with_helpers: list[tuple[str, str, dict[str, Any]]],
+) -> None:
+    assert processor.helpers is not None
+    manifest = json.loads(json.dumps(CALCULATOR))
+    manifest.update(name="converter", url="http://127.0.0.1:8101")
+    manifest["capabilities"][0].update(name="convert", reply="model")
+    processor.helpers.registry.register(manifest, "whsec_y")
+    ask = envelope(text="/convert 5 km to kg")
+    message_store.admit(ask)
+    processor.run(ask.session_id, ask.message_id)
+    [(_, _, call)] = with_helpers
+    message_store.complete_call(ask.message_id, call["call_id"], {
+        "output": None, "error": "cannot convert length (km) to mass (kg)", "outcome": "refused", "duration_ms": 2})
+    assert processor.run(ask.session_id, ask.message_id) is True
+    told = llm.prompts[-1][-1].content
+    assert "converter.convert could not do this: cannot convert length (km) to mass (kg)" in told
+    assert delivered[0]["text"] == f"echo: {told}" and "unavailable" not in told
+
+
+def test_a_sender_past_the_helper_call_limit_is_told_to_slow_down_and_no_call_is_made(
+    processor: SessionProcessor, message_store: MessageStore, fake_redis: fakeredis.FakeRedis, settings: Settings,
+    delivered: QueuedDeliveries, with_helpers: list[tuple[str, str, dict[str, Any]]],
+) -> None:
+    assert processor.helpers is not None
+    processor.helpers.limit = HelperCallLimit(settings.replace(rate_limit_helper_calls="1/hour"), fake_redis)
+    first = envelope(text="/calculate 1+1")
+    again = envelope(session_id="api:alice:other", text="/calculate 2+2")  # the same sender in another session
+    other = envelope(session_id="api:bob", sender="bob", text="/calculate 3+3")
+    for env in (first, again, other):
+        message_store.admit(env)
+        processor.run(env.session_id, env.message_id)
+    assert [mid for mid, _, _ in with_helpers] == [first.message_id, other.message_id]
+    assert [d["message_id"] for d in delivered] == [again.message_id]
+    assert delivered[0]["text"].startswith("You are asking my helpers too often. Please slow down and try again in")
+
+
+def test_a_half_open_circuit_lets_the_call_through_to_claim_its_one_trial_itself(
+    processor: SessionProcessor, message_store: MessageStore, fake_redis: fakeredis.FakeRedis, keys: Keys,
+    delivered: QueuedDeliveries, with_helpers: list[tuple[str, str, dict[str, Any]]],
+) -> None:
+    assert processor.helpers is not None
+    registry = processor.helpers.registry
+    for _ in range(registry.failure_threshold):
+        registry.record_failure("calculator", "HTTP 500")
+    refused = envelope(text="/calculate 1+1")
+    message_store.admit(refused)
+    assert processor.run(refused.session_id, refused.message_id) is True  # open: answered at once, no call
+    assert delivered[0]["text"] == unavailable_text("calculator") and with_helpers == []
+
+    fake_redis.hset(keys.helper_health("calculator"), "opened_at", repr(time.time() - registry.reset_seconds - 1))
+    trial = envelope(session_id="api:bob", sender="bob", text="/calculate 2+2")
+    message_store.admit(trial)
+    processor.run(trial.session_id, trial.message_id)
+    [(_, _, call)] = with_helpers  # parked: the core only peeked at the circuit
+    assert registry.allow_call("calculator", call["call_id"])  # so the call task still gets the trial
 
 
 def test_redeliver_queues_the_delivery_of_a_finished_message_again(

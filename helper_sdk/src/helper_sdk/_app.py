@@ -29,6 +29,7 @@ log = logging.getLogger("helper_sdk")
 SecretSource = str | Callable[[], str | None] | None
 NOT_REGISTERED_RETRY_AFTER = 5
 DEFAULT_RETRY_AFTER = 30
+NO_MESSAGE = "the helper could not do that"  # a HelperError without a message still says something
 
 
 def secret_getter(secret: SecretSource) -> Callable[[], str | None]:
@@ -77,12 +78,19 @@ def build_app(helper: Helper, secret: SecretSource) -> Flask:
     return app
 
 
+def _helper_error(error: HelperError) -> Response:
+    """A HelperError as the error body the core reads (docs/helpers.md, "The error body")."""
+    retry_after = getattr(error, "retry_after", DEFAULT_RETRY_AFTER) if error.status == 503 else None
+    return _error(error.status, error.message, fields=error.fields, retry_after=retry_after)
+
+
 def _error(
     status: int, message: str, *, fields: Mapping[str, Any] | None = None, retry_after: int | None = None
 ) -> Response:
-    body: dict[str, Any] = {"error": message}
+    """Every error answer: ``{"error": "<one line for a person>", "fields"?: {...}}`` (the core's contract)."""
+    body: dict[str, Any] = {"error": " ".join(str(message).split()) or NO_MESSAGE}
     if fields:
-        body["fields"] = fields
+        body["fields"] = json.loads(json.dumps(fields, default=str))  # always sendable, whatever the helper put in
     response = jsonify(body)
     response.status_code = status
     if retry_after is not None:
@@ -127,6 +135,8 @@ def _invoke(helper: Helper, name: str, secret: str | None) -> Response:
         data = capability.input.load(payload["input"])
     except InvalidData as invalid:
         return _error(422, "invalid input", fields=invalid.fields)
+    except HelperError as error:  # raised by a post_load hook or custom validator: the helper's own answer
+        return _helper_error(error)
     except Exception:  # a post_load hook or custom validator of the helper failed
         log.exception("capability %s: loading the input failed (call %s)", capability.name, context.call_id)
         return _error(500, "internal error")
@@ -137,8 +147,7 @@ def _call(capability: Capability, data: Any, context: InvocationContext) -> Resp
     try:
         result = capability.handler(data, context)
     except HelperError as error:
-        retry_after = getattr(error, "retry_after", DEFAULT_RETRY_AFTER) if error.status == 503 else None
-        return _error(error.status, error.message, fields=error.fields, retry_after=retry_after)
+        return _helper_error(error)
     except Exception:
         log.exception("capability %s failed (call %s)", capability.name, context.call_id)
         return _error(500, "internal error")
@@ -147,6 +156,8 @@ def _call(capability: Capability, data: Any, context: InvocationContext) -> Resp
             raise InvalidData({"_schema": [f"expected a mapping, got {type(result).__name__}"]})
         output = capability.output.dump(dict(result))
         body = json.dumps({"output": output}, allow_nan=False, ensure_ascii=False)
+    except HelperError as error:  # a field's own dump decided the call cannot be answered
+        return _helper_error(error)
     except InvalidData as invalid:
         log.error("capability %s returned output its output schema rejects: %s", capability.name, invalid.fields)
         return _error(500, "the helper returned invalid output")

@@ -2,7 +2,9 @@
 
 ::
 
-    HelperError            raise it in a capability: answered with .status (default 422) and {"error", "fields"?}
+    HelperError            raise it in a capability or its schema's hooks: answered with .status (default 422)
+     │                     and {"error", "fields"?}; a 400/404/409/413/415/422 is the answer about this input,
+     │                     and the core gives the message to the person ("The calculator couldn't do that: …")
      └── Unavailable       temporary trouble: 503 with Retry-After, the core tries again later
     ManifestError          a helper or capability declaration is wrong (raised at import time, never at a call)
     RegistrationError      the core refused the registration for good (bad token, malformed manifest)
@@ -20,7 +22,12 @@ __all__ = ["HelperError", "ManifestError", "RegistrationError", "Unavailable"]
 
 
 class HelperError(Exception):
-    """The capability cannot answer this call; ``status`` and ``message`` go back to the core as they are."""
+    """The capability cannot answer this call; ``status`` and ``message`` go back to the core as they are.
+
+    With a 4xx status (default 422) this is the helper's answer about the input, not a failure: the core
+    does not retry it, does not count it against the helper's circuit, and shows ``message`` to the
+    person. Write it for them, in one line ("division by zero"). A 5xx means the helper is failing.
+    """
 
     def __init__(self, message: str, *, status: int = 422, fields: Mapping[str, Any] | None = None) -> None:
         if not 400 <= status <= 599:
