@@ -73,7 +73,7 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
          "(rate / rate of switchboard_generation_seconds_sum = tokens per second).", ("backend",)),
     Spec("switchboard_prompt_tokens_total", "counter", "Prompt tokens read, by backend.", ("backend",)),
     Spec("switchboard_helper_call_seconds", "histogram", "Seconds per helper call attempt, by helper and outcome "
-         "(ok, error).", ("helper", "outcome"), SHORT_BUCKETS),
+         "(ok, refused: the input cannot be done, error: the helper failed).", ("helper", "outcome"), SHORT_BUCKETS),
     Spec("switchboard_dead_letters_total", "counter", "Entries added to the dead-letter list, by kind.", ("kind",)),
     Spec("switchboard_task_seconds", "histogram", "Seconds per Celery task run, by task and state (SUCCESS, "
          "RETRY, FAILURE); task=\"convert.attachments\" is the media conversion.", ("task", "state"),
