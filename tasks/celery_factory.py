@@ -12,6 +12,9 @@ Why each setting (Celery's and kombu's guidance, plus what was measured here):
   worker forever.
 - ``unacked_restore_interval``/``throttle``: how soon a live worker restores
   the messages a dead worker left unacknowledged.
+- ``broker_transport``: kombu's Redis transport with a channel that still
+  closes after its connection died (``tasks/broker_transport.py``); with
+  kombu's own, a worker that lost Redis mid-BRPOP died on reconnect.
 - JSON only, results ignored: nothing reads task results; replies travel
   through Redis status records and callbacks.
 """
@@ -26,7 +29,9 @@ from kombu import Queue
 from tasks.names import QUEUE_CONVERT, QUEUE_CORE, QUEUE_DELIVER, TASK_ROUTES
 from tasks.settings import Settings
 
-__all__ = ["celery_config", "create_celery"]
+__all__ = ["BROKER_TRANSPORT", "celery_config", "create_celery"]
+
+BROKER_TRANSPORT = "tasks.broker_transport:Transport"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -43,6 +48,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     return {
         "broker_url": settings.redis_url,
+        "broker_transport": BROKER_TRANSPORT,
         "broker_transport_options": transport,
         "broker_connection_timeout": settings.redis_connect_timeout,
         "broker_connection_retry_on_startup": True,
