@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -31,14 +30,6 @@ from tests.integration.harness import CallbackReceiver, RedisServer, System
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 MakeSystem = Callable[..., System]
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    yield server
-    server.proc.signal_group(signal.SIGCONT)
-    server.stop()
 
 
 def test_redis_killed_and_restarted_with_aof_loses_nothing_accepted(

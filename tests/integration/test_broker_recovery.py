@@ -8,9 +8,6 @@ connection error (``collect()``, then ``close()``), reconnect.
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,14 +20,6 @@ from tests.integration.harness import RedisServer
 pytestmark = pytest.mark.integration
 
 QUEUE = "held"
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    yield server
-    server.proc.signal_group(signal.SIGCONT)
-    server.stop()
 
 
 def hold_three(url: str, transport: str = BROKER_TRANSPORT, *, idle: bool = True) -> tuple[Connection, Any]:
