@@ -15,6 +15,7 @@ from typing import Any
 from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown, worker_ready
 
 from core_worker import observability
+from core_worker.broker_recovery import RestoreHeldTasks
 from core_worker.helper_queues import HelperQueueSync
 from core_worker.runtime import CoreRuntime, model_threads
 from core_worker.sweeper import Sweeper
@@ -43,6 +44,7 @@ def runtime() -> CoreRuntime:
 register_tasks(app, runtime)
 observability.install(app, settings, lambda: _runtime)  # logs, heartbeats, metrics (docs/operations.md)
 register_convert_tasks(app, runtime)  # queue `convert`: channel-side media to text, never loads the model
+app.steps["consumer"].add(RestoreHeldTasks)  # a lost broker connection's held tasks go back at once
 
 
 @celeryd_after_setup.connect

@@ -12,6 +12,11 @@ Why each setting (Celery's and kombu's guidance, plus what was measured here):
   worker forever.
 - ``unacked_restore_interval``/``throttle``: how soon a live worker restores
   the messages a dead worker left unacknowledged.
+- ``broker_transport``: kombu's Redis transport with a channel that still
+  closes after its connection died (``tasks/broker_transport.py``); with
+  kombu's own, a worker that lost Redis mid-BRPOP died on reconnect.
+- ``amqp``: Celery's AMQP class with a connection that tries a lost broker
+  again every <= 2 s (kombu's own waits up to 30 s between tries).
 - JSON only, results ignored: nothing reads task results; replies travel
   through Redis status records and callbacks.
 """
@@ -23,10 +28,11 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from tasks.broker_transport import AMQP_CLASS, BROKER_TRANSPORT
 from tasks.names import QUEUE_CONVERT, QUEUE_CORE, QUEUE_DELIVER, TASK_ROUTES
 from tasks.settings import Settings
 
-__all__ = ["celery_config", "create_celery"]
+__all__ = ["BROKER_TRANSPORT", "celery_config", "create_celery"]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -43,6 +49,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     return {
         "broker_url": settings.redis_url,
+        "broker_transport": BROKER_TRANSPORT,
         "broker_transport_options": transport,
         "broker_connection_timeout": settings.redis_connect_timeout,
         "broker_connection_retry_on_startup": True,
@@ -82,6 +89,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def create_celery(settings: Settings, *, main: str = "switchboard", include: list[str] | None = None) -> Celery:
     """A configured Celery app; connects nowhere until a task is sent or a worker starts."""
-    app = Celery(main, include=include or [], set_as_current=False)
+    app = Celery(main, include=include or [], set_as_current=False, amqp=AMQP_CLASS)
     app.conf.update(celery_config(settings))
     return app

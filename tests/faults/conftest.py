@@ -9,6 +9,7 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures are found by n
     callbacks,
     clean_redis,
     make_system,
+    own_redis,
     pytest_runtest_makereport,
     redis_server,
     secret,

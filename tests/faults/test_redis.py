@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -18,11 +17,13 @@ from tests.faults.fates import FateBook
 from tests.faults.traffic import (
     FAULT_BACKEND,
     Load,
+    held_restored,
     report,
     restart_worker,
     settle,
     start_system,
     wait_all_answered,
+    worker_pids,
 )
 from tests.integration.harness import CallbackReceiver, RedisServer, System
 
@@ -31,19 +32,12 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 MakeSystem = Callable[..., System]
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    yield server
-    server.proc.signal_group(signal.SIGCONT)
-    server.stop()
-
-
 def test_redis_killed_and_restarted_with_aof_loses_nothing_accepted(
     make_system: MakeSystem, callbacks: CallbackReceiver, own_redis: RedisServer
 ) -> None:
     system = start_system(make_system(redis_url=own_redis.url, LLM_BACKEND=FAULT_BACKEND,
                                       FAULT_BACKEND_SECONDS="0.05"))
+    pids = worker_pids(system)
     book = FateBook()
     load = Load(system.base_url, book, callbacks.url, sessions=20, per_session=10, pause=0.05).start()
     load.wait_sent(60)
@@ -61,11 +55,14 @@ def test_redis_killed_and_restarted_with_aof_loses_nothing_accepted(
     report(tally.line("redis-kill-restart-aof",
                       f"Redis down 5s: {refused_while_down.get('503', 0)} sends got 503, "
                       f"{refused_while_down.get('connection error', 0)} no answer, {accepted_while_down} got 2xx; "
+                      f"{held_restored(system)} held tasks put back on reconnect; "
                       f"all answered {recovery:.1f}s after the restart"))
     assert tally.accepted == load.total and set(book.refused) <= {"503", "connection error"}
     assert refused_while_down.get("503", 0) > 0
     assert accepted_while_down <= 20  # only sends already past Redis when it died (one per sender at most)
     assert tally.exactly_once, (tally, system.logs())
+    # Every process rode it out: a worker that lost Redis mid-BRPOP used to die on reconnect (kombu, issue 15).
+    assert worker_pids(system) == pids, system.logs()
 
 
 def test_redis_frozen_past_the_socket_timeout_is_recovered_from_without_restarts(
@@ -73,6 +70,7 @@ def test_redis_frozen_past_the_socket_timeout_is_recovered_from_without_restarts
 ) -> None:
     system = start_system(make_system(redis_url=own_redis.url, LLM_BACKEND=FAULT_BACKEND,
                                       FAULT_BACKEND_SECONDS="0.05"))
+    pids = worker_pids(system)
     book = FateBook()
     load = Load(system.base_url, book, callbacks.url, sessions=20, per_session=10, pause=0.05).start()
     load.wait_sent(60)
@@ -85,12 +83,10 @@ def test_redis_frozen_past_the_socket_timeout_is_recovered_from_without_restarts
     wait_all_answered(book, [callbacks], 240, system.logs)
     after = sorted(c.received_at for c in callbacks.received if c.received_at > thawed_at)
     tally = settle(book, [callbacks], runs=own_redis.client())
-    pids = {name: proc.popen.pid for name, proc in system.procs.items() if proc.popen is not None}
-    alive = all(proc.popen is not None and proc.popen.poll() is None for proc in system.procs.values())
     report(tally.line("redis-sigstop", f"Redis frozen {frozen:.0f}s (socket timeout "
                       f"{system.env['REDIS_SOCKET_TIMEOUT']}s): first reply {after[0] - thawed_at:.1f}s and all "
                       f"{after[-1] - thawed_at:.1f}s after SIGCONT, no process restarted"))
-    assert alive and pids == {n: p.popen.pid for n, p in system.procs.items() if p.popen is not None}
+    assert pids == worker_pids(system)
     assert tally.accepted == load.total and set(book.refused) <= {"503", "connection error"}
     assert tally.exactly_once, (tally, system.logs())
 

@@ -13,6 +13,7 @@ scenario then fails on.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -26,8 +27,8 @@ from tests.faults.fault_backend import RUNS_KEY
 from tests.integration.harness import CallbackReceiver, System, wait_until
 
 __all__ = [
-    "FAULT_BACKEND", "SUMMARY", "Load", "child_pids", "collect_replies", "report", "restart_worker",
-    "runs_from_redis", "settle", "start_system", "wait_all_answered",
+    "FAULT_BACKEND", "SUMMARY", "Load", "child_pids", "collect_replies", "held_restored", "report",
+    "restart_worker", "runs_from_redis", "settle", "start_system", "wait_all_answered", "worker_pids",
 ]
 
 SUMMARY: list[str] = []  # printed again in pytest's terminal summary (conftest), so CI logs show every line
@@ -184,6 +185,21 @@ def restart_worker(system: System, name: str) -> None:
     before = proc.log().count(" ready.")
     proc.start()
     wait_until(lambda: proc.log().count(" ready.") > before, 60, f"worker {name} to restart", 0.2)
+
+
+HELD_RESTORED = re.compile(r"(\d+) task\(s\) held on the lost connection put back")
+
+
+def held_restored(system: System) -> int:
+    """Tasks the workers put back in their queues after reconnecting (``core_worker/broker_recovery.py`` logs)."""
+    return sum(int(n) for proc in system.procs.values() for n in HELD_RESTORED.findall(proc.log()))
+
+
+def worker_pids(system: System) -> dict[str, int | None]:
+    """The pid of every process the system started, None for one that exited: equal before and after a fault
+    means every process rode it out."""
+    return {name: proc.popen.pid if proc.popen is not None and proc.popen.poll() is None else None
+            for name, proc in system.procs.items()}
 
 
 def child_pids(pid: int) -> list[int]:

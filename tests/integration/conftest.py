@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,15 @@ def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own (AOF on), for a test that kills, freezes or restarts it."""
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.proc.signal_group(signal.SIGCONT)
     server.stop()
 
 

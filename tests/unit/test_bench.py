@@ -12,6 +12,7 @@ from twilio.request_validator import RequestValidator
 
 from bench.common import Latency, fmt, markdown_table, percentile, smaps_rollup
 from bench.edge_throughput import TWILIO_TOKEN, parse_wrk, twilio_script
+from bench.redis_recovery import BUDGET, Figure, summary
 
 WRK_REPORT = """Running 10s test @ http://127.0.0.1:46557/v1/messages
   1 threads and 32 connections
@@ -73,3 +74,12 @@ def test_twilio_script_holds_distinct_correctly_signed_webhooks(tmp_path: Path) 
 def test_smaps_rollup_reads_this_process() -> None:
     memory = smaps_rollup(os.getpid())
     assert 0 < memory["uss"] <= memory["pss"] <= memory["rss"]
+
+
+def test_redis_recovery_summary_gives_min_median_max_and_counts_runs_over_the_budget() -> None:
+    nan = float("nan")
+    figures = [Figure("kill-aof", 1, 1.0, 9.0, 200, 200, 0), Figure("kill-aof", 2, 3.0, 11.0, 200, 200, 1),
+               Figure("kill-aof", 3, 2.0, nan, 150, 200, 0), Figure("shutdown", 1, nan, nan, 0, 200, 0)]
+    rows = summary(figures)
+    assert rows[0] == ["kill-aof", "3", "1.0 / 2.0 / 3.0", f"9.0 / 10.0 / 11.0 (1 over {BUDGET:.0f}s)", "550/600", "1"]
+    assert rows[1][2:4] == [f"- (1 over {BUDGET:.0f}s)"] * 2
