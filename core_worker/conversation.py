@@ -13,12 +13,21 @@ from dataclasses import dataclass
 from core_worker.llm import ChatMessage
 from core_worker.sessions import Turn
 
-__all__ = ["PER_MESSAGE_OVERHEAD", "build_messages"]
+__all__ = ["PER_MESSAGE_OVERHEAD", "PromptTooLarge", "build_messages", "prompt_budget"]
 
 # Tokens a chat template adds around each message (role markers, separators);
 # generous so that the rendered prompt never overflows the context.
 PER_MESSAGE_OVERHEAD = 8
 TRUNCATION_NOTE = "\n[message truncated to fit the model's context]"
+
+
+class PromptTooLarge(ValueError):
+    """The fixed part of a prompt (system prompt, tool descriptions, a helper's result) leaves no room."""
+
+
+def prompt_budget(context_length: int, max_tokens: int) -> int:
+    """Tokens a prompt may use: the context minus the room the reply needs. One rule for every model call."""
+    return context_length - max_tokens
 
 
 @dataclass(frozen=True)
@@ -34,22 +43,29 @@ def build_messages(
     text: str,
     count_tokens: Callable[[str], int],
     budget: int,
+    note: str = "",
 ) -> Prompt:
-    """System prompt, as many of the latest turns as fit ``budget`` tokens, then the new text.
+    """System prompt, as many of the latest turns as fit ``budget`` tokens, then the new text (+ ``note``).
 
-    Turns are dropped oldest first and by whole exchanges (question, helper
+    History goes first: turns are dropped oldest first and by whole exchanges (question, helper
     calls, answer), so the model never sees an answer without its question. A new text that alone does
-    not fit is cut, with a note the model can see.
+    not fit is cut next, with a note the model can see. ``note`` (a helper's result) is never cut; when it
+    and the system prompt alone do not fit, ``PromptTooLarge``.
     """
 
     def cost(content: str) -> int:
         return count_tokens(content) + PER_MESSAGE_OVERHEAD
 
     system = [ChatMessage("system", system_prompt)] if system_prompt else []
-    remaining = budget - sum(cost(m.content) for m in system)
+    suffix = f"\n\n{note}" if note else ""
+    remaining = budget - sum(cost(m.content) for m in system) - (count_tokens(suffix) if suffix else 0)
     if cost(text) > remaining:
-        text = _truncate(text, max(remaining - cost(TRUNCATION_NOTE), 0), count_tokens) + TRUNCATION_NOTE
+        room = remaining - cost(TRUNCATION_NOTE)
+        if room <= 0:
+            raise PromptTooLarge(f"the fixed prompt leaves {remaining} of {budget} tokens for the message")
+        text = _truncate(text, room, count_tokens) + TRUNCATION_NOTE
     remaining -= cost(text)
+    text += suffix
 
     kept: list[ChatMessage] = []
     kept_ids: list[str] = []

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core_worker.conversation import PER_MESSAGE_OVERHEAD, PromptTooLarge, build_messages, prompt_budget
 from core_worker.helper_limits import HelperCallLimit
 from core_worker.llm import ChatMessage, LLMBackend
 from core_worker.routing import (
@@ -165,18 +166,26 @@ class HelperFlow:
         schema = tool_choice_schema(capabilities)
         if not allow_none:
             schema = {"anyOf": schema["anyOf"][:-1]}
-        messages = [
-            ChatMessage("system", f"{self.system_prompt}\n\n{tool_choice_prompt(capabilities)}"),
-            ChatMessage("user", text),
-        ]
+        max_tokens = max(self.max_tokens, TOOL_CHOICE_MIN_TOKENS)
+        system = f"{self.system_prompt}\n\n{tool_choice_prompt(capabilities)}"
+        budget = prompt_budget(llm.context_length, max_tokens)
+        retry: list[ChatMessage] = []  # the invalid answer and the correction, on the second attempt
         for attempt in (1, 2):
-            completion = llm.chat(messages, max_tokens=max(self.max_tokens, TOOL_CHOICE_MIN_TOKENS), json_schema=schema)
+            # The same budget as answering: a long message is cut (and says so), never overflows the context.
+            used = sum(llm.count_tokens(m.content) + PER_MESSAGE_OVERHEAD for m in retry)
+            try:
+                messages = build_messages(system_prompt=system, history=(), text=text, count_tokens=llm.count_tokens,
+                                          budget=budget - used).messages + retry
+            except PromptTooLarge as exc:
+                log.warning("no tool choice: %s (%d capabilities)", exc, len(capabilities))
+                return None  # the model answers on its own
+            completion = llm.chat(messages, max_tokens=max_tokens, json_schema=schema)
             try:
                 return parse_tool_choice(completion.text, capabilities)
             except ValueError as exc:
                 log.info("tool choice attempt %d invalid (finish=%s): %s", attempt, completion.finish_reason, exc)
                 if llm.constrains_json and completion.finish_reason != "length":
                     break  # a constrained backend gives the same answer again
-                messages = [*messages, ChatMessage("assistant", completion.text),
-                            ChatMessage("user", f"That was not valid ({exc}). Answer with the JSON only.")]
+                retry = [ChatMessage("assistant", completion.text),
+                         ChatMessage("user", f"That was not valid ({exc}). Answer with the JSON only.")]
         return None  # fall back to a plain answer

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from core_worker.conversation import build_messages
+from core_worker.conversation import build_messages, prompt_budget
 from core_worker.helper_calls import call_deadline
 from core_worker.helper_flow import Decision, HelperFlow, call_outcome, failure_text, refusal_note, result_note
 from core_worker.llm import LLMBackend
@@ -36,7 +36,7 @@ from tasks.deadletters import DeadLetters
 from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
 from tasks.logs import bind_message
-from tasks.messages import TERMINAL, MessageRecord, MessageStore
+from tasks.messages import TERMINAL, MessageRecord, MessageStore, public_error
 from tasks.schemas import Envelope, Reply, ReplyRoute, utcnow_iso
 from tasks.settings import Settings
 
@@ -125,56 +125,62 @@ class SessionProcessor:
     # -- one message -------------------------------------------------------
     def _process_head(self, lease: Lease, message_id: str) -> str | None:
         """Move the head one step; the next head to work on, or None when the inbox is empty or the head
-        is parked waiting for a helper or a conversion (the session waits too; their tasks resume it)."""
+        is parked waiting for a helper or a conversion (the session waits too; their tasks resume it).
+
+        The attempt is counted before anything of the record is parsed, and whatever fails in the step
+        (loading, history, routing, generation, recording, queueing the delivery) counts as that attempt:
+        the ``max_attempts``-th failure fails the message from its raw fields, so no record can loop."""
         bind_message(message_id, lease.session_id)  # log lines name the message being answered (tasks/logs.py)
-        record = self.messages.get(message_id)
-        if record is None:  # expired (older than STATUS_TTL_SECONDS)
+        raw = self.messages.get_raw(message_id)
+        if not raw:  # expired (older than STATUS_TTL_SECONDS)
             log.warning("dropping unknown message %s from session %s", message_id, lease.session_id)
             return self.sessions.pop(lease, message_id)
-        if record.status in TERMINAL:  # finished by an older version that popped separately, or replayed
-            return self.sessions.pop(lease, message_id, self._hand_over(record))
-        if record.stage == "awaiting_helper" and record.call and time.time() < float(record.call["deadline"]):
+        if raw.get("status") in TERMINAL:  # finished by an older version that popped separately, or replayed
+            return self.sessions.pop(lease, message_id, self._hand_over_raw(message_id, raw))
+        if _parked(raw, self._convert_deadline):
             return None
-        if record.stage == "converting" and time.time() < self._convert_deadline(record):
-            return None  # the convert task resumes the session once the attachments are text
-        attempts, history = self.sessions.begin(lease, message_id)
+        attempts, history = self.sessions.begin(lease, message_id, self.settings.max_attempts)
         if attempts > self.settings.max_attempts:
-            return self._fail(lease, record, f"gave up after {attempts - 1} attempts that crashed or timed out")
-        envelope = Envelope.from_dict(record.envelope)
+            reason = f"gave up after {attempts - 1} attempts that crashed, timed out or lost their lease"
+            return self._fail(lease, message_id, raw, reason)
         try:
-            if record.stage == "awaiting_helper" and record.call:  # the helper never answered in time
-                self.messages.complete_call(message_id, record.call["call_id"],
-                                            {"output": None, "error": "timed out", "outcome": "failed",
-                                             "duration_ms": 0})
-                record = self.messages.get(message_id) or record
-            if record.stage == "converting":  # the conversion never finished: say so instead of waiting forever
-                reply = self._reply(envelope, CONVERT_TIMEOUT_TEXT)
-                turns: tuple[Turn, ...] = (Turn("user", envelope.text, message_id),
-                                           Turn("assistant", reply.text, message_id))
-            elif record.stage == "helper_done" and record.call:
-                reply, turns = self._compose(envelope, history, record.call, record.call_result or {}, lease)
-            else:
-                decision = self.helpers.decide(envelope) if self.helpers else Decision()
-                if decision.call is not None:
-                    answered = self.helpers.admit(envelope, decision.call) if self.helpers else None
-                    if answered is None:
-                        self._park(lease, envelope, decision.call)
-                        return None
-                    reply, turns = self._compose(envelope, history, _call_json(decision.call, "", 0.0), answered,
-                                                 lease)
-                elif decision.text is not None:
-                    reply = self._reply(envelope, decision.text)
-                    turns = (Turn("user", envelope.text, message_id), Turn("assistant", reply.text, message_id))
-                else:
-                    reply = self._answer(envelope, history, lease=lease)
-                    turns = (Turn("user", envelope.text, message_id), Turn("assistant", reply.text, message_id))
+            return self._step(lease, MessageRecord.from_hash(raw), history)
         except LeaseLost:
             raise
         except Exception as exc:
             log.exception("message %s failed (attempt %d)", message_id, attempts)
             if attempts >= self.settings.max_attempts:
-                return self._fail(lease, record, f"{type(exc).__name__}: {exc}")
+                return self._fail(lease, message_id, raw, f"{type(exc).__name__}: {exc}")
             raise
+
+    def _step(self, lease: Lease, record: MessageRecord, history: list[Turn]) -> str | None:
+        """One attempt at the head: answer it (or park it on a helper call) and record the outcome."""
+        message_id = record.message_id
+        envelope = Envelope.from_dict(record.envelope)
+        if record.stage == "awaiting_helper" and record.call:  # the helper never answered in time
+            self.messages.complete_call(message_id, record.call["call_id"],
+                                        {"output": None, "error": "timed out", "outcome": "failed", "duration_ms": 0})
+            record = self.messages.get(message_id) or record
+        if record.stage == "converting":  # the conversion never finished: say so instead of waiting forever
+            reply = self._reply(envelope, CONVERT_TIMEOUT_TEXT)
+            turns: tuple[Turn, ...] = (Turn("user", envelope.text, message_id),
+                                       Turn("assistant", reply.text, message_id))
+        elif record.stage == "helper_done" and record.call:
+            reply, turns = self._compose(envelope, history, record.call, record.call_result or {}, lease)
+        else:
+            decision = self.helpers.decide(envelope) if self.helpers else Decision()
+            if decision.call is not None:
+                answered = self.helpers.admit(envelope, decision.call) if self.helpers else None
+                if answered is None:
+                    self._park(lease, envelope, decision.call)
+                    return None
+                reply, turns = self._compose(envelope, history, _call_json(decision.call, "", 0.0), answered, lease)
+            elif decision.text is not None:
+                reply = self._reply(envelope, decision.text)
+                turns = (Turn("user", envelope.text, message_id), Turn("assistant", reply.text, message_id))
+            else:
+                reply = self._answer(envelope, history, lease=lease)
+                turns = (Turn("user", envelope.text, message_id), Turn("assistant", reply.text, message_id))
         return self.sessions.finish(
             lease, message_id, status="answered", field="reply", value=json.dumps(_public_reply(reply)), turns=turns,
             delivery=self._delivery(reply),
@@ -226,13 +232,13 @@ class SessionProcessor:
 
     def _answer(self, envelope: Envelope, history: list[Turn], extra: str = "", lease: Lease | None = None) -> Reply:
         llm = self.llm()
-        budget = llm.context_length - self.settings.llm_max_tokens
         prompt = build_messages(
             system_prompt=self.settings.system_prompt,
             history=history,
-            text=f"{envelope.text}\n\n{extra}" if extra else envelope.text,
+            text=envelope.text,
+            note=extra,
             count_tokens=llm.count_tokens,
-            budget=budget,
+            budget=prompt_budget(llm.context_length, self.settings.llm_max_tokens),
         )
         progress = self.partials.open(lease, envelope) if self.partials and lease else None
         started = time.perf_counter()
@@ -251,14 +257,28 @@ class SessionProcessor:
             generation_ms=round(generation_ms, 3),
         )
 
-    def _fail(self, lease: Lease, record: MessageRecord, reason: str) -> str | None:
-        """Finish a message as failed: dead-letter it and tell the person politely; the next head."""
-        envelope = Envelope.from_dict(record.envelope)
-        self.dead_letters.add("poison", record.message_id, reason)
-        return self.sessions.finish(
-            lease, record.message_id, status="failed", field="error", value=reason,
-            delivery=self._delivery(_failure_reply(envelope, reason)),
-        )
+    def _fail(self, lease: Lease, message_id: str, raw: dict[str, str], reason: str) -> str | None:
+        """Finish a message as failed from its raw fields: dead-letter it with the operator's reason, tell the
+        person politely when a reply route can be made out, move the session on. Nothing here parses strictly,
+        so a message that cannot be loaded, rendered or delivered still ends."""
+        self.dead_letters.add("poison", message_id, reason)
+        return self.sessions.finish(lease, message_id, status="failed", field="error", value=reason,
+                                    delivery=self._failure_delivery(message_id, raw, reason))
+
+    def _failure_delivery(self, message_id: str, raw: dict[str, str], reason: str) -> QueuedTask | None:
+        """The polite notice's delivery, or None when there is no route to the person or it cannot be queued."""
+        try:
+            return self._delivery(_raw_failure_reply(message_id, raw, reason))
+        except Exception:
+            log.exception("no failure notice for %s: its delivery could not be queued", message_id)
+            return None
+
+    def _hand_over_raw(self, message_id: str, raw: dict[str, str]) -> QueuedTask | None:
+        try:
+            return self._hand_over(MessageRecord.from_hash(raw))
+        except Exception:  # a finished record whose delivery cannot be rebuilt must not block the session
+            log.exception("finished message %s left without re-queueing its delivery", message_id)
+            return None
 
     def redeliver(self, record: MessageRecord) -> None:
         """Queue the delivery of a finished message again (the sweeper, for an outbox head that lost its task):
@@ -306,6 +326,7 @@ FAILURE_TEXT = "Sorry, I could not answer that message. Please try again or reph
 
 
 def _failure_reply(envelope: Envelope, reason: str) -> Reply:
+    """The notice for a failed message; its ``error`` is the safe public phrase (it reaches the channel)."""
     return Reply(
         message_id=envelope.message_id,
         session_id=envelope.session_id,
@@ -313,8 +334,38 @@ def _failure_reply(envelope: Envelope, reason: str) -> Reply:
         channel=envelope.channel,
         reply=envelope.reply if envelope.reply else ReplyRoute(None),
         status="failed",
-        error=reason,
+        error=public_error(reason),
     )
+
+
+def _raw_failure_reply(message_id: str, raw: dict[str, str], reason: str) -> Reply:
+    """The notice built from the record as stored: the validated envelope when it loads, else whatever reply
+    route its JSON names (the delivery step validates again and dead-letters what cannot be sent)."""
+    try:
+        return _failure_reply(Envelope.from_dict(json.loads(raw.get("envelope") or "{}")), reason)
+    except Exception:
+        log.warning("envelope of %s does not load; building its failure notice from the raw record", message_id)
+    envelope = json.loads(raw.get("envelope") or "{}")
+    route = envelope.get("reply") if isinstance(envelope, dict) else None
+    route = route if isinstance(route, dict) else {}
+    url, context = route.get("callback_url"), route.get("context")
+    return Reply(message_id=message_id, session_id=str(raw.get("session_id", "")), text=FAILURE_TEXT,
+                 channel=str(envelope.get("channel", "") if isinstance(envelope, dict) else ""),
+                 reply=ReplyRoute(url if isinstance(url, str) and url else None,
+                                  context if isinstance(context, dict) else {}),
+                 status="failed", error=public_error(reason))
+
+
+def _parked(raw: dict[str, str], convert_deadline: Callable[[MessageRecord], float]) -> bool:
+    """A head waiting on a helper call or a conversion that still has time (its task resumes the session).
+    A record that does not parse is not parked: the attempt that follows fails it."""
+    try:
+        record = MessageRecord.from_hash(raw)
+        if record.stage == "awaiting_helper" and record.call:
+            return time.time() < float(record.call["deadline"])
+        return record.stage == "converting" and time.time() < convert_deadline(record)
+    except Exception:
+        return False
 
 
 def _call_json(call: ToolCall, call_id: str, deadline: float) -> dict[str, Any]:

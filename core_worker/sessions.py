@@ -17,6 +17,7 @@ instead of waiting for the TTL.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -29,6 +30,8 @@ from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
 
 __all__ = ["Lease", "LeaseLost", "SessionStore", "Turn"]
+
+log = logging.getLogger(__name__)
 
 
 class LeaseLost(Exception):
@@ -94,11 +97,18 @@ return {1, head or ''}
 
 # Start an attempt at the inbox head: count it, mark it processing (waking long polls), and read the
 # session's history, in one round trip.
-# KEYS: lock, inbox, record, events, history;  ARGV: token, message_id, now, status ttl
+# The count stops at max attempts: one more is returned (give up) but never stored, so a record's attempts
+# never exceed MAX_ATTEMPTS.
+# KEYS: lock, inbox, record, events, history;  ARGV: token, message_id, now, status ttl, max attempts
 # -> {attempts, history item, ...}, or -1 when the message is no longer the head
 _BEGIN = _HOLDS + """
 if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] then return -1 end
-local attempts = redis.call('HINCRBY', KEYS[3], 'attempts', 1)
+local attempts = tonumber(redis.call('HGET', KEYS[3], 'attempts') or '0') or 0
+if attempts < tonumber(ARGV[5]) then
+  attempts = redis.call('HINCRBY', KEYS[3], 'attempts', 1)
+else
+  attempts = attempts + 1
+end
 if redis.call('HGET', KEYS[3], 'status') ~= 'processing' then
   redis.call('HSET', KEYS[3], 'status', 'processing', 'updated_at', ARGV[3])
   redis.call('EXPIRE', KEYS[3], ARGV[4])
@@ -143,6 +153,18 @@ local head = redis.call('LINDEX', KEYS[2], 0)
 if not head then redis.call('SREM', KEYS[7], ARGV[11]) end
 return {1, head or ''}
 """
+
+
+def _turns(items: list[Any], session_id: str) -> list[Turn]:
+    """The history's turns; an item that does not parse is skipped, so one bad item cannot fail every later
+    message of the session."""
+    turns: list[Turn] = []
+    for item in items:
+        try:
+            turns.append(Turn.from_json(item))
+        except (ValueError, KeyError, TypeError):
+            log.warning("skipping an unreadable history item of session %s", session_id)
+    return turns
 
 
 def _holder_alive(value: str) -> bool:
@@ -213,15 +235,18 @@ class SessionStore:
         position = self._release(keys=keys, args=[lease.token, locate])
         return None if position is None else int(position)
 
-    def begin(self, lease: Lease, message_id: str) -> tuple[int, list[Turn]]:
-        """Count an attempt at the head and mark it processing; (attempts, the session's history)."""
+    def begin(self, lease: Lease, message_id: str, max_attempts: int = 1_000_000) -> tuple[int, list[Turn]]:
+        """Count an attempt at the head and mark it processing; (attempts, the session's history).
+
+        Past ``max_attempts`` the count is ``max_attempts + 1`` (give up) and is not stored."""
         sid = lease.session_id
         keys = [self.keys.session_lock(sid), self.keys.session_inbox(sid), self.keys.message(message_id),
                 self.keys.message_events(message_id), self.keys.session_history(sid)]
-        result = self._begin(keys=keys, args=[lease.token, message_id, repr(time.time()), self.status_ttl])
+        result = self._begin(keys=keys, args=[lease.token, message_id, repr(time.time()), self.status_ttl,
+                                              max_attempts])
         if not isinstance(result, list):
             raise LeaseLost(f"{sid}: lease lost or {message_id} is no longer the head (result {result})")
-        return int(result[0]), [Turn.from_json(item) for item in result[1:]]
+        return int(result[0]), _turns(result[1:], sid)
 
     # -- inbox and history -------------------------------------------------
     def head(self, session_id: str) -> str | None:
@@ -233,7 +258,7 @@ class SessionStore:
 
     def history(self, session_id: str) -> list[Turn]:
         raw: list[Any] = self.redis.lrange(self.keys.session_history(session_id), 0, -1)
-        return [Turn.from_json(item) for item in raw]
+        return _turns(raw, session_id)
 
     def pop(self, lease: Lease, message_id: str, task: QueuedTask | None = None) -> str | None:
         """Remove the finished head (queueing ``task`` in the same step); the next head, None when empty."""

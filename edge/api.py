@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
 from edge.bodies import json_object
 from edge.context import edge
@@ -15,20 +17,23 @@ from edge.intake import accept
 from tasks.outbound import BlockedURL
 from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
 
-__all__ = ["blueprint", "session_id_for"]
+__all__ = ["attachment_name", "blueprint", "session_id_for"]
 
 blueprint = Blueprint("api", __name__)
 
 CHANNEL = "api"
-_NAME = validate.Regexp(r"^[\w.@+:=-]{1,128}$", error="use 1-128 letters, digits or . @ + : = - _")
+MAX_URL_CHARS = 2048  # what the workers' envelope schema takes (tasks/schemas.py)
+MAX_SESSION_ID_CHARS = 256
+_NAME = validate.Regexp(r"^[\w.@+:=-]{1,128}\Z", error="use 1-128 letters, digits or . @ + : = - _")
 
 
 class AttachmentRequest(Schema):
     class Meta:
         unknown = RAISE
 
-    url = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
-    mime = fields.String(required=True, validate=validate.Regexp(r"^[\w.+-]+/[\w.+-]+$", error="not a MIME type"))
+    url = fields.Url(required=True, require_tld=False, schemes={"http", "https"},
+                     validate=validate.Length(max=MAX_URL_CHARS))
+    mime = fields.String(required=True, validate=validate.Regexp(r"^[\w.+-]+/[\w.+-]+\Z", error="not a MIME type"))
     name = fields.String(load_default="", validate=validate.Length(max=255))
     size = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
@@ -46,7 +51,8 @@ class MessageRequest(Schema):
 
     user = fields.String(required=True, validate=_NAME)
     text = fields.String(required=True, validate=validate.Length(min=1))
-    reply_url = fields.Url(load_default=None, allow_none=True, require_tld=False, schemes={"http", "https"})
+    reply_url = fields.Url(load_default=None, allow_none=True, require_tld=False, schemes={"http", "https"},
+                           validate=validate.Length(max=MAX_URL_CHARS))
     session = fields.String(load_default=None, allow_none=True, validate=_NAME)
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
     attachments = fields.List(fields.Nested(AttachmentRequest), load_default=list, validate=validate.Length(max=10))
@@ -57,6 +63,15 @@ class MessageRequest(Schema):
         limit = edge().settings.max_text_chars
         if len(value) > limit:
             raise ValidationError(f"longer than MAX_TEXT_CHARS ({limit} characters)")
+
+    @validates_schema
+    def _session_id_length(self, data: dict[str, Any], **_: Any) -> None:
+        if "user" in data:
+            session_id = session_id_for(data["user"], data.get("session"))
+            if len(session_id) > MAX_SESSION_ID_CHARS:
+                room = MAX_SESSION_ID_CHARS - len(session_id_for("", "x")) + 1
+                raise ValidationError(f"user and session together must be at most {room} characters",
+                                      field_name="session")
 
     @validates("reply_url")
     def _reply_url_allowed(self, value: str | None, **_: Any) -> None:
@@ -70,6 +85,12 @@ class MessageRequest(Schema):
 def session_id_for(user: str, session: str | None) -> str:
     """A user's sessions are namespaced by the user, so no one can join someone else's."""
     return f"{CHANNEL}:{user}" + (f"#{session}" if session else "")
+
+
+def attachment_name(url: str) -> str:
+    """A name for an attachment sent without one: the URL path's last segment, decoded, cut to 255 characters."""
+    segment = unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
+    return re.sub(r"[\x00-\x1f\x7f]", "", segment)[:255] or "attachment"
 
 
 @blueprint.post("/v1/messages")
@@ -92,7 +113,7 @@ def post_message() -> ResponseReturnValue:
         session_id=session_id_for(data["user"], data["session"]),
         text=data["text"],
         attachments=tuple(
-            Attachment(a["mime"], a["size"], a["name"] or a["url"].rsplit("/", 1)[-1], a["url"])
+            Attachment(a["mime"], a["size"], a["name"] or attachment_name(a["url"]), a["url"])
             for a in data["attachments"]
         ),
         metadata=data["metadata"],
@@ -131,7 +152,7 @@ def get_message(message_id: str) -> ResponseReturnValue:
     raw_partial = request.args.get("partial")
     after_partial: int | None = None
     if raw_partial is not None:
-        if not raw_partial.isdigit() or len(raw_partial) > 9:
+        if not re.fullmatch(r"[0-9]{1,9}", raw_partial):  # ASCII only: "²".isdigit() is true
             raise BadRequest("partial must be the last partial's seq (0 before the first)",
                              fields={"partial": [f"not a sequence number: {raw_partial[:20]!r}"]})
         after_partial = int(raw_partial)

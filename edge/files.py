@@ -36,8 +36,8 @@ __all__ = ["blueprint"]
 blueprint = Blueprint("files", __name__)
 
 CHANNEL = "api"
-_NAME = re.compile(r"^[\w.@+:=-]{1,128}$")
-_MIME = re.compile(r"^[\w.+-]+/[\w.+-]+$")
+_NAME = re.compile(r"^[\w.@+:=-]{1,128}\Z")
+_MIME = re.compile(r"^[\w.+-]+/[\w.+-]+\Z")
 _FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields around the file
 
 

@@ -11,19 +11,40 @@ import logging
 import redis
 
 from edge.context import EdgeContext
-from edge.errors import Unavailable
+from edge.errors import Unavailable, Unprocessable
 from edge.observability import note_accepted
 from tasks.enqueue import task_message
 from tasks.names import CONVERT_ATTACHMENTS, HANDLE_MESSAGE
-from tasks.schemas import Attachment, Envelope
+from tasks.schemas import Attachment, Envelope, envelope_errors
 
-__all__ = ["Accepted", "accept", "to_convert"]
+__all__ = ["Accepted", "accept", "check_envelope", "to_convert"]
 
 log = logging.getLogger(__name__)
 
 class Accepted:
     def __init__(self, message_id: str, session_id: str, duplicate: bool) -> None:
         self.message_id, self.session_id, self.duplicate = message_id, session_id, duplicate
+
+
+def check_envelope(envelope: Envelope) -> None:
+    """422 naming the fields unless the workers' own schema loads ``envelope``: whatever a channel's normaliser
+    built (namespaced session ids, derived attachment names, URLs), a 2xx is only given for a message that can
+    be answered."""
+    errors = envelope_errors(envelope)
+    if errors:
+        log.info("refused envelope from channel %s: %s", envelope.channel, errors)
+        raise Unprocessable("the message cannot be accepted: " + _describe(errors), fields={"envelope": errors})
+
+
+def _describe(errors: dict[str, object], prefix: str = "") -> str:
+    """``session_id: Length must be between 1 and 256.; attachments.0.name: ...`` for the error line."""
+    parts: list[str] = []
+    for name, value in errors.items():
+        if isinstance(value, dict):
+            parts.append(_describe(value, f"{prefix}{name}."))
+        else:
+            parts.append(f"{prefix}{name}: {' '.join(map(str, value)) if isinstance(value, list) else value}")
+    return "; ".join(parts)
 
 
 def to_convert(ctx: EdgeContext, envelope: Envelope) -> list[Attachment]:
@@ -41,6 +62,7 @@ def accept(ctx: EdgeContext, envelope: Envelope, idempotency_key: str | None = N
     A message with attachments no helper accepts is admitted at stage "converting" and goes to queue
     ``convert`` first (unsupported types become a polite line there); the core waits for it.
     """
+    check_envelope(envelope)
     converting = bool(to_convert(ctx, envelope))
     task = task_message(ctx.celery, CONVERT_ATTACHMENTS if converting else HANDLE_MESSAGE,
                         [envelope.message_id, envelope.session_id])

@@ -43,8 +43,8 @@ __all__ = [
     "validate_manifest",
 ]
 
-NAME = validate.Regexp(r"^[a-z][a-z0-9_-]{0,31}$", error="use 1-32 of a-z, 0-9, _ and -, starting with a letter")
-MIME = validate.Regexp(r"^[\w.+-]+/(\*|[\w.+-]+)$", error="not a MIME type or pattern like image/*")
+NAME = validate.Regexp(r"^[a-z][a-z0-9_-]{0,31}\Z", error="use 1-32 of a-z, 0-9, _ and -, starting with a letter")
+MIME = validate.Regexp(r"^[\w.+-]+/(\*|[\w.+-]+)\Z", error="not a MIME type or pattern like image/*")
 CircuitState = str  # "closed" | "open" | "half-open"
 
 

@@ -22,10 +22,27 @@ from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
 from tasks.schemas import Envelope
 
-__all__ = ["STATUSES", "TERMINAL", "MessageRecord", "MessageStore"]
+__all__ = ["STATUSES", "TERMINAL", "MessageRecord", "MessageStore", "public_error"]
 
 STATUSES = ("queued", "processing", "answered", "failed")
 TERMINAL = frozenset({"answered", "failed"})
+
+# What a person may read of why their message failed; the operator's reason (exception text included) stays
+# in the record's ``error``, the logs, the dead letters and the status page.
+PUBLIC_ERRORS = (  # (the start of an operator's reason, the phrase a person reads)
+    (("PromptTooLarge:", "GenerationError: prompt is"), "the message was too long to answer"),
+    (("SoftTimeLimitExceeded", "TimeLimitExceeded"), "answering the message took too long"),
+)
+GENERIC_PUBLIC_ERROR = "the message could not be answered"
+
+
+def public_error(reason: str) -> str:
+    """A short, safe phrase for ``reason``: never the exception text, which can name internals."""
+    for needles, phrase in PUBLIC_ERRORS:
+        if reason.startswith(needles):
+            return phrase
+    return GENERIC_PUBLIC_ERROR
+
 
 # KEYS: record, inbox, idempotency (may be ""), pending sessions, task queue (may be "")
 # ARGV: message_id, envelope json, session_id, now, status ttl, idempotency ttl, task message ("" = none),
@@ -112,7 +129,7 @@ class MessageRecord:
             "reply": self.reply,
         }
         if self.error:
-            body["error"] = self.error
+            body["error"] = public_error(self.error)
         if self.delivery:
             body["delivery"] = self.delivery
         if self.partial is not None and self.status not in TERMINAL:
@@ -164,8 +181,13 @@ class MessageStore:
         return bool(created), str(message_id)
 
     def get(self, message_id: str) -> MessageRecord | None:
-        data = self.redis.hgetall(self.keys.message(message_id))
-        return MessageRecord.from_hash(data) if data else None  # type: ignore[arg-type]
+        data = self.get_raw(message_id)
+        return MessageRecord.from_hash(data) if data else None
+
+    def get_raw(self, message_id: str) -> dict[str, str]:
+        """The record's fields as stored, unparsed (empty when there is none): what the poison path works from."""
+        data: dict[str, str] = self.redis.hgetall(self.keys.message(message_id))  # type: ignore[assignment]
+        return data
 
     def update(self, message_id: str, **fields_: str | int | float) -> bool:
         """Set fields of an existing record (never resurrect an expired one) and wake long polls."""

@@ -23,6 +23,7 @@ __all__ = [
     "ReplyRoute",
     "ReplySchema",
     "ValidationError",
+    "envelope_errors",
     "new_message_id",
     "utcnow_iso",
 ]
@@ -111,7 +112,7 @@ class _Strict(Schema):
 
 
 class AttachmentSchema(_Strict):
-    mime = fields.String(required=True, validate=validate.Regexp(r"^[\w.+-]+/[\w.+-]+$"))
+    mime = fields.String(required=True, validate=validate.Regexp(r"^[\w.+-]+/[\w.+-]+\Z"))
     size = fields.Integer(required=True, validate=validate.Range(min=0))
     name = fields.String(required=True, validate=validate.Length(max=255))
     url = fields.String(required=True, validate=validate.Length(min=1, max=2048))
@@ -136,7 +137,7 @@ _ID = validate.Length(min=1, max=256)
 
 class EnvelopeSchema(_Strict):
     message_id = fields.String(required=True, validate=_ID)
-    channel = fields.String(required=True, validate=validate.Regexp(r"^[a-z][a-z0-9_.-]{0,31}$"))
+    channel = fields.String(required=True, validate=validate.Regexp(r"^[a-z][a-z0-9_.-]{0,31}\Z"))
     channel_message_id = fields.String(load_default=None, allow_none=True, validate=_ID)
     sender = fields.String(required=True, validate=_ID)
     session_id = fields.String(required=True, validate=_ID)
@@ -150,6 +151,13 @@ class EnvelopeSchema(_Strict):
     def _make(self, data: dict[str, Any], **_: Any) -> Envelope:
         data["attachments"] = tuple(data["attachments"])
         return Envelope(**data)
+
+
+def envelope_errors(envelope: Envelope) -> dict[str, Any]:
+    """What the workers would refuse in ``envelope`` (empty when it loads): the edge checks this before any
+    2xx, so a message it accepts can always be loaded by the worker that answers it."""
+    errors: dict[str, Any] = EnvelopeSchema().validate(envelope.to_dict())
+    return errors
 
 
 class ReplySchema(_Strict):

@@ -10,6 +10,7 @@ from typing import Any
 import redis
 from celery import Celery
 
+from core_worker.llm import ChatMessage, Completion
 from tasks.enqueue import QueuedTask, task_message
 from tasks.names import DELIVER_REPLY, QUEUE_DELIVER
 from tasks.schemas import Envelope, ReplyRoute, new_message_id
@@ -67,3 +68,42 @@ class QueuedDeliveries(Sequence[dict[str, Any]]):
         return self._payloads() == other
 
     __hash__ = None  # type: ignore[assignment]
+
+
+# -- a model and a helper for the processor's tests ---------------------------------------------------------
+class ScriptedLLM:
+    """A model double that echoes, records prompts, and fails on request."""
+
+    name = "scripted"
+    context_length = 2048
+    constrains_json = False
+
+    def __init__(self) -> None:
+        self.prompts: list[list[ChatMessage]] = []
+        self.fail_on: set[str] = set()
+
+    def chat(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, stop: Sequence[str] = (),
+        json_schema: dict[str, Any] | None = None,
+    ) -> Completion:
+        self.prompts.append(list(messages))
+        if messages[-1].content in self.fail_on:
+            raise RuntimeError("model exploded")
+        return Completion(f"echo: {messages[-1].content}", 10, 3, "stop")
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def close(self) -> None:
+        pass
+
+
+CALCULATOR = {
+    "name": "calculator", "url": "http://127.0.0.1:8100", "version": "1", "description": "",
+    "capabilities": [{
+        "name": "calculate", "description": "Evaluate arithmetic",
+        "input_schema": {"type": "object", "properties": {"expression": {"type": "string"}},
+                         "required": ["expression"]},
+        "output_schema": {"type": "object", "properties": {"text": {"type": "string"}}}, "reply": "direct",
+    }],
+}

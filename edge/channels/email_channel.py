@@ -51,7 +51,7 @@ __all__ = ["EmailChannel", "IngestResult"]
 
 log = logging.getLogger(__name__)
 
-_TOKEN = re.compile(r"^[0-9a-f]{32}$")
+_TOKEN = re.compile(r"^[0-9a-f]{32}\Z")
 Fields = dict[str, bytes]
 
 
@@ -263,7 +263,7 @@ def _read_form(limit: int) -> tuple[Fields, list[MailPart]]:
 
 
 def _part(field_name: str, storage: FileStorage) -> MailPart:
-    mime = storage.mimetype if re.match(r"^[\w.+-]+/[\w.+-]+$", storage.mimetype or "") else (
+    mime = storage.mimetype if re.match(r"^[\w.+-]+/[\w.+-]+\Z", storage.mimetype or "") else (
         "application/octet-stream"
     )
     return MailPart(name=(storage.filename or field_name)[:255], mime=mime, data=storage.read())

@@ -349,7 +349,7 @@ def parse_mail(source: bytes | Message) -> ParsedMail:
         if len(attachments) >= MAX_ATTACHMENTS:
             skipped += 1
             continue
-        mime = part.get_content_type() if re.match(r"^[\w.+-]+/[\w.+-]+$", part.get_content_type()) else (
+        mime = part.get_content_type() if re.match(r"^[\w.+-]+/[\w.+-]+\Z", part.get_content_type()) else (
             "application/octet-stream"
         )
         default_name = f"attachment-{len(attachments) + 1}" + (".eml" if mime == "message/rfc822" else "")

@@ -32,7 +32,7 @@ from tasks.settings import Settings
 
 __all__ = ["build_reply", "send_mail"]
 
-_MSGID = re.compile(r"^<[^<>\s]{1,500}>$")
+_MSGID = re.compile(r"^<[^<>\s]{1,500}>\Z")
 _ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\"\\]{1,64}@[^\s@<>()\[\],;:\"\\]{1,253}$")
 SECURITY = ("none", "starttls", "ssl")
 

@@ -70,7 +70,7 @@ MAX_MESSAGE_CHARS = 4096
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 EMPTY_REPLY = "Sorry, I have no answer to that."
 TYPING_EVERY = 4.5  # Telegram shows a chat action for 5 s or until the next message
-_SECRET_FORM = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_SECRET_FORM = re.compile(r"^[A-Za-z0-9_-]{1,256}\Z")
 
 
 # --- pure parts ------------------------------------------------------------------
@@ -99,7 +99,7 @@ def _attachments(message: Mapping[str, Any], file_url: Callable[[str], str]) -> 
         if not isinstance(file_id, str) or not file_id:
             continue
         mime = str(item.get("mime_type") or default_mime).lower()
-        if not re.match(r"^[\w.+-]+/[\w.+-]+$", mime):
+        if not re.match(r"^[\w.+-]+/[\w.+-]+\Z", mime):
             mime = default_mime
         name = str(item.get("file_name") or default_name)[:255]
         size = int(item.get("file_size") or 0)

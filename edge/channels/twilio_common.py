@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 ROUTE_PREFIX = "/v1/channels/twilio"
-_E164 = re.compile(r"^\+[1-9]\d{5,14}$")
+_E164 = re.compile(r"^\+[1-9]\d{5,14}\Z")
 
 
 def public_url(settings: Settings, request: Request) -> str:

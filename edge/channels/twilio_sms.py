@@ -51,7 +51,7 @@ OPT_IN = frozenset({"start", "unstop"})
 HELP = frozenset({"help", "info"})
 Keyword = Literal["stop", "start", "help"]
 
-_MIME = re.compile(r"^[\w.+-]+/[\w.+-]+$")
+_MIME = re.compile(r"^[\w.+-]+/[\w.+-]+\Z")
 
 
 def keyword(body: str, opt_out_type: str | None = None, *, opted_out: bool = False) -> Keyword | None:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import fakeredis
@@ -10,7 +9,6 @@ import pytest
 
 from core_worker.helper_flow import HelperFlow, unavailable_text
 from core_worker.helper_limits import HelperCallLimit
-from core_worker.llm import ChatMessage, Completion
 from core_worker.processor import FAILURE_TEXT, SessionProcessor
 from core_worker.sessions import SessionStore
 from tasks.deadletters import DeadLetters
@@ -18,34 +16,7 @@ from tasks.helpers import registry_from_settings
 from tasks.keys import Keys
 from tasks.messages import MessageStore
 from tasks.settings import Settings
-from tests.factories import QueuedDeliveries, delivery_task, envelope
-
-
-class ScriptedLLM:
-    """A model double that echoes, records prompts, and fails on request."""
-
-    name = "scripted"
-    context_length = 2048
-    constrains_json = False
-
-    def __init__(self) -> None:
-        self.prompts: list[list[ChatMessage]] = []
-        self.fail_on: set[str] = set()
-
-    def chat(
-        self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, stop: Sequence[str] = (),
-        json_schema: dict[str, Any] | None = None,
-    ) -> Completion:
-        self.prompts.append(list(messages))
-        if messages[-1].content in self.fail_on:
-            raise RuntimeError("model exploded")
-        return Completion(f"echo: {messages[-1].content}", 10, 3, "stop")
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def close(self) -> None:
-        pass
+from tests.factories import CALCULATOR, QueuedDeliveries, ScriptedLLM, delivery_task, envelope
 
 
 @pytest.fixture
@@ -150,17 +121,6 @@ def test_a_crash_counted_past_the_limit_fails_the_message_without_running_it(
     assert processor.run(env.session_id, env.message_id)
     assert llm.prompts == []
     assert message_store.get(env.message_id).status == "failed"  # type: ignore[union-attr]
-
-
-CALCULATOR = {
-    "name": "calculator", "url": "http://127.0.0.1:8100", "version": "1", "description": "",
-    "capabilities": [{
-        "name": "calculate", "description": "Evaluate arithmetic",
-        "input_schema": {"type": "object", "properties": {"expression": {"type": "string"}},
-                         "required": ["expression"]},
-        "output_schema": {"type": "object", "properties": {"text": {"type": "string"}}}, "reply": "direct",
-    }],
-}
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ class Capability:
 
 
 def check_name(name: Any, what: str) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ManifestError(f"{what} {name!r} must match {NAME_PATTERN.pattern}")
     return name
 
@@ -141,7 +141,7 @@ def _mime_types(values: Iterable[str], name: str, what: str) -> tuple[str, ...]:
     out = []
     for value in values:
         mime = value.strip().lower() if isinstance(value, str) else value
-        if not isinstance(mime, str) or not _MIME_PATTERN.match(mime):
+        if not isinstance(mime, str) or not _MIME_PATTERN.fullmatch(mime):
             raise ManifestError(
                 f"capability {name!r}: {what} entry {value!r} is not a MIME type like text/plain or image/*"
             )

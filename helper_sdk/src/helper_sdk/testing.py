@@ -344,7 +344,7 @@ def _manifest_problems(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         return {"_schema": ["the body must be a JSON object"]}
     problems: dict[str, Any] = {}
-    if not isinstance(body.get("name"), str) or not _NAME.match(body["name"]):
+    if not isinstance(body.get("name"), str) or not _NAME.fullmatch(body["name"]):
         problems["name"] = [f"must match {_NAME.pattern}"]
     url = body.get("url")
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
@@ -369,7 +369,7 @@ def _capability_problems(capability: Any, seen: set[str]) -> dict[str, list[str]
         return {"_schema": ["must be an object"]}
     errors: dict[str, list[str]] = {}
     name = capability.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         errors["name"] = [f"must match {_NAME.pattern}"]
     elif name in seen:
         errors["name"] = ["duplicate capability name"]
@@ -382,7 +382,7 @@ def _capability_problems(capability: Any, seen: set[str]) -> dict[str, list[str]
             errors[key] = ["must be a JSON Schema object"]
     for key in ("accepts", "produces"):
         values = capability.get(key, [])
-        if not isinstance(values, list) or not all(isinstance(v, str) and _MIME.match(v) for v in values):
+        if not isinstance(values, list) or not all(isinstance(v, str) and _MIME.fullmatch(v) for v in values):
             errors[key] = ["must be a list of MIME types or patterns like image/*"]
     timeout = capability.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0.1):
