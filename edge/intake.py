@@ -6,6 +6,7 @@ is kept in one place.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import redis
@@ -15,7 +16,7 @@ from edge.errors import Unavailable, Unprocessable
 from edge.observability import note_accepted
 from tasks.enqueue import task_message
 from tasks.names import CONVERT_ATTACHMENTS, HANDLE_MESSAGE
-from tasks.schemas import Attachment, Envelope, envelope_errors
+from tasks.schemas import MAX_ATTACHMENT_NAME, Attachment, Envelope, envelope_errors
 
 __all__ = ["Accepted", "accept", "check_envelope", "to_convert"]
 
@@ -34,6 +35,15 @@ def check_envelope(envelope: Envelope) -> None:
     if errors:
         log.info("refused envelope from channel %s: %s", envelope.channel, errors)
         raise Unprocessable("the message cannot be accepted: " + _describe(errors), fields={"envelope": errors})
+
+
+def _names_cut(envelope: Envelope) -> Envelope:
+    """Attachment names (a provider's file name, a URL's last segment) cut to what the schema takes: a long
+    name is no reason to refuse a person's file."""
+    if all(len(a.name) <= MAX_ATTACHMENT_NAME for a in envelope.attachments):
+        return envelope
+    return dataclasses.replace(envelope, attachments=tuple(
+        dataclasses.replace(a, name=a.name[:MAX_ATTACHMENT_NAME]) for a in envelope.attachments))
 
 
 def _describe(errors: dict[str, object], prefix: str = "") -> str:
@@ -62,6 +72,7 @@ def accept(ctx: EdgeContext, envelope: Envelope, idempotency_key: str | None = N
     A message with attachments no helper accepts is admitted at stage "converting" and goes to queue
     ``convert`` first (unsupported types become a polite line there); the core waits for it.
     """
+    envelope = _names_cut(envelope)
     check_envelope(envelope)
     converting = bool(to_convert(ctx, envelope))
     task = task_message(ctx.celery, CONVERT_ATTACHMENTS if converting else HANDLE_MESSAGE,

@@ -16,6 +16,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
 __all__ = [
+    "MAX_ATTACHMENT_NAME",
     "Attachment",
     "Envelope",
     "EnvelopeSchema",
@@ -106,6 +107,9 @@ class Reply:
         return reply
 
 
+MAX_ATTACHMENT_NAME = 255
+
+
 class _Strict(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -114,7 +118,7 @@ class _Strict(Schema):
 class AttachmentSchema(_Strict):
     mime = fields.String(required=True, validate=validate.Regexp(r"^[\w.+-]+/[\w.+-]+\Z"))
     size = fields.Integer(required=True, validate=validate.Range(min=0))
-    name = fields.String(required=True, validate=validate.Length(max=255))
+    name = fields.String(required=True, validate=validate.Length(max=MAX_ATTACHMENT_NAME))
     url = fields.String(required=True, validate=validate.Length(min=1, max=2048))
 
     @post_load

@@ -299,3 +299,20 @@ def test_the_real_model_routes_through_its_grammar(make_system: MakeSystem) -> N
         assert all("finish=length" in line for line in invalid), invalid  # only ever cut off, never malformed
     finally:
         helpers.stop()
+
+
+def test_a_20000_character_message_with_3_helpers_fits_the_real_models_context(make_system: MakeSystem) -> None:
+    """Issue 16: the tool choice sent the whole text and overflowed llama.cpp's context (dead-lettered, and the
+    internal error shown publicly); one prompt budget now cuts it for routing as for answering."""
+    system = make_system(HELPER_REGISTRATION_TOKEN=TOKEN, LLM_MAX_TOKENS="16", MAX_TEXT_CHARS="20000")
+    system.start_all()
+    helpers = Helpers(system)
+    try:
+        helpers.start("calculator", CALCULATOR)
+        helpers.start("converter", CONVERTER)
+        helpers.start("fileinfo", "tests.integration.helper_apps:helper")
+        record = ask(system, "word " * 4000)  # 20,000 characters; the context holds 2,048 tokens
+        assert record["reply"]["text"]
+        assert "context holds" not in system.procs["core"].log()
+    finally:
+        helpers.stop()

@@ -110,4 +110,4 @@ def test_every_accepted_message_ends_and_every_refused_one_is_a_4xx_json(system:
     assert max(attempts.values()) <= MAX_ATTEMPTS, {m: a for m, a in attempts.items() if a > MAX_ATTEMPTS}
     failed = [m for m in accepted if client.hget(keys.message(m), "status") == "failed"]
     print(f"admission property: all ended; {len(failed)} failed: "
-          + "; ".join(sorted({client.hget(keys.message(m), 'error') or '' for m in failed}))[:2000])
+          + "; ".join(sorted({str(client.hget(keys.message(m), "error")) for m in failed}))[:2000])

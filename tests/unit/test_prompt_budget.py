@@ -29,7 +29,7 @@ MAX_TOKENS = 64
 
 
 def helper(name: str) -> dict[str, Any]:
-    manifest = copy.deepcopy(CALCULATOR)
+    manifest: dict[str, Any] = copy.deepcopy(CALCULATOR)
     manifest["name"] = name
     manifest["capabilities"][0]["reply"] = "model"
     return manifest
