@@ -22,6 +22,7 @@ from limits.errors import StorageError
 from limits.storage import RedisStorage
 from limits.strategies import STRATEGIES, RateLimiter
 
+from tasks.keys import scoped
 from tasks.settings import Settings, SettingsError
 
 __all__ = ["HelperCallLimit"]
@@ -48,7 +49,7 @@ class HelperCallLimit:
         """Count one helper call of this sender; None if it may be made, else seconds until it may."""
         if self.item is None:
             return None
-        identifiers = (self.key_prefix, "helper-calls", f"{channel}:{sender}")
+        identifiers = (self.key_prefix, "helper-calls", scoped(channel, sender))
         try:
             if self.limiter.hit(self.item, *identifiers):
                 return None

@@ -14,6 +14,7 @@ from edge.bodies import json_object
 from edge.context import edge
 from edge.errors import BadRequest, NotFound
 from edge.intake import accept
+from tasks.keys import scoped
 from tasks.outbound import BlockedURL
 from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
 
@@ -120,7 +121,7 @@ def post_message() -> ResponseReturnValue:
         reply=ReplyRoute(callback_url=data["reply_url"],
                          stream_interval=ctx.settings.stream_interval_seconds if data["stream"] else 0.0),
     )
-    scoped_key = f"{data['user']}:{idempotency_key}" if idempotency_key else None
+    scoped_key = scoped(data["user"], idempotency_key) if idempotency_key else None
     accepted = accept(ctx, envelope, scoped_key)
     base = ctx.settings.public_base_url.rstrip("/")
     response = jsonify(

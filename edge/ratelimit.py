@@ -32,6 +32,7 @@ from limits import RateLimitItem, parse
 from limits.errors import StorageError
 
 from edge.errors import TooManyRequests, Unavailable
+from tasks.keys import scoped
 from tasks.settings import Settings, SettingsError
 
 __all__ = ["RateLimits", "TooManyRequests", "client_ip"]
@@ -118,7 +119,7 @@ class RateLimits:
         if not limit:
             return
         item = _parsed(limit)
-        identifiers = (self.key_prefix, bucket, key)  # laid out like the decorators' keys
+        identifiers = (self.key_prefix, bucket, scoped(key))  # laid out like the decorators' keys
         strategy = self.limiter.limiter
         try:
             if strategy.hit(item, *identifiers):

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Keys"]
+__all__ = ["Keys", "scoped"]
+
+
+def scoped(*parts: str) -> str:
+    """One unambiguous key part from several, each length-prefixed (``5:alice2:42``): a ``:``-join of
+    user-controlled parts would let ``alice:order`` + ``42`` collide with ``alice`` + ``order:42``."""
+    return "".join(f"{len(part)}:{part}" for part in parts)
 
 
 @dataclass(frozen=True)

@@ -84,3 +84,16 @@ def test_every_channel_is_checked_against_the_workers_schema_before_any_2xx(
     with app.app_context():
         accepted = accept(edge(), long_name)
     assert not accepted.duplicate and len(celery_app.sent) == 1
+
+
+def test_idempotency_keys_are_scoped_unambiguously_per_user(client: FlaskClient) -> None:
+    """``user:key`` let ``alice:order`` + ``42`` replay (or swallow) ``alice`` + ``order:42``."""
+    def send(user: str, key: str) -> Any:
+        return client.post("/v1/messages", json={"user": user, "text": "hi"}, headers={"Idempotency-Key": key})
+
+    theirs, forged = send("alice", "order:42"), send("alice:order", "42")
+    assert theirs.status_code == forged.status_code == 202
+    assert "Idempotent-Replayed" not in forged.headers
+    assert forged.get_json()["message_id"] != theirs.get_json()["message_id"]
+    again = send("alice", "order:42")
+    assert again.get_json()["message_id"] == theirs.get_json()["message_id"]  # a real retry still replays
