@@ -37,7 +37,7 @@ from .prefix_cache import PrefixCache
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-__all__ = ["LlamaCppBackend"]
+__all__ = ["LlamaCppBackend", "grammar_schema"]
 
 
 class LlamaCppBackend:
@@ -165,7 +165,7 @@ class LlamaCppBackend:
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
         """llama.cpp's GBNF grammar for ``schema``, compiled once per schema (routing reuses few)."""
-        key = json.dumps(schema, sort_keys=True)
+        key = json.dumps(grammar_schema(schema), sort_keys=True)
         if key not in self._grammars:
             from llama_cpp import LlamaGrammar
 
@@ -203,3 +203,23 @@ def _progress_hook(llm: Llama, prompt: list[int], stops: list[str], on_progress:
         return False
 
     return StoppingCriteriaList([watch])
+
+
+# Keywords llama.cpp's JSON-schema-to-grammar converter mistranslates: a ``pattern`` such as ``^\d{4}-\d{2}$``
+# became a grammar its parser refuses ("unknown escape"), and sampling with it then crashed the process (SIGSEGV,
+# the converter helper's schema). The constraint is kept for the output's shape; the arguments are validated
+# against the helper's full schema after generation (core_worker/routing.py), as for backends without grammars.
+UNGRAMMATICAL_KEYWORDS = frozenset({"pattern", "patternProperties", "format"})
+_NAMED_SUBSCHEMAS = frozenset({"properties", "$defs", "definitions", "dependentSchemas"})
+
+
+def grammar_schema(schema: Any, *, names: bool = False) -> Any:
+    """``schema`` without the keywords llama.cpp cannot turn into a grammar (property names kept as they are)."""
+    if isinstance(schema, list):
+        return [grammar_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if names:  # a mapping of names to subschemas: a property called "pattern" is not the keyword
+        return {name: grammar_schema(sub) for name, sub in schema.items()}
+    return {key: grammar_schema(value, names=key in _NAMED_SUBSCHEMAS)
+            for key, value in schema.items() if key not in UNGRAMMATICAL_KEYWORDS}

@@ -303,7 +303,9 @@ def test_the_real_model_routes_through_its_grammar(make_system: MakeSystem) -> N
 
 def test_a_20000_character_message_with_3_helpers_fits_the_real_models_context(make_system: MakeSystem) -> None:
     """Issue 16: the tool choice sent the whole text and overflowed llama.cpp's context (dead-lettered, and the
-    internal error shown publicly); one prompt budget now cuts it for routing as for answering."""
+    internal error shown publicly); one prompt budget now cuts it for routing as for answering. With the
+    converter registered, its ``pattern`` also made a grammar llama.cpp could not parse: any routing crashed the
+    worker (SIGSEGV) until ``grammar_schema`` dropped it."""
     system = make_system(HELPER_REGISTRATION_TOKEN=TOKEN, LLM_MAX_TOKENS="16", MAX_TEXT_CHARS="20000")
     system.start_all()
     helpers = Helpers(system)
