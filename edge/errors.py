@@ -20,7 +20,7 @@ HTML page or a bare 500.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 from flask import Flask, jsonify
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 class ApiError(Exception):
     status = 400
+    headers: ClassVar[dict[str, str]] = {}  # sent with the error (e.g. a 401's WWW-Authenticate)
 
     def __init__(self, error: str, fields: dict[str, Any] | None = None) -> None:
         super().__init__(error)
@@ -100,6 +101,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> ResponseReturnValue:
         response = jsonify(exc.body())
+        response.headers.update(exc.headers)
         if exc.status == 503:
             response.headers["Retry-After"] = "5"
         if isinstance(exc, TooManyRequests):

@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from edge.context import edge
 from edge.errors import Unavailable
+from edge.operator import operator_route
 from edge.status import Snapshot, gauges, snapshot, status_body
 from tasks.metrics_render import metric_families
 
@@ -38,6 +39,7 @@ def readyz() -> ResponseReturnValue:
 
 
 @blueprint.get("/v1/status")
+@operator_route
 def status() -> ResponseReturnValue:
     """Workers (heartbeats), queue depths, helpers and their circuits, dead letters, key numbers."""
     ctx = edge()
@@ -50,6 +52,7 @@ def status() -> ResponseReturnValue:
 
 
 @blueprint.get("/metrics")
+@operator_route
 def metrics() -> ResponseReturnValue:
     """Prometheus text format: the sums every process flushed to Redis, plus the live gauges."""
     ctx = edge()

@@ -13,6 +13,7 @@ from flask import Blueprint, Response
 from flask.typing import ResponseReturnValue
 
 from edge.context import edge
+from edge.operator import operator_route
 
 __all__ = ["blueprint"]
 
@@ -25,6 +26,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'se
 
 
 @blueprint.get("/status")
+@operator_route
 def status_page() -> ResponseReturnValue:
     page = (STATIC / "status.html").read_text(encoding="utf-8")
     page = page.replace("__REFRESH_SECONDS__", f"{edge().settings.status_page_refresh:g}")

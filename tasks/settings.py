@@ -483,6 +483,12 @@ class Settings:
     status_page_refresh: float = _setting(
         5.0, "STATUS_PAGE_REFRESH", "Seconds between two refreshes of the `GET /status` page."
     )
+    operator_token: str = _setting(
+        "", "OPERATOR_TOKEN",
+        "Token of the operator routes (`GET /v1/status`, `GET /status`, `GET /metrics`): `Authorization: Bearer "
+        "<token>`, or Basic with the token as password (the page's browser prompt). Empty: loopback only, and not "
+        "through a proxy (a request carrying forwarding headers is refused).",
+    )
 
     def __post_init__(self) -> None:
         if not self.task_soft_time_limit < self.task_time_limit < self.visibility_timeout:

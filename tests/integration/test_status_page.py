@@ -75,3 +75,24 @@ def test_the_status_page_shows_workers_queues_numbers_and_dead_letters(
 
     errors = [entry for entry in browser.get_log("browser") if entry.get("level") == "SEVERE"]  # type: ignore[attr-defined]
     assert errors == []
+
+
+def test_with_an_operator_token_the_page_works_through_the_browsers_login(
+    make_system: MakeSystem, browser: WebDriver  # noqa: F811
+) -> None:
+    """The page and its ``/v1/status`` reads are refused without the token; the browser's Basic login (here
+    the credentials in the URL, as a person typing them into the prompt) opens both."""
+    token = "operator-token-for-the-page"
+    system = make_system(LLM_BACKEND="tests.integration.scripted_backend:factory", STATUS_PAGE_REFRESH="0.5",
+                         WORKER_HEARTBEAT_INTERVAL="0.5", OPERATOR_TOKEN=token)
+    system.start_all(io_concurrency=1)
+    import requests
+
+    assert requests.get(f"{system.base_url}/v1/status", timeout=5).status_code == 401
+    browser.get(system.base_url.replace("http://", f"http://operator:{token}@") + "/status")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.execute_script("return document.documentElement.dataset.refreshes"))
+    wait.until(lambda d: len([r for r in cell_texts(d, "workers") if "alive" in r]) >= 2)
+    # Later visits of the plain address use the browser's cached login for the realm, the page's reads too.
+    browser.get(f"{system.base_url}/status")
+    wait.until(lambda d: int(d.execute_script("return document.documentElement.dataset.refreshes") or 0) >= 2)

@@ -107,7 +107,10 @@
   async function refresh() {
     const banner = document.getElementById("banner");
     try {
-      const response = await fetch("/v1/status", { headers: { Accept: "application/json" }, cache: "no-store" });
+      // The origin, not the page's URL: a page opened as http://user:token@host/status would make a relative
+      // URL carry the credentials, which fetch() refuses; the browser sends its cached login for the realm.
+      const response = await fetch(new URL("/v1/status", window.location.origin),
+                                   { headers: { Accept: "application/json" }, cache: "no-store" });
       const status = await response.json();
       if (!response.ok) throw new Error(status.error || "HTTP " + response.status);
       renderNumbers(status);
