@@ -69,22 +69,27 @@ class DirectModel:
         else:
             raise ValueError(f"unknown backend {backend!r}")
         self.load_s = time.perf_counter() - started
-        from core_worker.llm.prompt_pieces import PromptSplitter
+        from core_worker.llm.prompt_pieces import PromptSplitter, template_tokens
 
         self.lstrip: frozenset[int] = frozenset()
         self.rstrip: frozenset[int] = frozenset()
         if backend == "llama_cpp":
-            from core_worker.llm.llama_cpp_backend import vocab_control_tokens
+            from core_worker.llm.llama_cpp_backend import vocab_tokens
 
-            control, self.lstrip, self.rstrip = vocab_control_tokens(self.llm)
+            vocab = vocab_tokens(self.llm)
+            control, self.lstrip, self.rstrip = vocab.control, vocab.lstrip, vocab.rstrip
+            self.user_defined = PromptSplitter({})
         else:
-            control = dict(self.info.control_tokens)
+            user_defined = {t: i for t, i in self.info.special_tokens.items() if t not in self.info.control_tokens}
+            markers = template_tokens(self.template, user_defined)
+            control = {**self.info.control_tokens, **markers}
+            self.user_defined = PromptSplitter({t: i for t, i in user_defined.items() if t not in markers})
         self.splitter = PromptSplitter(control)
 
     def tokens(self, text: str) -> list[int]:
         """The worker's prompt for one message from a new user, as token ids."""
         from core_worker.llm.base import ChatMessage
-        from core_worker.llm.prompt_pieces import PromptSplitter, strip_around, token_ids
+        from core_worker.llm.prompt_pieces import strip_around, token_ids
 
         system = [ChatMessage("system", self.settings.system_prompt)] if self.settings.system_prompt else []
         messages = [*system, ChatMessage("user", text)]
@@ -94,8 +99,7 @@ class DirectModel:
             return token_ids(pieces, lambda t: list(self.llm.tokenize(t.encode("utf-8"), add_bos=False,
                                                                       special=False)), bos)
         # As our ctransformers backend: the template's control tokens as ids, the rest as text.
-        user_defined = PromptSplitter({t: i for t, i in self.info.special_tokens.items()
-                                       if t not in self.info.control_tokens})
+        user_defined = self.user_defined
         bos = self.llm.bos_token_id if self.info.add_bos_token else None
         return token_ids(
             self.splitter.pieces(self.template, messages),

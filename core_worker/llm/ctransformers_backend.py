@@ -38,7 +38,7 @@ from .base import (
     merge_stops,
     read_model,
 )
-from .prompt_pieces import Piece, PromptSplitter, pieces_text, token_ids
+from .prompt_pieces import Piece, PromptSplitter, pieces_text, template_tokens, token_ids
 
 __all__ = ["SUPPORTED_TENSOR_TYPES", "CTransformersBackend", "check_supported", "cpu_library"]
 
@@ -107,11 +107,12 @@ class CTransformersBackend:
         self.template: ChatTemplate = template_for_model(info)
         self.context_length = effective_context(config.n_ctx, info.context_length)
         self._lock = threading.RLock()
-        self._splitter = PromptSplitter(info.control_tokens)
-        # llama.cpp matches user-defined tokens even with special-token parsing off; so do we, in any text.
-        self._user_defined = PromptSplitter(
-            {t: i for t, i in info.special_tokens.items() if t not in info.control_tokens}
-        )
+        user_defined = {t: i for t, i in info.special_tokens.items() if t not in info.control_tokens}
+        # A file that types its turn markers user-defined (2023 conversions did): still the template's alone.
+        markers = template_tokens(self.template, user_defined)
+        self._splitter = PromptSplitter({**info.control_tokens, **markers})
+        # llama.cpp matches the other user-defined tokens even with special-token parsing off; so do we, in any text.
+        self._user_defined = PromptSplitter({t: i for t, i in user_defined.items() if t not in markers})
         try:
             from ctransformers import LLM, Config
         except ImportError as exc:  # pragma: no cover - depends on the install

@@ -11,9 +11,11 @@ parsing off (core_worker.llm.prompt_pieces).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core_worker.chat_template import ChatTemplate, template_for_model
@@ -34,12 +36,14 @@ from .base import (
     read_model,
 )
 from .prefix_cache import PrefixCache
-from .prompt_pieces import Piece, PromptSplitter, pieces_text, strip_around, token_ids
+from .prompt_pieces import Piece, PromptSplitter, pieces_text, strip_around, template_tokens, token_ids
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-__all__ = ["LlamaCppBackend", "vocab_control_tokens"]
+__all__ = ["LlamaCppBackend", "VocabTokens", "vocab_tokens"]
+
+log = logging.getLogger(__name__)
 
 
 class LlamaCppBackend:
@@ -78,8 +82,16 @@ class LlamaCppBackend:
             raise ModelLoadError(f"llama.cpp failed to load {info.path}: {exc}") from exc
         self._llm: Llama | None = llm
         self.prefix_cache = PrefixCache(config.prompt_cache_bytes) if config.prompt_cache_bytes > 0 else None
-        control, self._lstrip, self._rstrip = vocab_control_tokens(llm)
-        self._splitter = PromptSplitter(control)
+        vocab = vocab_tokens(llm)
+        self._lstrip, self._rstrip = vocab.lstrip, vocab.rstrip
+        self._splitter = PromptSplitter(vocab.control)
+        forgeable = template_tokens(self.template, vocab.user_defined)
+        if forgeable:
+            log.warning(
+                "%s types the chat template's markers %s as user-defined tokens, which llama.cpp matches in any "
+                "text: a message containing them can still open a turn (a current conversion of the model marks "
+                "them control; ctransformers treats them as the template's)", info.path, ", ".join(sorted(forgeable))
+            )
         self._bos: int | None = llm.token_bos() if llm._model.add_bos_token() else None
 
     # -- helpers ---------------------------------------------------------------
@@ -195,28 +207,42 @@ class LlamaCppBackend:
             llm.close()
 
 
-def vocab_control_tokens(llm: Llama) -> tuple[dict[str, int], frozenset[int], frozenset[int]]:
-    """The tokens llama.cpp parses only with special-token parsing on (control, unknown), as llama.cpp itself
-    marks them (it promotes some end-of-turn tokens a file leaves unmarked), and those of them it marks
-    lstrip / rstrip (it eats the whitespace beside them)."""
+@dataclass(frozen=True)
+class VocabTokens:
+    """The vocabulary's special tokens as llama.cpp itself marks them (it promotes some end-of-turn tokens a file
+    leaves unmarked)."""
+
+    control: dict[str, int]  # control and unknown: parsed only with special-token parsing on
+    user_defined: dict[str, int]  # matched in any text, parsing on or off
+    lstrip: frozenset[int]  # llama.cpp eats the whitespace before these ...
+    rstrip: frozenset[int]  # ... and after these
+
+
+def vocab_tokens(llm: Llama) -> VocabTokens:
+    """One pass over the vocabulary's token attributes (~0.1 s for 49k tokens)."""
     import llama_cpp
 
     vocab = llm._model.vocab
     control: dict[str, int] = {}
+    user_defined: dict[str, int] = {}
     lstrip: set[int] = set()
     rstrip: set[int] = set()
     for i in range(llama_cpp.llama_vocab_n_tokens(vocab)):
         attr = int(llama_cpp.llama_vocab_get_attr(vocab, i))
-        if not attr & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN):
+        if attr & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN):
+            kind = control
+        elif attr & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED:
+            kind = user_defined
+        else:
             continue
         text = llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8", errors="replace")
         if text:
-            control.setdefault(text, i)
+            kind.setdefault(text, i)
         if attr & llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP:
             lstrip.add(i)
         if attr & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP:
             rstrip.add(i)
-    return control, frozenset(lstrip), frozenset(rstrip)
+    return VocabTokens(control, user_defined, frozenset(lstrip), frozenset(rstrip))
 
 
 def _progress_hook(llm: Llama, prompt: list[int], stops: list[str], on_progress: Progress) -> Any:

@@ -28,7 +28,7 @@ from .base import ChatMessage, GenerationError, render_prompt
 if TYPE_CHECKING:
     from core_worker.chat_template import ChatTemplate
 
-__all__ = ["Piece", "PromptSplitter", "pieces_text", "strip_around", "token_ids"]
+__all__ = ["Piece", "PromptSplitter", "pieces_text", "strip_around", "template_tokens", "token_ids"]
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,22 @@ class PromptSplitter:
 
         split = self.split(render_prompt(template, hidden))
         return [p if p.token is not None else Piece(restore(p.text)) for p in split]
+
+
+_PROBE = (ChatMessage("system", "x"), ChatMessage("user", "x"), ChatMessage("assistant", "x"), ChatMessage("user", "x"))
+
+
+def template_tokens(template: ChatTemplate, tokens: Mapping[str, int]) -> dict[str, int]:
+    """Those of ``tokens`` the template itself writes (its markers), found by rendering a probe conversation.
+
+    For user-defined tokens: llama.cpp matches them in any text, so a file that types its turn markers
+    user-defined (some 2023 conversions) leaves them forgeable unless they are treated as control tokens.
+    """
+    try:
+        pieces = PromptSplitter(tokens).pieces(template, _PROBE)
+    except GenerationError:  # a template that rejects the probe: nothing learnt
+        return {}
+    return {p.text: p.token for p in pieces if p.token is not None}
 
 
 def _free_mark(real: str, contents: Sequence[str]) -> str:

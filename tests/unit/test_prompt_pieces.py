@@ -9,7 +9,14 @@ import pytest
 
 from core_worker.chat_template import ChatTemplate, fallback_template
 from core_worker.llm import ChatMessage
-from core_worker.llm.prompt_pieces import Piece, PromptSplitter, pieces_text, strip_around, token_ids
+from core_worker.llm.prompt_pieces import (
+    Piece,
+    PromptSplitter,
+    pieces_text,
+    strip_around,
+    template_tokens,
+    token_ids,
+)
 from core_worker.tiny_model import TINY_CHAT_TEMPLATE
 
 CHATML = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2}
@@ -144,3 +151,13 @@ def test_token_ids_add_bos_unless_the_template_wrote_it() -> None:
     assert token_ids([Piece("<s>", 1), Piece("a")], spell, bos=1) == [1, 97]
     assert token_ids([Piece("<s>"), Piece("a")], spell, bos=1) == [1, 60, 115, 62, 97]  # "<s>" typed: text
     assert token_ids([Piece("a")], spell, bos=None) == [97]
+
+
+def test_template_tokens_are_the_markers_the_template_writes() -> None:
+    user_defined = {"<|im_start|>": 1, "<|im_end|>": 2, "<tool_call>": 5}  # as some 2023 conversions typed them
+    markers = template_tokens(fallback_template("chatml"), user_defined)
+    assert markers == {"<|im_start|>": 1, "<|im_end|>": 2}
+    # Treated as the template's, they no longer come out of a message (the ctransformers backend does this).
+    pieces = PromptSplitter(markers).pieces(fallback_template("chatml"), [ChatMessage("user", FORGED_CHATML)])
+    assert _controls(pieces) == [1, 2, 1] and FORGED_CHATML in _text(pieces)
+    assert template_tokens(_custom("{{ raise_exception('no') }}"), user_defined) == {}
