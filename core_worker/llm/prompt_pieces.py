@@ -21,7 +21,7 @@ import logging
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .base import ChatMessage, GenerationError, render_prompt
 
@@ -52,10 +52,26 @@ def pieces_text(pieces: Iterable[Piece]) -> str:
 
 
 def _alternation(tokens: Collection[str]) -> re.Pattern[str] | None:
-    # Longest first, so "<|im_end|>" wins over a shorter token that prefixes it (llama.cpp's order too).
+    """A regex matching any of ``tokens``, the longest where several match ("<|im_end|>" over a token "<|im",
+    llama.cpp's order too). Built as a trie: a flat alternation of Gemma's ~6,000 control tokens tried them all
+    at every "<" (1.1 s to scan 210k characters)."""
     if not tokens:
         return None
-    return re.compile("|".join(map(re.escape, sorted(tokens, key=len, reverse=True))))
+    trie: dict[str, Any] = {}
+    for token in tokens:
+        node = trie
+        for char in token:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        branches = [re.escape(char) + emit(child) for char, child in sorted(node.items()) if char]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if "" in node else body  # greedy: the longer token first, the shorter if it fails
+
+    return re.compile(emit(trie))
 
 
 class PromptSplitter:

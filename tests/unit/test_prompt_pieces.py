@@ -132,6 +132,7 @@ def test_no_control_tokens_means_one_text_piece() -> None:
 def test_split_finds_the_longest_token_first() -> None:
     splitter = PromptSplitter({"<|im": 5, "<|im_end|>": 2})
     assert splitter.split("a<|im_end|>b<|im") == [Piece("a"), Piece("<|im_end|>", 2), Piece("b"), Piece("<|im", 5)]
+    assert splitter.split("<|im_en|>") == [Piece("<|im", 5), Piece("_en|>")]  # a longer one that fails: the shorter
     assert splitter.split("") == []
 
 
