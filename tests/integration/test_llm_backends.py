@@ -92,8 +92,8 @@ def test_both_backends_see_the_same_prompt(tiny_gguf: Path) -> None:  # noqa: F8
         prompts = [b.render_prompt(MESSAGES) for b in backends]  # type: ignore[attr-defined]
         assert prompts[0] == prompts[1] == load_chat_template(tiny_gguf).render(MESSAGES)
         assert prompts[0].endswith("<|assistant|>\n")
-        # Special-token text (</s>) becomes the EOS id in both, so the ids match too.
-        ids = [b.tokenize_prompt(prompts[0]) for b in backends]  # type: ignore[attr-defined]
+        # The template's special-token text (</s>) becomes the EOS id in both, so the ids match too.
+        ids = [b.tokenize_messages(MESSAGES) for b in backends]  # type: ignore[attr-defined]
         assert ids[0] == ids[1]
         assert ids[0][0] == 1 and ids[0].count(1) == 1  # one BOS
         assert ids[0].count(2) == len(MESSAGES)  # one EOS closing each message

@@ -220,6 +220,7 @@ def test_read_gguf_info_agrees_with_gguf_reader(tmp_path: Path) -> None:
     assert info.vocab_size == len(fields["tokenizer.ggml.tokens"].contents()) == len(tokens)
     assert (info.bos_token, info.eos_token, info.add_bos_token) == ("<s>", "</s>", True)
     assert dict(info.special_tokens) == {"<unk>": 0, "<s>": 1, "</s>": 2, "<|im_start|>": 3, "<extra>": 6}
+    assert dict(info.control_tokens) == {"<unk>": 0, "<s>": 1, "</s>": 2, "<|im_start|>": 3}  # not user-defined
 
 
 def test_read_gguf_info_errors(tmp_path: Path) -> None:

@@ -3,11 +3,13 @@ unparseable grammar and a SIGSEGV while sampling); property names that happen to
 
 from __future__ import annotations
 
+from typing import Any
+
 from core_worker.llm.llama_cpp_backend import grammar_schema
 
 
 def test_patterns_and_formats_are_dropped_lengths_and_names_kept() -> None:
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
         "properties": {
             "date": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$", "format": "date"},
