@@ -216,6 +216,10 @@ def test_a_core_worker_frozen_past_its_lease_cannot_write_over_its_successor(
     wait_all_answered(book, [callbacks], 180, system.logs)
     frozen_id = message_of(book, text)
     answered = answered_at(callbacks, frozen_id) - stopped_at
+    # Everyone may be answered before the woken worker, slowed by a loaded machine, reaches its fenced write:
+    # give it the rest of its generation and a lease, ten times over (plumbing, not a promise to users).
+    woken = 10 * (float(system.env["FAULT_BACKEND_SECONDS"]) + float(system.env["SESSION_LOCK_SECONDS"]))
+    wait_until(lambda: "lease lost" in frozen.log(), woken, "the woken worker's fenced write refused", interval=0.5)
     tally = settle(book, [callbacks], runs=clean_redis.client())
     refused = frozen.log().count("lease lost")
     frozen_run = [r for r in book.runs if r.label == text and r.start < stopped_at]
