@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -14,7 +15,9 @@ from edge.bodies import json_object
 from edge.context import edge
 from edge.errors import BadRequest, NotFound
 from edge.intake import accept
+from edge.ratelimit import client_ip
 from tasks.keys import scoped
+from tasks.messages import settled
 from tasks.outbound import BlockedURL
 from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
 
@@ -159,7 +162,12 @@ def get_message(message_id: str) -> ResponseReturnValue:
         after_partial = int(raw_partial)
     if len(message_id) > 64:
         raise NotFound(f"no message {message_id[:64]!r}")
-    record = ctx.messages.wait(message_id, wait, after_partial)
+    record = ctx.messages.get(message_id)
+    if wait > 0 and not settled(record, after_partial):
+        # Only a poll that really waits takes one of the threads lent to waiting (edge/waits.py).
+        slots = ctx.waits
+        with slots.hold(client_ip()) if slots is not None else nullcontext():
+            record = ctx.messages.wait(message_id, wait, after_partial)
     if record is None:
         raise NotFound(f"no message {message_id!r}")
     return jsonify(record.public()), 200

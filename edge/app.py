@@ -11,6 +11,7 @@ from edge.channels import register_channels
 from edge.context import EdgeContext
 from edge.errors import register_error_handlers
 from edge.ratelimit import RateLimits
+from edge.waits import WaitSlots
 from tasks.celery_factory import create_celery
 from tasks.deadletters import DeadLetters
 from tasks.helpers import registry_from_settings
@@ -46,6 +47,7 @@ def create_app(
         policy=HostPolicy(settings.allowed_host_list),
         helpers=registry_from_settings(client, keys, settings),
         limits=limits,
+        waits=WaitSlots(settings.wait_slots, settings.long_poll_per_client),
     )
     register_error_handlers(app)
     limits.init_app(app, api.blueprint, files.blueprint, helpers_api.blueprint)

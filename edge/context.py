@@ -18,6 +18,7 @@ from tasks.settings import Settings
 
 if TYPE_CHECKING:
     from edge.ratelimit import RateLimits
+    from edge.waits import WaitSlots
 
 __all__ = ["EdgeContext", "edge"]
 
@@ -33,6 +34,7 @@ class EdgeContext:
     policy: HostPolicy
     helpers: HelperRegistry
     limits: RateLimits | None = None  # None: nothing is rate limited (the IMAP poller's own app has one too)
+    waits: WaitSlots | None = None  # None: long polls are not bounded (an app that serves no API)
 
 
 def edge() -> EdgeContext:

@@ -1,17 +1,23 @@
 """gunicorn settings for the edge (``--config python:edge.gunicorn_conf``).
 
 Threads, because ``GET /v1/messages/<id>?wait=S`` long-polls: a sync worker
-would be held for S seconds per waiting client.
+would be held for S seconds per waiting client.  Waits get only part of the
+threads (``LONG_POLL_SLOTS``, edge/waits.py), so the rest always serve
+everything else.
 """
 
 import os
+
+from tasks.settings import load_settings
+
+_settings = load_settings()  # a setting that cannot be used stops gunicorn here, with its message
 
 # honcho assigns each process its own PORT, so `make run` passes the edge's port as EDGE_PORT.
 _port = os.environ.get("EDGE_PORT") or os.environ.get("PORT") or "8000"
 bind = f"{os.environ.get('EDGE_HOST', '127.0.0.1')}:{_port}"
 workers = int(os.environ.get("EDGE_WORKERS", "2"))
 worker_class = "gthread"
-threads = int(os.environ.get("EDGE_THREADS", "16"))
+threads = _settings.edge_threads
 timeout = int(os.environ.get("EDGE_TIMEOUT", "60"))
 graceful_timeout = 20
 keepalive = 5

@@ -22,7 +22,7 @@ from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
 from tasks.schemas import Envelope
 
-__all__ = ["STATUSES", "TERMINAL", "MessageRecord", "MessageStore", "public_error"]
+__all__ = ["STATUSES", "TERMINAL", "MessageRecord", "MessageStore", "public_error", "settled"]
 
 STATUSES = ("queued", "processing", "answered", "failed")
 TERMINAL = frozenset({"answered", "failed"})
@@ -137,6 +137,13 @@ class MessageRecord:
         return body
 
 
+def settled(record: MessageRecord | None, after_partial: int | None = None) -> bool:
+    """Whether a long poll on this record has nothing left to wait for: gone, ended, or (given
+    ``after_partial``) showing a partial reply newer than that sequence number."""
+    return record is None or record.status in TERMINAL or (
+        after_partial is not None and record.partial_seq > after_partial)
+
+
 class MessageStore:
     def __init__(self, client: redis.Redis, keys: Keys, *, status_ttl: int, idempotency_ttl: int) -> None:
         self.redis = client
@@ -207,8 +214,7 @@ class MessageStore:
         (or, given ``after_partial``, to show a partial reply newer than that sequence number)."""
 
         def done(record: MessageRecord | None) -> bool:
-            return record is None or record.status in TERMINAL or (
-                after_partial is not None and record.partial_seq > after_partial)
+            return settled(record, after_partial)
 
         record = self.get(message_id)
         if done(record) or timeout <= 0:

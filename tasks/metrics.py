@@ -74,6 +74,9 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec("switchboard_prompt_tokens_total", "counter", "Prompt tokens read, by backend.", ("backend",)),
     Spec("switchboard_helper_call_seconds", "histogram", "Seconds per helper call attempt, by helper and outcome "
          "(ok, refused: the input cannot be done, error: the helper failed).", ("helper", "outcome"), SHORT_BUCKETS),
+    Spec("switchboard_long_polls_refused_total", "counter", "Long polls answered 429 at once because their edge "
+         "process held its share of waits, by bound (per_client: LONG_POLL_PER_CLIENT, total: LONG_POLL_SLOTS).",
+         ("bound",)),
     Spec("switchboard_dead_letters_total", "counter", "Entries added to the dead-letter list, by kind.", ("kind",)),
     Spec("switchboard_task_seconds", "histogram", "Seconds per Celery task run, by task and state (SUCCESS, "
          "RETRY, FAILURE); task=\"convert.attachments\" is the media conversion.", ("task", "state"),

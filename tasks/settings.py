@@ -62,6 +62,18 @@ class Settings:
     max_wait_seconds: float = _setting(
         30.0, "MAX_WAIT_SECONDS", "Longest long-poll a `GET /v1/messages/<id>?wait=S` may ask for."
     )
+    edge_threads: int = _setting(
+        16, "EDGE_THREADS", "Request threads per edge (gunicorn) process; a waiting long poll holds one."
+    )
+    long_poll_slots: int = _setting(
+        0, "LONG_POLL_SLOTS",
+        "Long polls one edge process holds at once, all clients together; more wait 429 + Retry-After. Must stay "
+        "below `EDGE_THREADS`, so the rest serve everything else. 0: half of `EDGE_THREADS`.",
+    )
+    long_poll_per_client: int = _setting(
+        2, "LONG_POLL_PER_CLIENT",
+        "Long polls one client (IP address) holds at once in one edge process; more wait 429 + Retry-After.",
+    )
     status_ttl_seconds: int = _setting(
         7 * 24 * 3600, "STATUS_TTL_SECONDS", "How long a message's status and reply are kept."
     )
@@ -506,12 +518,24 @@ class Settings:
             raise SettingsError("HELPER_MAX_TIMEOUT x (HELPER_RETRIES + 1) must stay below VISIBILITY_TIMEOUT")
         if self.delivery_backoff_max >= self.visibility_timeout:
             raise SettingsError("DELIVERY_BACKOFF_MAX must stay below VISIBILITY_TIMEOUT")
+        if self.edge_threads < 2:
+            raise SettingsError("EDGE_THREADS must be at least 2 (one for long polls, one for everything else)")
+        if not 0 <= self.long_poll_slots < self.edge_threads or self.long_poll_per_client < 1:
+            raise SettingsError(
+                "LONG_POLL_SLOTS must be 0 (half of EDGE_THREADS) or below EDGE_THREADS, and LONG_POLL_PER_CLIENT "
+                "at least 1: waiting clients must never hold every request thread"
+            )
         if self.log_format not in ("json", "text"):
             raise SettingsError("LOG_FORMAT must be json or text")
         if self.metrics_flush_interval <= 0 or self.worker_heartbeat_interval <= 0:
             raise SettingsError("METRICS_FLUSH_INTERVAL and WORKER_HEARTBEAT_INTERVAL must be positive")
         if self.switchboard_secret and not self.switchboard_secret.startswith("whsec_"):
             raise SettingsError("SWITCHBOARD_SECRET must be in whsec_<base64> form")
+
+    @property
+    def wait_slots(self) -> int:
+        """Long polls one edge process may hold: ``LONG_POLL_SLOTS``, or half the threads when that is 0."""
+        return self.long_poll_slots or self.edge_threads // 2
 
     @property
     def allowed_host_list(self) -> list[str]:

@@ -184,3 +184,26 @@ def test_a_streamed_message_asks_for_partials_and_a_partial_poll_returns_when_on
 def test_a_bad_partial_gets_400(client: FlaskClient, partial: str) -> None:
     response = client.get(f"/v1/messages/abc?partial={partial}")
     assert response.status_code == 400 and "partial" in response.get_json()["fields"]
+
+
+def test_a_poll_that_would_wait_past_its_clients_share_gets_429_at_once_but_never_one_already_answered(
+    client: FlaskClient,
+) -> None:
+    ctx = client.application.extensions["switchboard"]
+    pending = client.post("/v1/messages", json={"user": "alice", "text": "hi"}).get_json()["message_id"]
+    done = client.post("/v1/messages", json={"user": "alice", "text": "hello"}).get_json()["message_id"]
+    ctx.messages.update(done, status="answered", reply='{"text": "hi there"}')
+    held = [ctx.waits.hold("127.0.0.1") for _ in range(ctx.settings.long_poll_per_client)]
+    for slot in held:
+        slot.__enter__()  # the Flask test client's address already holds its share of waits
+    try:
+        refused = client.get(f"/v1/messages/{pending}?wait=20")
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+        assert "LONG_POLL_PER_CLIENT" in refused.get_json()["error"]
+        assert client.get(f"/v1/messages/{pending}?wait=0").get_json()["status"] == "queued"  # no wait: no slot
+        assert client.get(f"/v1/messages/{done}?wait=20").get_json()["status"] == "answered"  # nothing to wait for
+        assert client.get("/v1/messages/unknown?wait=20").status_code == 404
+    finally:
+        for slot in held:
+            slot.__exit__(None, None, None)
+    assert ctx.waits.waiting() == 0

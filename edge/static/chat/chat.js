@@ -173,6 +173,12 @@
           finish(message, { role: "assistant", state: "failed", text: "This message's answer is no longer available." });
           return;
         }
+        if (response && response.status === 429) {
+          // The edge lends waiting only part of its threads (LONG_POLL_SLOTS): poll again when it says.
+          const after = Number(response.headers.get("Retry-After")) || 1;
+          await new Promise((resolve) => setTimeout(resolve, after * 1000));
+          continue;
+        }
         if (!response || !response.ok) {
           showBanner("Switchboard cannot be reached right now. Still waiting for the answer…");
           await new Promise((resolve) => setTimeout(resolve, delay));
