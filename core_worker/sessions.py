@@ -267,7 +267,7 @@ class SessionStore:
                 task.queue if task else ""]
         result = self._pop(keys=keys, args=[lease.token, message_id, sid, task.payload if task else ""])
         if not result:
-            raise LeaseLost(lease.session_id)
+            raise LeaseLost(f"{sid}: lease lost or {message_id} is no longer the head (pop refused)")
         return str(result[1]) or None
 
     def set_fields(self, lease: Lease, message_id: str, fields: dict[str, str]) -> None:

@@ -199,8 +199,12 @@ def test_a_core_worker_frozen_past_its_lease_cannot_write_over_its_successor(
     writes are refused, so the reply is neither lost nor sent twice."""
     # A stalled worker keeps the session's waiting (countdown) tasks in its memory, where no other worker
     # sees them until the visibility timeout; the io workers' sweeper is what hands the session on sooner.
+    # The freeze (9 s) must stay inside the task's time limits, or on waking the soft limit (8 s in the
+    # integration settings) may end the task before it reaches a fenced write: that too writes nothing, but
+    # it is not the fence this scenario proves (two loaded CI runs ended that way, with 0 "lease lost").
     system = start_system(make_system(LLM_BACKEND=FAULT_BACKEND, FAULT_BACKEND_SECONDS="1",
-                                      SWEEP_INTERVAL="1", SWEEP_AGE="4"),
+                                      SWEEP_INTERVAL="1", SWEEP_AGE="4", TASK_SOFT_TIME_LIMIT="30",
+                                      TASK_TIME_LIMIT="40", VISIBILITY_TIMEOUT="60"),
                           core_workers=2, core_concurrency=1)
     book = FateBook()
     # One session, so the other worker's only work is to take it over once the frozen worker's lease expired.

@@ -136,7 +136,9 @@ def test_a_broker_failure_gets_503_and_leaves_nothing_behind(
     response = client.post("/v1/messages", json={"user": "alice", "text": "hi"}, headers={"Idempotency-Key": "k2"})
     assert response.status_code == 503 and response.headers["Retry-After"]
     celery_app.broken = False
-    assert fake_redis.keys("test:*") == []
+    # The metrics recorder may flush its request counters meanwhile (it did on a loaded CI run): those are not
+    # the message's state, which must all be gone.
+    assert [k for k in map(str, fake_redis.keys("test:*")) if not k.startswith("test:metrics:")] == []
     assert celery_app.sent == []
 
 
