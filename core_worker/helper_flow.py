@@ -25,16 +25,18 @@ from core_worker.helper_limits import HelperCallLimit
 from core_worker.llm import ChatMessage, LLMBackend
 from core_worker.routing import (
     ToolCall,
+    ambiguity_text,
     argument_errors,
     arguments_from_text,
-    attachment_call,
+    attachment_arguments,
+    attachment_candidates,
     explicit_request,
     parse_tool_choice,
     tool_choice_prompt,
     tool_choice_schema,
 )
 from tasks.helpers import Capability, HelperRegistry
-from tasks.schemas import Envelope
+from tasks.schemas import Attachment, Envelope
 
 __all__ = [
     "Decision",
@@ -131,21 +133,34 @@ class HelperFlow:
             return Decision()
         explicit = explicit_request(envelope.text, capabilities)
         if explicit is not None:
-            return self._explicit(explicit.candidates, explicit.rest, explicit.named, capabilities)
-        if call := attachment_call(envelope.attachments, capabilities):
+            if explicit.ambiguous:
+                return Decision(text=ambiguity_text(f"/{explicit.named}", explicit.candidates))
+            return self._explicit(explicit.candidates, explicit.rest, explicit.named, capabilities,
+                                  envelope.attachments)
+        if found := attachment_candidates(envelope.attachments, capabilities):
+            attachment, accepting = found
+            if len({c.helper for c in accepting}) > 1:
+                return Decision(text=ambiguity_text(f"files of type {attachment.mime}", accepting))
+            call = ToolCall(accepting[0], attachment_arguments(accepting[0], attachment), "attachment")
             errors = argument_errors(call.capability, call.arguments)
             return Decision(call=call) if not errors else Decision()
         return Decision(call=self._model_choice(envelope.text, capabilities, allow_none=True))
 
     def _explicit(
-        self, candidates: Sequence[Capability], rest: str, named: str, every: Sequence[Capability]
+        self, candidates: Sequence[Capability], rest: str, named: str, every: Sequence[Capability],
+        attachments: Sequence[Attachment] = (),
     ) -> Decision:
         if not candidates:
             names = ", ".join(f"/{c.qualified}" for c in every)
             return Decision(text=f"I don't know a command called {named!r}. Available: {names}.")
         if len(candidates) == 1:
             capability = candidates[0]
-            arguments = arguments_from_text(capability, rest)
+            attachment = next((a for a in attachments if capability.accepts_mime(a.mime)), None)
+            if attachment is not None:  # "/helper.read" with a file it reads: the file, plus any JSON given
+                given = arguments_from_text(capability, rest) if rest.startswith("{") else None
+                arguments: dict[str, Any] | None = {**attachment_arguments(capability, attachment), **(given or {})}
+            else:
+                arguments = arguments_from_text(capability, rest)
             if arguments is None:
                 chosen = self._model_choice(rest, candidates, allow_none=False)
                 arguments = chosen.arguments if chosen else {}

@@ -8,9 +8,14 @@ only reach a helper the routing chose, with arguments of the declared shape.
 1. Explicit: ``/<capability> args``, ``/<helper>.<capability> args`` or
    ``@<helper> args`` at the start of what the person typed.  ``args`` is a
    JSON object, or free text that fills the capability's only required
-   string field; anything else is left to the model to fill.
+   string field; anything else is left to the model to fill.  A short name
+   claimed by two helpers (two capabilities called ``calculator``, or a
+   helper and another's capability) reaches neither: only the qualified
+   ``/<helper>.<capability>`` does, and the person is told so.  A helper
+   that registers a popular name cannot capture what people send to it.
 2. By content: the first attachment whose MIME type a capability
-   ``accepts``.
+   ``accepts`` — when only one helper accepts it; two helpers accepting it
+   is the same ambiguity, answered the same way.
 3. By the model: the capabilities are described to the LLM, which answers
    ``{"tool": "<helper>.<capability>", "arguments": {...}}`` or
    ``{"tool": "none"}``, constrained to that shape where the backend can.
@@ -33,9 +38,12 @@ __all__ = [
     "NO_TOOL",
     "ExplicitRequest",
     "ToolCall",
+    "ambiguity_text",
     "argument_errors",
     "arguments_from_text",
+    "attachment_arguments",
     "attachment_call",
+    "attachment_candidates",
     "explicit_request",
     "parse_tool_choice",
     "tool_choice_prompt",
@@ -63,6 +71,15 @@ class ExplicitRequest:
     rest: str
     named: str
 
+    @property
+    def ambiguous(self) -> bool:
+        """The name is claimed by more than one helper: only ``/<helper>.<capability>`` reaches one of them."""
+        return _helpers(self.candidates) > 1
+
+
+def _helpers(capabilities: Sequence[Capability]) -> int:
+    return len({c.helper for c in capabilities})
+
 
 def explicit_request(text: str, capabilities: Sequence[Capability]) -> ExplicitRequest | None:
     if match := _SLASH.match(text):
@@ -71,9 +88,10 @@ def explicit_request(text: str, capabilities: Sequence[Capability]) -> ExplicitR
             found = tuple(c for c in capabilities if c.helper == first and c.name == second)
             named = f"{first}.{second}"
         else:
-            found = tuple(c for c in capabilities if c.name == first) or tuple(
-                c for c in capabilities if c.helper == first
-            )
+            named_so = tuple(c for c in capabilities if c.name == first)
+            of_helper = tuple(c for c in capabilities if c.helper == first and c not in named_so)
+            # Within one helper its capability of that name wins; across helpers the name belongs to none.
+            found = named_so + of_helper if _helpers(named_so + of_helper) > 1 else named_so or of_helper
             named = first
         return ExplicitRequest(found, rest.strip(), named)
     if match := _AT.match(text):
@@ -102,17 +120,39 @@ def arguments_from_text(capability: Capability, rest: str) -> dict[str, Any] | N
     return None
 
 
-def attachment_call(attachments: Sequence[Attachment], capabilities: Sequence[Capability]) -> ToolCall | None:
-    """The first attachment a capability accepts, passed as its descriptor fields the schema knows."""
+def ambiguity_text(what: str, capabilities: Sequence[Capability]) -> str:
+    """What the person is told when two helpers claim ``what``: the qualified commands that reach each."""
+    names = ", ".join(f"/{c.qualified}" for c in capabilities)
+    return (f"More than one helper answers to {what}, so I used none of them. Say which one you mean: {names} "
+            "(send the attachment again with that command if there was one).")
+
+
+def attachment_candidates(
+    attachments: Sequence[Attachment], capabilities: Sequence[Capability]
+) -> tuple[Attachment, tuple[Capability, ...]] | None:
+    """The first attachment some capability accepts, with every capability that accepts it."""
     for attachment in attachments:
-        for capability in capabilities:
-            if capability.accepts_mime(attachment.mime):
-                descriptor = {"url": attachment.url, "mime": attachment.mime, "name": attachment.name,
-                              "size": attachment.size}
-                properties = capability.input_schema.get("properties")
-                arguments = {k: v for k, v in descriptor.items() if properties is None or k in properties}
-                return ToolCall(capability, arguments, "attachment")
+        accepting = tuple(c for c in capabilities if c.accepts_mime(attachment.mime))
+        if accepting:
+            return attachment, accepting
     return None
+
+
+def attachment_arguments(capability: Capability, attachment: Attachment) -> dict[str, Any]:
+    """The attachment's descriptor, as the fields the capability's input schema knows."""
+    descriptor = {"url": attachment.url, "mime": attachment.mime, "name": attachment.name, "size": attachment.size}
+    properties = capability.input_schema.get("properties")
+    return {k: v for k, v in descriptor.items() if properties is None or k in properties}
+
+
+def attachment_call(attachments: Sequence[Attachment], capabilities: Sequence[Capability]) -> ToolCall | None:
+    """The first attachment a capability accepts, for the first capability that does (callers check ambiguity
+    with ``attachment_candidates``)."""
+    found = attachment_candidates(attachments, capabilities)
+    if found is None:
+        return None
+    attachment, accepting = found
+    return ToolCall(accepting[0], attachment_arguments(accepting[0], attachment), "attachment")
 
 
 def argument_errors(capability: Capability, arguments: Any) -> list[str]:

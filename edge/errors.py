@@ -5,7 +5,7 @@
      ├── Unauthorized        401
      ├── Forbidden           403  signature checks
      ├── NotFound            404
-     ├── Conflict            409
+     ├── Conflict            409  may carry Retry-After (a helper name held until it expires)
      ├── UnsupportedMedia    415
      ├── Unprocessable       422
      ├── TooManyRequests     429  a rate limit (edge/ratelimit.py); carries Retry-After
@@ -76,6 +76,10 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     status = 409
 
+    def __init__(self, error: str, fields: dict[str, Any] | None = None, retry_after: int | None = None) -> None:
+        super().__init__(error, fields)
+        self.retry_after = None if retry_after is None else max(1, retry_after)
+
 
 class UnsupportedMedia(ApiError):
     status = 415
@@ -104,8 +108,9 @@ def register_error_handlers(app: Flask) -> None:
         response.headers.update(exc.headers)
         if exc.status == 503:
             response.headers["Retry-After"] = "5"
-        if isinstance(exc, TooManyRequests):
-            response.headers["Retry-After"] = str(exc.retry_after)
+        retry_after = getattr(exc, "retry_after", None)  # a 429, or a 409 that ends by itself (a name held)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
         return response, exc.status
 
     @app.errorhandler(HTTPException)

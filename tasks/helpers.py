@@ -45,6 +45,7 @@ __all__ = [
 
 NAME = validate.Regexp(r"^[a-z][a-z0-9_-]{0,31}\Z", error="use 1-32 of a-z, 0-9, _ and -, starting with a letter")
 MIME = validate.Regexp(r"^[\w.+-]+/(\*|[\w.+-]+)\Z", error="not a MIME type or pattern like image/*")
+MAX_TYPES = 32  # MIME types one capability may list in accepts or produces
 CircuitState = str  # "closed" | "open" | "half-open"
 
 
@@ -57,8 +58,31 @@ return 1
 """
 
 
+# KEYS: helper record, helper set, health;  ARGV: mode, current secret, manifest, new secret, now, ttl, name.
+# mode "free": only when no live helper holds the name; "secret": only when ARGV[2] is the live helper's secret
+# (or none holds it); "owner": always (the caller proved it is this helper with its own registration token).
+# Returns {1, 0} when registered, {0, seconds left} when the name is held.  One step: two helpers racing for a
+# free name cannot both get it.
+_REGISTER = """
+local current = redis.call('HGET', KEYS[1], 'secret')
+if current and ARGV[1] ~= 'owner' and (ARGV[1] == 'free' or current ~= ARGV[2]) then
+  return {0, math.max(redis.call('TTL', KEYS[1]), 1)}
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'manifest', ARGV[3], 'secret', ARGV[4], 'registered_at', ARGV[5], 'last_heartbeat', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('SADD', KEYS[2], ARGV[7])
+redis.call('HSET', KEYS[3], 'consecutive', 0, 'opened_at', 0)
+return {1, 0}
+"""
+
+
 class NameTaken(Exception):
-    """Another live helper registered this name from another URL."""
+    """A live helper holds this name, and the registration proved neither its secret nor its own token."""
+
+    def __init__(self, name: str, retry_after: int) -> None:
+        super().__init__(name)
+        self.name, self.retry_after = name, retry_after
 
 
 class _JSONSchemaField(fields.Dict):
@@ -84,8 +108,8 @@ class CapabilitySchema(Schema):
     description = fields.String(required=True, validate=validate.Length(min=1, max=1000))
     input_schema = _JSONSchemaField(required=True)
     output_schema = _JSONSchemaField(required=True)
-    accepts = fields.List(fields.String(validate=MIME), load_default=list)
-    produces = fields.List(fields.String(validate=MIME), load_default=list)
+    accepts = fields.List(fields.String(validate=MIME), load_default=list, validate=validate.Length(max=MAX_TYPES))
+    produces = fields.List(fields.String(validate=MIME), load_default=list, validate=validate.Length(max=MAX_TYPES))
     reply = fields.String(load_default="model", validate=validate.OneOf(["model", "direct"]))
     timeout = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0.1))
 
@@ -115,9 +139,22 @@ class ManifestSchema(Schema):
             raise ValidationError("capability names must be unique")
 
 
-def validate_manifest(body: Any, policy: HostPolicy) -> dict[str, Any]:
-    """The manifest, validated; raises ValidationError naming each problem."""
+def validate_manifest(body: Any, policy: HostPolicy, *, wildcard_accepts: bool = False) -> dict[str, Any]:
+    """The manifest, validated; raises ValidationError naming each problem.
+
+    ``accepts`` lists concrete types unless the operator allows patterns (HELPER_WILDCARD_ACCEPTS): a helper
+    accepting ``image/*`` or ``*/*`` would be handed every such upload of every person.
+    """
     manifest: dict[str, Any] = ManifestSchema().load(body)
+    if not wildcard_accepts:
+        wild = {
+            index: {"accepts": [f"{mime!r} is a pattern: list concrete types (HELPER_WILDCARD_ACCEPTS allows "
+                                "patterns)" for mime in capability["accepts"] if "*" in mime]}
+            for index, capability in enumerate(manifest["capabilities"])
+            if any("*" in mime for mime in capability["accepts"])
+        }
+        if wild:
+            raise ValidationError({"capabilities": wild})
     try:
         policy.check(manifest["url"])
     except BlockedURL as exc:
@@ -209,23 +246,26 @@ class HelperRegistry:
         self.expires_in = heartbeat_interval * missed_heartbeats
         self.failure_threshold, self.reset_seconds = failure_threshold, reset_seconds
         self._heartbeat = client.register_script(_HEARTBEAT)
+        self._register = client.register_script(_REGISTER)
 
     # -- lifecycle (edge) ----------------------------------------------------
-    def register(self, manifest: dict[str, Any], secret: str) -> None:
-        key = self.keys.helper(manifest["name"])
-        existing = self.redis.hget(key, "manifest")
-        if existing and json.loads(str(existing))["url"] != manifest["url"]:
-            raise NameTaken(manifest["name"])
-        now = repr(time.time())
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(key)
-        pipe.hset(key, mapping={"manifest": json.dumps(manifest), "secret": secret,
-                                "registered_at": now, "last_heartbeat": now})
-        pipe.expire(key, self.expires_in)
-        pipe.sadd(self.keys.helpers, manifest["name"])
-        # A helper that registers again was restarted: give it a fresh circuit (its counts stay).
-        pipe.hset(self.keys.helper_health(manifest["name"]), mapping={"consecutive": 0, "opened_at": 0})
-        pipe.execute()
+    def register(
+        self, manifest: dict[str, Any], secret: str, *, current_secret: str = "", owner: bool = False
+    ) -> None:
+        """Store the manifest under its name with a new ``secret``; NameTaken while another live helper holds it.
+
+        A held name is renewed or changed (URL, capabilities) only with the live helper's ``current_secret``,
+        or by its ``owner`` (its own token from HELPER_TOKENS).  A helper that registers again was restarted:
+        it gets a fresh circuit (its counts stay).
+        """
+        name = manifest["name"]
+        mode = "owner" if owner else "secret" if current_secret else "free"
+        done, left = self._register(
+            keys=[self.keys.helper(name), self.keys.helpers, self.keys.helper_health(name)],
+            args=[mode, current_secret, json.dumps(manifest), secret, repr(time.time()), self.expires_in, name],
+        )
+        if not int(done):
+            raise NameTaken(name, int(left))
 
     def heartbeat(self, name: str) -> bool:
         """Extend the helper's life; False (the edge answers 404) once it has expired."""

@@ -87,7 +87,20 @@ class Settings:
         "`whsec_…` secret signing every callback (Standard Webhooks). Empty: a random one per `make run`.",
     )
     helper_registration_token: str = _setting(
-        "", "HELPER_REGISTRATION_TOKEN", "Bearer token helpers present to register. Empty: registration closed."
+        "", "HELPER_REGISTRATION_TOKEN",
+        "Bearer token shared by helpers that register under a name not in `HELPER_TOKENS`; it registers a name "
+        "no live helper holds, or renews one with that helper's current secret. Empty: only `HELPER_TOKENS`.",
+    )
+    helper_tokens: str = _setting(
+        "", "HELPER_TOKENS",
+        "Per-helper registration tokens, `name=token,name=token`: the named helper registers only with its own "
+        "token (the shared one no longer works for that name), and that token may take its name back at once "
+        "(a restarted helper that lost its secret).",
+    )
+    helper_wildcard_accepts: bool = _setting(
+        False, "HELPER_WILDCARD_ACCEPTS",
+        "Let a helper's `accepts` list patterns (`image/*`, `*/*`). Off: concrete types only, since such a "
+        "helper is handed every matching upload of every person.",
     )
     allowed_hosts: str = _setting(
         "127.0.0.0/8,::1,localhost", "SWITCHBOARD_ALLOWED_HOSTS",
@@ -529,6 +542,7 @@ class Settings:
             raise SettingsError("LOG_FORMAT must be json or text")
         if self.metrics_flush_interval <= 0 or self.worker_heartbeat_interval <= 0:
             raise SettingsError("METRICS_FLUSH_INTERVAL and WORKER_HEARTBEAT_INTERVAL must be positive")
+        self.helper_token_map  # noqa: B018 - raises SettingsError on a malformed HELPER_TOKENS
         if self.switchboard_secret and not self.switchboard_secret.startswith("whsec_"):
             raise SettingsError("SWITCHBOARD_SECRET must be in whsec_<base64> form")
 
@@ -536,6 +550,18 @@ class Settings:
     def wait_slots(self) -> int:
         """Long polls one edge process may hold: ``LONG_POLL_SLOTS``, or half the threads when that is 0."""
         return self.long_poll_slots or self.edge_threads // 2
+
+    @property
+    def helper_token_map(self) -> dict[str, str]:
+        """``HELPER_TOKENS`` as name -> token."""
+        tokens: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in self.helper_tokens.split(","))):
+            name, sep, token = item.partition("=")
+            name, token = name.strip(), token.strip()
+            if not sep or not name or not token or name in tokens:
+                raise SettingsError("HELPER_TOKENS must be name=token pairs, each name once, separated by commas")
+            tokens[name] = token
+        return tokens
 
     @property
     def allowed_host_list(self) -> list[str]:

@@ -28,5 +28,5 @@ def sample_client(sample_helper: Helper, secret: str) -> HelperClient:
 
 @pytest.fixture
 def fake_core() -> Iterator[FakeCore]:
-    with FakeCore(heartbeat_interval=0.05) as core:
+    with FakeCore(heartbeat_interval=0.05, expires_in=10) as core:  # a loaded machine may pause a beat
         yield core

@@ -55,7 +55,7 @@ def start(args: list[str], env: dict[str, str], log_file: Path) -> subprocess.Po
 
 def test_the_cli_serves_with_gunicorn_workers_that_follow_the_registration(log_file: Path) -> None:
     port = free_port()
-    with FakeCore(heartbeat_interval=0.1) as core:
+    with FakeCore(heartbeat_interval=0.1, expires_in=10) as core:  # a loaded machine may pause a beat
         process = start(
             [f"{SAMPLE_PATH}:helper", "--port", str(port), "--core-url", core.url, "--workers", "2"],
             clean_env(HELPER_REGISTRATION_TOKEN=core.token),
@@ -145,7 +145,7 @@ def test_helpers_are_found_by_module_or_by_path(tmp_path: Path, monkeypatch: pyt
 
 def test_helper_run_serves_registers_and_leaves_on_sigterm(log_file: Path) -> None:
     port = free_port()
-    with FakeCore(heartbeat_interval=0.1) as core:
+    with FakeCore(heartbeat_interval=0.1, expires_in=10) as core:  # a loaded machine may pause a beat
         code = (
             "import sys; sys.path.insert(0, sys.argv[1]); import sdk_sample_helper as s; "
             "s.helper.run(port=int(sys.argv[2]), core_url=sys.argv[3], token=sys.argv[4])"

@@ -97,15 +97,54 @@ def test_a_forgotten_helper_registers_again_at_once_with_a_new_secret(
     assert any(r.status == 404 for r in fake_core.requests if r.method == "PUT")
 
 
-def test_a_heartbeat_refused_for_a_wrong_secret_registers_again(
-    fake_core: FakeCore, make_lifecycle: MakeLifecycle
+def test_a_heartbeat_refused_for_a_wrong_secret_waits_for_that_registration_to_expire(
+    make_lifecycle: MakeLifecycle,
 ) -> None:
-    lifecycle = make_lifecycle()
-    lifecycle.start()
-    assert lifecycle.wait_until_registered(5)
-    fake_core.helpers["sample"].secret = new_secret()  # someone else re-registered the name at our URL
-    fake_core.wait_for_registration(2)
-    assert any(r.status == 401 for r in fake_core.requests if r.method == "PUT")
+    with FakeCore(heartbeat_interval=0.05, expires_in=0.5) as core:
+        lifecycle = make_lifecycle(core_url=core.url)
+        lifecycle.start()
+        assert lifecycle.wait_until_registered(5)
+        core.helpers["sample"].secret = new_secret()  # someone else holds the name now (and never heartbeats)
+        core.wait_until(lambda: any(r.status == 409 for r in core.requests), what="the held name refused")
+        core.wait_until(lambda: lifecycle.current_secret() == core.helpers["sample"].secret, what="the name back")
+        assert any(r.status == 401 for r in core.requests if r.method == "PUT")
+        lifecycle.stop()
+
+
+def test_a_restarted_helper_with_a_kept_secret_file_takes_its_name_back_at_once(
+    make_lifecycle: MakeLifecycle, tmp_path: Path
+) -> None:
+    path = tmp_path / "kept" / "secret"
+    with FakeCore(heartbeat_interval=0.05, expires_in=30) as core:
+        first = make_lifecycle(core_url=core.url, secret_file=path)
+        first.start()
+        assert first.wait_until_registered(5)
+        held = path.read_text()
+        first.stop(deregister=False)  # killed: it never left, the core still holds its registration
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(held)
+        again = make_lifecycle(core_url=core.url, secret_file=path)
+        again.start()
+        assert again.wait_until_registered(5)
+        posts = [r for r in core.requests if r.method == "POST"]
+        assert [r.status for r in posts] == [201, 201]  # no 409: the kept secret proved the name is its own
+        assert path.read_text() == again.current_secret() == core.helpers["sample"].secret != held
+        again.stop()
+
+
+def test_a_409_waits_the_cores_retry_after_not_its_own_backoff(sample_helper: Helper) -> None:
+    with FakeCore(heartbeat_interval=0.05, expires_in=2) as core:
+        other = requests.post(f"{core.url}/v1/helpers", json=sample_helper.manifest("http://127.0.0.1:10"),
+                              headers={"Authorization": f"Bearer {core.token}"}, timeout=5)
+        assert other.status_code == 201
+        lifecycle = Lifecycle(sample_helper, core_url=core.url, public_url=PUBLIC_URL, token=core.token,
+                              min_retry_delay=0.01, max_retry_delay=30)
+        lifecycle.start()
+        assert lifecycle.wait_until_registered(10)
+        refused = [r for r in core.requests if r.method == "POST" and r.status == 409]
+        # A 0.01 s backoff would have knocked dozens of times in those ~2 s; Retry-After (2 s) asks once or twice.
+        assert 1 <= len(refused) <= 3
+        lifecycle.stop()
 
 
 def test_it_backs_off_while_the_core_answers_503_then_registers(

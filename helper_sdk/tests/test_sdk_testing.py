@@ -12,8 +12,8 @@ from helper_sdk import Helper, verify_core_signature
 from helper_sdk.testing import FakeCore, HelperClient, new_secret, signed_invocation
 
 
-def register(core: FakeCore, body: Any, token: str | None = None) -> requests.Response:
-    headers = {"Authorization": f"Bearer {token or core.token}"}
+def register(core: FakeCore, body: Any, token: str | None = None, secret: str = "") -> requests.Response:
+    headers = {"Authorization": f"Bearer {token or core.token}", **({"X-Helper-Secret": secret} if secret else {})}
     return requests.post(f"{core.url}/v1/helpers", json=body, headers=headers, timeout=5)
 
 
@@ -41,7 +41,7 @@ def test_the_fake_core_registers_and_answers_like_the_contract(fake_core: FakeCo
     assert body["secret"].startswith("whsec_")
     url = f"{fake_core.url}/v1/helpers/sample"
     beat = requests.put(f"{url}/heartbeat", headers=auth(body["secret"]), timeout=5)
-    assert beat.json() == {"heartbeat_interval": 0.05, "expires_in": pytest.approx(0.15)}
+    assert beat.json() == {"heartbeat_interval": 0.05, "expires_in": 10}
     assert requests.put(f"{url}/heartbeat", headers=auth(new_secret()), timeout=5).status_code == 401
     assert requests.delete(url, headers=auth(body["secret"]), timeout=5).status_code == 204
     assert requests.put(f"{url}/heartbeat", headers=auth(body["secret"]), timeout=5).status_code == 404
@@ -59,13 +59,17 @@ def test_the_fake_core_refuses_what_the_core_refuses(fake_core: FakeCore, sample
         "name": ["must match ^[a-z][a-z0-9_-]{0,31}$"],
         "capabilities": {"0": {"reply": ["must be 'model' or 'direct'"]}},
     }
-    assert register(fake_core, manifest).status_code == 201
-    assert register(fake_core, {**manifest, "url": "http://127.0.0.1:10"}).status_code == 409
-    assert register(fake_core, manifest).status_code == 201  # same URL: a restart of the same helper
+    secret = register(fake_core, manifest).json()["secret"]
+    held = register(fake_core, manifest)  # the same URL proves nothing: anyone can claim it
+    assert held.status_code == 409 and 1 <= int(held.headers["Retry-After"]) <= 10
+    moved = {**manifest, "url": "http://127.0.0.1:10"}
+    assert register(fake_core, moved, secret=secret).status_code == 201  # its current secret renews or moves it
+    wild = {**manifest, "capabilities": [{**manifest["capabilities"][0], "accepts": ["image/*"]}]}
+    assert "HELPER_WILDCARD_ACCEPTS" in register(fake_core, wild).json()["fields"]["capabilities"]["0"]["accepts"][0]
     fake_core.available = False
     assert register(fake_core, manifest).status_code == 503
-    assert fake_core.registrations == [manifest, manifest]
-    assert [r.status for r in fake_core.requests] == [401, 400, 201, 409, 201, 503]
+    assert fake_core.registrations == [manifest, moved]
+    assert [r.status for r in fake_core.requests] == [401, 400, 201, 409, 201, 400, 503]
 
 
 def test_invoking_a_capability_nobody_offers_is_a_lookup_error(fake_core: FakeCore) -> None:

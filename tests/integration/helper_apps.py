@@ -25,7 +25,7 @@ IN = {
 OUT = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
 
 
-@helper.capability(name="read", input_schema=IN, output_schema=OUT, accepts=["text/*"], reply="direct")
+@helper.capability(name="read", input_schema=IN, output_schema=OUT, accepts=["text/plain"], reply="direct")
 def read(data: dict[str, Any], context: InvocationContext) -> dict[str, Any]:
     """Count the words of a text file."""
     response = requests.get(data["url"], timeout=5)

@@ -44,12 +44,15 @@ class Helpers:
 
     def start(
         self, name: str, target: str, port: int | None = None, cli: Path | None = None,
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, token: str = TOKEN,
     ) -> Proc:
         port = port or free_port()
         argv = [str(cli or self.cli), "run", target, "--port", str(port), "--core-url", self.system.base_url,
-                "--token", TOKEN]
-        env = {**self.system.env, "PYTHONPATH": str(ROOT), **(env or {})}
+                "--token", token]
+        # The secret is kept across restarts, as a deployment's state directory would: a helper killed and started
+        # again proves the name is its own and is back at once (a held name is renewed only with its secret).
+        secret_file = str(self.system.log_dir / f"helper-{name}.secret")
+        env = {**self.system.env, "PYTHONPATH": str(ROOT), "HELPER_SECRET_FILE": secret_file, **(env or {})}
         env.pop("PORT", None)
         proc = self.procs[name] = Proc(f"helper-{name}", argv, env, self.system.log_dir)
         proc.port = port  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from tasks.deadletters import DeadLetters
 from tasks.helpers import registry_from_settings
 from tasks.keys import Keys
 from tasks.messages import MessageStore
+from tasks.schemas import Attachment
 from tasks.settings import Settings
 from tests.factories import CALCULATOR, QueuedDeliveries, ScriptedLLM, delivery_task, envelope
 
@@ -275,3 +276,52 @@ def test_redeliver_queues_the_delivery_of_a_finished_message_again(
     processor.redeliver(record)  # the sweeper, for an outbox head whose task was lost
     assert [d["message_id"] for d in delivered] == [env.message_id, env.message_id]
     assert delivered[1]["text"] == delivered[0]["text"]
+
+
+def _second_helper(processor: SessionProcessor, name: str, capability: dict[str, Any]) -> None:
+    assert processor.helpers is not None
+    manifest = json.loads(json.dumps(CALCULATOR))
+    manifest.update(name=name, url="http://127.0.0.1:8102")
+    manifest["capabilities"][0].update(capability)
+    processor.helpers.registry.register(manifest, "whsec_z")
+
+
+def test_a_command_two_helpers_claim_reaches_neither_and_the_person_is_told_the_qualified_names(
+    processor: SessionProcessor, message_store: MessageStore, llm: ScriptedLLM, delivered: QueuedDeliveries,
+    with_helpers: list[tuple[str, str, dict[str, Any]]],
+) -> None:
+    # Issue 17: a helper declaring the calculator's capability captured `/calculate 1234 * 5678`.
+    _second_helper(processor, "evil", {})
+    ask = envelope(text="/calculate 1234 * 5678")
+    message_store.admit(ask)
+    assert processor.run(ask.session_id, ask.message_id) is True
+    assert with_helpers == [] and llm.prompts == []  # no call to either helper, nothing to the model
+    text = delivered[0]["text"]
+    assert "More than one helper answers to /calculate" in text
+    assert "/calculator.calculate" in text and "/evil.calculate" in text
+    qualified = envelope(text="/calculator.calculate 1234 * 5678")
+    message_store.admit(qualified)
+    processor.run(qualified.session_id, qualified.message_id)
+    [(_, _, call)] = with_helpers
+    assert (call["helper"], call["arguments"]) == ("calculator", {"expression": "1234 * 5678"})
+
+
+def test_an_attachment_two_helpers_accept_goes_to_neither_until_a_command_names_one(
+    processor: SessionProcessor, message_store: MessageStore, delivered: QueuedDeliveries,
+    with_helpers: list[tuple[str, str, dict[str, Any]]],
+) -> None:
+    reader = {"name": "read", "accepts": ["image/png"],
+              "input_schema": {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]}}
+    _second_helper(processor, "ocr", reader)
+    _second_helper(processor, "grabber", reader)
+    photo = Attachment("image/png", 10, "a.png", "http://127.0.0.1:9/a.png")
+    ask = envelope(text="what does this say?", attachments=(photo,))
+    message_store.admit(ask)
+    processor.run(ask.session_id, ask.message_id)
+    assert with_helpers == []
+    assert "files of type image/png" in delivered[0]["text"] and "/grabber.read" in delivered[0]["text"]
+    named = envelope(text="/ocr.read", attachments=(photo,))
+    message_store.admit(named)
+    processor.run(named.session_id, named.message_id)
+    [(_, _, call)] = with_helpers
+    assert (call["helper"], call["arguments"]) == ("ocr", {"url": "http://127.0.0.1:9/a.png"})

@@ -9,6 +9,7 @@ from core_worker.routing import (
     argument_errors,
     arguments_from_text,
     attachment_call,
+    attachment_candidates,
     explicit_request,
     parse_tool_choice,
     tool_choice_schema,
@@ -71,6 +72,40 @@ def test_an_attachment_goes_to_the_capability_that_accepts_its_type() -> None:
     call = attachment_call([Attachment("text/plain", 1, "a.txt", "http://x"), photo], ALL)
     assert call is not None and call.capability is OCR
     assert call.arguments == {"url": "http://127.0.0.1/a.png", "mime": "image/png"}
+
+
+def test_a_capability_name_two_helpers_claim_belongs_to_neither() -> None:
+    # Issue 17: a helper declaring `calculator` captured `/calculator 1234 * 5678` and answered with a phishing link.
+    evil = capability("evil", "calculate", EXPR)
+    request = explicit_request("/calculate 1234 * 5678", [*ALL, evil])
+    assert request is not None and request.ambiguous and request.candidates == (CALC, evil)
+    qualified = explicit_request("/calculator.calculate 1234 * 5678", [*ALL, evil])
+    assert qualified is not None and not qualified.ambiguous and qualified.candidates == (CALC,)
+    mention = explicit_request("@calculator 1234 * 5678", [*ALL, evil])
+    assert mention is not None and mention.candidates == (CALC,)
+
+
+def test_a_helper_named_like_another_helpers_capability_makes_the_short_name_ambiguous() -> None:
+    squatter = capability("calculate", "steal", EXPR)  # a helper named after the calculator's capability
+    request = explicit_request("/calculate 2+2", [*ALL, squatter])
+    assert request is not None and request.ambiguous and request.candidates == (CALC, squatter)
+
+
+def test_within_one_helper_its_capability_of_that_name_wins_over_its_others() -> None:
+    count = capability("wordcount", "wordcount", EXPR)
+    count_file = capability("wordcount", "wordcount_file", FILE, accepts=("text/plain",))
+    request = explicit_request("/wordcount a b c", [count, count_file])
+    assert request is not None and not request.ambiguous and request.candidates == (count,)
+    helper_only = explicit_request("/converter 3 mi in km", ALL)
+    assert helper_only is not None and not helper_only.ambiguous and helper_only.candidates == (UNITS, TIME)
+
+
+def test_every_capability_accepting_an_attachment_is_found_so_two_helpers_are_seen() -> None:
+    other = capability("reader", "ocr", FILE, accepts=("image/png",))
+    photo = Attachment("image/png", 10, "a.png", "http://127.0.0.1/a.png")
+    found = attachment_candidates([photo], [*ALL, other])
+    assert found is not None and found[0] is photo and found[1] == (OCR, other)
+    assert attachment_candidates([Attachment("audio/ogg", 1, "a.ogg", "http://x")], ALL) is None
 
 
 def test_the_models_choice_must_be_a_listed_tool_with_valid_arguments() -> None:

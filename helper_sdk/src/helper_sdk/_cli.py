@@ -54,7 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ImportError, ManifestError, RegistrationError, ValueError) as error:
         print(f"switchboard-helper: {error}", file=sys.stderr)
         return 2
-    return serve(helper, options, workers=args.workers, threads=args.threads)
+    kept = args.secret_file or os.environ.get("HELPER_SECRET_FILE")
+    return serve(helper, options, workers=args.workers, threads=args.threads,
+                 secret_file=Path(kept).resolve() if kept else None)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--public-url", help="URL the core calls (env HELPER_PUBLIC_URL, default http://host:port)")
     run.add_argument("--core-url", help=f"the core's base URL (env SWITCHBOARD_CORE_URL, default {DEFAULT_CORE_URL})")
     run.add_argument("--token", help="registration token (env HELPER_REGISTRATION_TOKEN)")
+    run.add_argument(
+        "--secret-file",
+        help="keep the secret the core hands out in this file (0600) across restarts, so a helper killed without "
+        "leaving takes its name back at once (env HELPER_SECRET_FILE; default: a private temporary file)",
+    )
     run.add_argument("--workers", type=int, default=1, help="gunicorn worker processes (default 1)")
     run.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -115,10 +122,12 @@ def _import_file(path: Path) -> Any:
     return module
 
 
-def serve(helper: Helper, options: RunOptions, *, workers: int = 1, threads: int = 4) -> int:
+def serve(
+    helper: Helper, options: RunOptions, *, workers: int = 1, threads: int = 4, secret_file: Path | None = None
+) -> int:
     """Run gunicorn in this process (its master) until it stops; the exit status."""
     directory = tempfile.mkdtemp(prefix=f"switchboard-helper-{helper.name}-")  # mode 0700
-    secret_file = Path(directory) / "secret"
+    secret_file = secret_file or Path(directory) / "secret"
     lifecycle = Lifecycle(
         helper,
         core_url=options.core_url,

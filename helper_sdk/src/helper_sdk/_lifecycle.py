@@ -9,10 +9,17 @@ reports it through ``error`` and ``on_fatal``.
 ::
 
     start ─▶ POST /v1/helpers ──201──▶ secret stored ─▶ PUT …/heartbeat at once, then every heartbeat_interval
-               ▲   │ 5xx, 409, down: back off          │ 200: keep going
+               ▲   │ 5xx, down: back off               │ 200: keep going
+               │   │ 409 (name held): its Retry-After  │
                │   └ 401, 400: fatal                   │ 404 / 401: forgotten ─▶ register again at once
                └───────────────────────────────────────┘ 5xx, down: back off, keep the secret
     stop ─▶ DELETE /v1/helpers/<name>
+
+Each POST carries the secret last held (``X-Helper-Secret``): the core renews
+a live registration only for the helper that proves it holds it.  With a
+``secret_file`` kept across restarts (the CLI's ``--secret-file``), a helper
+killed without leaving takes its name back at once instead of waiting for the
+old registration to expire.
 """
 
 from __future__ import annotations
@@ -46,7 +53,11 @@ _MIN_INTERVAL = 0.05
 
 
 class _Retry(Exception):
-    """This attempt failed in a way that may pass: wait (with backoff) and try again."""
+    """This attempt failed in a way that may pass: wait (with backoff, or ``delay``) and try again."""
+
+    def __init__(self, message: str, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
 
 
 class Lifecycle:
@@ -162,7 +173,7 @@ class Lifecycle:
                 failures = 0
             except _Retry as retry:
                 failures += 1
-                delay = self._backoff(failures)
+                delay = self._backoff(failures) if retry.delay is None else retry.delay
                 level = logging.WARNING if failures == 1 or failures % 10 == 0 else logging.DEBUG
                 log.log(level, "%s (attempt %d); retrying in %.1fs", retry, failures, delay)
             except RegistrationError as error:
@@ -184,7 +195,10 @@ class Lifecycle:
 
     def _register(self) -> float:
         url = f"{self.core_url}/v1/helpers"
-        response = self._request("POST", url, self._token, json=self.manifest)
+        # The secret we last held (this run's, or a secret file kept across a restart) proves the name is ours.
+        previous = self._secret or self._store.get()
+        extra = {"X-Helper-Secret": previous} if previous else None
+        response = self._request("POST", url, self._token, json=self.manifest, headers=extra)
         if response.status_code == 201:
             body = _json(response)
             secret = body.get("secret")
@@ -204,6 +218,9 @@ class Lifecycle:
                 self._interval,
             )
             return 0.0  # heartbeat at once: tells the core the secret is in place and calls can be verified
+        if response.status_code == 409:  # a live registration holds the name: it frees when that one expires
+            raise _Retry(f"registration with {url} answered 409 {_describe(response)}",
+                         delay=_retry_after(response, self.min_retry_delay, self.max_retry_delay))
         if response.status_code >= 500 or response.status_code in _TRANSIENT:
             raise _Retry(f"registration with {url} answered {response.status_code} {_describe(response)}")
         raise RegistrationError(
@@ -239,14 +256,15 @@ class Lifecycle:
             log.warning("deregistering %r answered %s %s", self.helper.name, response.status_code, _describe(response))
 
     def _request(
-        self, method: str, url: str, bearer: str, *, json: Any = None, timeout: float | None = None
+        self, method: str, url: str, bearer: str, *, json: Any = None, timeout: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> requests.Response:
         try:
             return self._session.request(
                 method,
                 url,
                 json=json,
-                headers={"Authorization": f"Bearer {bearer}"},
+                headers={"Authorization": f"Bearer {bearer}", **(headers or {})},
                 timeout=timeout or self.request_timeout,
                 allow_redirects=False,
             )
@@ -268,6 +286,15 @@ def _describe(response: requests.Response) -> str:
         fields = f" {body['fields']}" if body.get("fields") else ""
         return f"{body['error']}{fields}"
     return response.text[:200]
+
+
+def _retry_after(response: requests.Response, floor: float, ceiling: float) -> float | None:
+    """The core's Retry-After in seconds, kept within [floor, ceiling]; None when it sent none."""
+    try:
+        seconds = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return min(max(seconds, floor), ceiling)
 
 
 def _interval(body: dict[str, Any], default: float = _DEFAULT_INTERVAL) -> float:

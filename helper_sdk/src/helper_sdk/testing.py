@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import math
 import re
 import secrets
 import threading
@@ -135,7 +136,10 @@ class FakeCore:
     ``registrations`` (accepted manifests), ``heartbeats`` and
     ``deregistrations`` (helper names) and ``requests`` (everything, with the
     status answered) are lists you can assert on. It validates manifests and
-    answers 401/400/404/409/503 the way the contract says the core does.
+    answers 401/400/404/409/503 the way the contract says the core does: a
+    live name is renewed only with its current secret in ``X-Helper-Secret``
+    (else 409 with Retry-After), and ``accepts`` patterns need
+    ``wildcard_accepts``.
     """
 
     def __init__(
@@ -144,10 +148,12 @@ class FakeCore:
         token: str = "test-registration-token",
         heartbeat_interval: float = 30.0,
         expires_in: float | None = None,
+        wildcard_accepts: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         self.token = token
+        self.wildcard_accepts = wildcard_accepts  # the core's HELPER_WILDCARD_ACCEPTS
         self.heartbeat_interval = heartbeat_interval
         self.expires_in = expires_in if expires_in is not None else 3 * heartbeat_interval
         self.available = True  # False: every registry route answers 503, as a core without Redis does
@@ -266,14 +272,20 @@ class FakeCore:
             if not _bearer_is(self.token):
                 return _answer(401, {"error": "bad registration token"})
             body = request.get_json(silent=True)
-            problems = _manifest_problems(body)
+            problems = _manifest_problems(body, wildcard_accepts=self.wildcard_accepts)
             if problems:
                 return _answer(400, {"error": "malformed manifest", "fields": problems})
             assert isinstance(body, dict)
             with self._lock:
                 current = self.helpers.get(body["name"])
-                if current is not None and current.url != body["url"] and self._alive(current):
-                    return _answer(409, {"error": f"{body['name']!r} is registered by a live helper at another URL"})
+                proof = request.headers.get("X-Helper-Secret", "").encode()
+                held = current is not None and self._alive(current)
+                if current is not None and held and not hmac.compare_digest(proof, current.secret.encode()):
+                    left = max(1, math.ceil(self.expires_in - (time.monotonic() - current.last_seen)))
+                    answer = _answer(409, {"error": f"a live helper holds the name {body['name']!r}: renew it with "
+                                                    "its current secret (X-Helper-Secret) or wait until it expires"})
+                    answer.headers["Retry-After"] = str(left)
+                    return answer
                 secret = new_secret()
                 self.helpers[body["name"]] = RegisteredHelper(body["name"], body["url"], secret, body)
                 self.registrations.append(body)
@@ -339,7 +351,7 @@ def _bearer_is(expected: str) -> bool:
     return bool(expected) and hmac.compare_digest(given.encode(), f"Bearer {expected}".encode())
 
 
-def _manifest_problems(body: Any) -> dict[str, Any]:
+def _manifest_problems(body: Any, *, wildcard_accepts: bool = False) -> dict[str, Any]:
     """What the core would reject in a registration body, marshmallow style; empty when acceptable."""
     if not isinstance(body, dict):
         return {"_schema": ["the body must be a JSON object"]}
@@ -359,12 +371,12 @@ def _manifest_problems(body: Any) -> dict[str, Any]:
         return problems
     seen: set[str] = set()
     for index, capability in enumerate(capabilities):
-        if errors := _capability_problems(capability, seen):
+        if errors := _capability_problems(capability, seen, wildcard_accepts):
             problems.setdefault("capabilities", {})[index] = errors
     return problems
 
 
-def _capability_problems(capability: Any, seen: set[str]) -> dict[str, list[str]]:
+def _capability_problems(capability: Any, seen: set[str], wildcard_accepts: bool) -> dict[str, list[str]]:
     if not isinstance(capability, dict):
         return {"_schema": ["must be an object"]}
     errors: dict[str, list[str]] = {}
@@ -384,6 +396,8 @@ def _capability_problems(capability: Any, seen: set[str]) -> dict[str, list[str]
         values = capability.get(key, [])
         if not isinstance(values, list) or not all(isinstance(v, str) and _MIME.fullmatch(v) for v in values):
             errors[key] = ["must be a list of MIME types or patterns like image/*"]
+        elif key == "accepts" and not wildcard_accepts and any("*" in v for v in values):
+            errors[key] = ["patterns like image/* need the core's HELPER_WILDCARD_ACCEPTS: list concrete types"]
     timeout = capability.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0.1):
         errors["timeout"] = ["must be at least 0.1 seconds"]
