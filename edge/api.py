@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from contextlib import nullcontext
 from typing import Any
@@ -67,6 +68,13 @@ class MessageRequest(Schema):
         limit = edge().settings.max_text_chars
         if len(value) > limit:
             raise ValidationError(f"longer than MAX_TEXT_CHARS ({limit} characters)")
+
+    @validates("metadata")
+    def _metadata_size(self, value: dict[str, Any], **_: Any) -> None:
+        limit = edge().settings.max_metadata_bytes
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > limit:  # a 1 MB object became a 1.67 MB record kept for STATUS_TTL_SECONDS
+            raise ValidationError(f"{size} bytes as JSON, more than MAX_METADATA_BYTES ({limit})")
 
     @validates_schema
     def _session_id_length(self, data: dict[str, Any], **_: Any) -> None:

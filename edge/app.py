@@ -11,6 +11,7 @@ from edge.channels import register_channels
 from edge.context import EdgeContext
 from edge.errors import register_error_handlers
 from edge.ratelimit import RateLimits
+from edge.redis_fill import RedisFill
 from edge.waits import WaitSlots
 from tasks.celery_factory import create_celery
 from tasks.deadletters import DeadLetters
@@ -48,6 +49,7 @@ def create_app(
         helpers=registry_from_settings(client, keys, settings),
         limits=limits,
         waits=WaitSlots(settings.wait_slots, settings.long_poll_per_client),
+        fill=RedisFill(client, max_fill=settings.redis_admit_max_fill, interval=settings.redis_fill_check_interval),
     )
     register_error_handlers(app)
     limits.init_app(app, api.blueprint, files.blueprint, helpers_api.blueprint)

@@ -18,6 +18,7 @@ from tasks.settings import Settings
 
 if TYPE_CHECKING:
     from edge.ratelimit import RateLimits
+    from edge.redis_fill import RedisFill
     from edge.waits import WaitSlots
 
 __all__ = ["EdgeContext", "edge"]
@@ -35,6 +36,7 @@ class EdgeContext:
     helpers: HelperRegistry
     limits: RateLimits | None = None  # None: nothing is rate limited (the IMAP poller's own app has one too)
     waits: WaitSlots | None = None  # None: long polls are not bounded (an app that serves no API)
+    fill: RedisFill | None = None  # None: admission does not look at Redis' memory
 
 
 def edge() -> EdgeContext:

@@ -125,6 +125,13 @@ def register_error_handlers(app: Flask) -> None:
         log.warning("request rejected: %s", exc)
         return _api_error(BadRequest("the body is nested too deeply"))
 
+    @app.errorhandler(redis.exceptions.ResponseError)  # OutOfMemoryError is one; a script's OOM is another
+    def _redis_refused(exc: Exception) -> ResponseReturnValue:
+        if "OOM" not in str(exc):
+            return _bug(exc)
+        log.warning("Redis is full: %s", exc)
+        return _api_error(Unavailable("storage is full (Redis maxmemory); nothing was accepted, try again shortly"))
+
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)
     @app.errorhandler(OperationalError)

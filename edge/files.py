@@ -104,6 +104,8 @@ def upload() -> ResponseReturnValue:
     if converter_for(mime) is not None and len(data) > max_bytes_for(settings, mime):
         raise TooLarge(f"the file is larger than the limit for {mime} ({max_bytes_for(settings, mime)} bytes)")
 
+    if ctx.fill is not None:
+        ctx.fill.check()  # before the bytes are stored, not only before the message is
     file_id = uuid.uuid4().hex
     ctx.redis.hset(_file_key(ctx.keys.prefix, file_id), mapping={
         "data": base64.b64encode(data).decode(), "mime": mime, "name": name, "size": len(data),

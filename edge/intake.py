@@ -14,6 +14,7 @@ import redis
 from edge.context import EdgeContext
 from edge.errors import Unavailable, Unprocessable
 from edge.observability import note_accepted
+from edge.redis_fill import StorageFull, out_of_memory
 from tasks.enqueue import task_message
 from tasks.names import CONVERT_ATTACHMENTS, HANDLE_MESSAGE
 from tasks.schemas import MAX_ATTACHMENT_NAME, Attachment, Envelope, envelope_errors
@@ -74,6 +75,8 @@ def accept(ctx: EdgeContext, envelope: Envelope, idempotency_key: str | None = N
     """
     envelope = _names_cut(envelope)
     check_envelope(envelope)
+    if ctx.fill is not None:
+        ctx.fill.check()  # 503 while Redis is nearly full: the rest of its memory is for messages in flight
     converting = bool(to_convert(ctx, envelope))
     task = task_message(ctx.celery, CONVERT_ATTACHMENTS if converting else HANDLE_MESSAGE,
                         [envelope.message_id, envelope.session_id])
@@ -81,6 +84,9 @@ def accept(ctx: EdgeContext, envelope: Envelope, idempotency_key: str | None = N
     try:
         created, message_id = ctx.messages.admit(envelope, idempotency_key, extra, task=task)
     except (redis.RedisError, OSError) as exc:
+        if out_of_memory(exc):  # noeviction: Redis refused the write, and the script wrote nothing
+            log.warning("could not admit %s: Redis is full: %s", envelope.message_id, exc)
+            raise StorageFull("storage is full (Redis maxmemory): nothing was accepted, try again shortly") from exc
         # One script wrote the record, the inbox entry and the task, or nothing: nothing to undo.
         log.warning("could not admit %s: %s", envelope.message_id, exc)
         raise Unavailable("the message queue is unavailable; try again shortly") from exc

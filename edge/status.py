@@ -37,6 +37,8 @@ class Snapshot:
     counters: dict[str, str]
     histograms: dict[str, str]
     taken_at: float
+    redis_used_memory: int = 0
+    redis_maxmemory: int = 0  # 0: Redis has no maxmemory
 
 
 def snapshot(ctx: EdgeContext) -> Snapshot:
@@ -67,10 +69,11 @@ def snapshot(ctx: EdgeContext) -> Snapshot:
             record = records.get(name)
             if record is not None:
                 helpers.append({**record.public(now), "queue": helper_queue(name), "queue_depth": int(depth)})
+    fill = ctx.fill.current() if ctx.fill is not None else None
     return Snapshot(
         queues=queues, in_flight=int(unacked), workers=workers, helpers=helpers, dead_letters=int(dead_count),
         recent_dead_letters=[json.loads(item) for item in recent], counters=counters, histograms=histograms,
-        taken_at=now,
+        taken_at=now, redis_used_memory=fill.used if fill else 0, redis_maxmemory=fill.maximum if fill else 0,
     )
 
 
@@ -114,6 +117,7 @@ def status_body(ctx: EdgeContext, snap: Snapshot, *, ping: bool) -> dict[str, An
         "dead_letters": snap.dead_letters,
         "recent_dead_letters": snap.recent_dead_letters,
         "metrics": key_numbers(snap),
+        "redis_memory": {"used": snap.redis_used_memory, "max": snap.redis_maxmemory},
     }
     if ping:
         try:
@@ -147,6 +151,11 @@ def gauges(snap: Snapshot) -> list[Gauge]:
               (((), float(snap.dead_letters)),)),
         Gauge("switchboard_helper_circuit_open", "1 while a helper's circuit is open, 0.5 half-open, 0 closed.",
               ("helper",), tuple(((h["name"],), circuit.get(h["health"]["circuit"], 0.0)) for h in snap.helpers)),
+        Gauge("switchboard_redis_used_memory_bytes", "Redis used_memory (INFO memory).", (),
+              (((), float(snap.redis_used_memory)),)),
+        Gauge("switchboard_redis_memory_fill_ratio", "Redis used_memory / maxmemory (0 without maxmemory); "
+              "admission answers 503 from REDIS_ADMIT_MAX_FILL on: alert well before.", (),
+              (((), snap.redis_used_memory / snap.redis_maxmemory if snap.redis_maxmemory else 0.0),)),
         Gauge("switchboard_worker_tokens_per_second", "Tokens per second of each worker process's last generation.",
               ("hostname", "pid"), tuple(tokens_per_second)),
     ]

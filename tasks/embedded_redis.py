@@ -13,6 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
+from tasks.settings import load_settings
+
 __all__ = ["redis_server_binary", "redis_server_command"]
 
 
@@ -32,7 +34,11 @@ def redis_server_binary() -> str:
     return found
 
 
-def redis_server_command(port: int, data_dir: Path, *, appendonly: bool = True) -> list[str]:
+def redis_server_command(
+    port: int, data_dir: Path, *, appendonly: bool = True, maxmemory: str = "512mb"
+) -> list[str]:
+    """The server's command line; ``maxmemory`` bounds it (``REDIS_MAXMEMORY``), so a flood meets the edge's
+    503 (``REDIS_ADMIT_MAX_FILL``) instead of the machine's memory."""
     data_dir.mkdir(parents=True, exist_ok=True)
     return [
         redis_server_binary(),
@@ -42,6 +48,7 @@ def redis_server_command(port: int, data_dir: Path, *, appendonly: bool = True) 
         "--appendonly", "yes" if appendonly else "no",
         "--appendfsync", "everysec",
         "--save", "",
+        "--maxmemory", maxmemory,
         "--maxmemory-policy", "noeviction",
         "--daemonize", "no",
         "--protected-mode", "yes",
@@ -53,7 +60,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=6390)
     parser.add_argument("--dir", type=Path, default=Path(".run/redis"))
     args = parser.parse_args()
-    command = redis_server_command(args.port, args.dir)
+    command = redis_server_command(args.port, args.dir, maxmemory=load_settings().redis_maxmemory)
     os.execv(command[0], command)
 
 

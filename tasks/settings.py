@@ -44,6 +44,19 @@ class Settings:
         10, "REDIS_HEALTH_CHECK_INTERVAL", "Seconds between PINGs on idle Redis connections."
     )
     key_prefix: str = _setting("sb", "SWITCHBOARD_KEY_PREFIX", "Prefix of every Redis key the system writes.")
+    redis_maxmemory: str = _setting(
+        "512mb", "REDIS_MAXMEMORY",
+        "`maxmemory` of the embedded Redis (`make run`, the tests). Your own Redis: set `maxmemory` there "
+        "(sizing in operations.md).",
+    )
+    redis_admit_max_fill: float = _setting(
+        0.9, "REDIS_ADMIT_MAX_FILL",
+        "Fraction of Redis `maxmemory` past which new messages and uploads get 503 + Retry-After; the rest is "
+        "kept for the messages already accepted. No effect on a Redis without `maxmemory`.",
+    )
+    redis_fill_check_interval: float = _setting(
+        1.0, "REDIS_FILL_CHECK_INTERVAL", "Seconds an edge process reuses its reading of Redis' memory (INFO)."
+    )
 
     # --- edge ----------------------------------------------------------------
     port: int = _setting(8000, "PORT", "Port the edge (gunicorn) listens on.")
@@ -59,6 +72,9 @@ class Settings:
         1_048_576, "MAX_BODY_BYTES", "Largest JSON request body the edge accepts (413 above)."
     )
     max_text_chars: int = _setting(16_000, "MAX_TEXT_CHARS", "Longest message text accepted (400 above).")
+    max_metadata_bytes: int = _setting(
+        4096, "MAX_METADATA_BYTES", "Largest `metadata` object of an API message, as compact JSON (400 above)."
+    )
     max_wait_seconds: float = _setting(
         30.0, "MAX_WAIT_SECONDS", "Longest long-poll a `GET /v1/messages/<id>?wait=S` may ask for."
     )
@@ -538,6 +554,8 @@ class Settings:
                 "LONG_POLL_SLOTS must be 0 (half of EDGE_THREADS) or below EDGE_THREADS, and LONG_POLL_PER_CLIENT "
                 "at least 1: waiting clients must never hold every request thread"
             )
+        if not 0 < self.redis_admit_max_fill <= 1:
+            raise SettingsError("REDIS_ADMIT_MAX_FILL must be a fraction above 0 and at most 1")
         if self.log_format not in ("json", "text"):
             raise SettingsError("LOG_FORMAT must be json or text")
         if self.metrics_flush_interval <= 0 or self.worker_heartbeat_interval <= 0:

@@ -105,6 +105,21 @@ def test_invalid_fields_get_400_naming_them(client: FlaskClient, body: dict[str,
     assert field in response.get_json()["fields"]
 
 
+def test_metadata_past_max_metadata_bytes_gets_400_and_nothing_is_stored(
+    client: FlaskClient, fake_redis: fakeredis.FakeRedis
+) -> None:
+    # Issue 17: a 1 MB metadata object became a 1.67 MB record kept for 7 days.
+    fits = {"note": "x" * 4000}
+    assert client.post("/v1/messages", json={"user": "alice", "text": "hi", "metadata": fits}).status_code == 202
+    before = fake_redis.dbsize()
+    for metadata in ({"note": "x" * 4100}, {"blob": "y" * 1_000_000}, {"é": "é" * 2100}):  # bytes, not characters
+        response = client.post("/v1/messages", json={"user": "alice", "text": "hi", "metadata": metadata})
+        assert response.status_code in (400, 413), response.get_json()
+        if response.status_code == 400:
+            assert "MAX_METADATA_BYTES" in response.get_json()["fields"]["metadata"][0]
+    assert fake_redis.dbsize() == before
+
+
 def test_malformed_json_gets_400(client: FlaskClient) -> None:
     response = client.post("/v1/messages", data="{nope", content_type="application/json")
     assert response.status_code == 400 and "error" in response.get_json()
