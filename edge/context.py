@@ -17,6 +17,7 @@ from tasks.outbound import HostPolicy
 from tasks.settings import Settings
 
 if TYPE_CHECKING:
+    from edge.file_store import FileStore
     from edge.ratelimit import RateLimits
     from edge.redis_fill import RedisFill
     from edge.waits import WaitSlots
@@ -37,6 +38,7 @@ class EdgeContext:
     limits: RateLimits | None = None  # None: nothing is rate limited (the IMAP poller's own app has one too)
     waits: WaitSlots | None = None  # None: long polls are not bounded (an app that serves no API)
     fill: RedisFill | None = None  # None: admission does not look at Redis' memory
+    files: FileStore | None = None  # None: an app that stores no files
 
 
 def edge() -> EdgeContext:

@@ -1,6 +1,7 @@
 """Uploads: ``POST /v1/files`` (a file sent as a message) and ``GET /v1/files/<id>`` (for converters).
 
-The bytes are kept in Redis for ``FILES_TTL_SECONDS`` under an unguessable id,
+The bytes are kept for ``FILES_TTL_SECONDS`` under an unguessable id (on disk in
+``FILES_DIR``, their record in Redis: edge/file_store.py),
 and a message is queued in the uploader's API session (``api:<user>``, the same
 one the web chat uses) whose Envelope carries the file as an attachment.  A
 type with a converter (docs/media.md) goes through the convert step first
@@ -11,7 +12,6 @@ answer instead of silence.
 
 from __future__ import annotations
 
-import base64
 import fnmatch
 import mimetypes
 import re
@@ -25,6 +25,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from edge.api import session_id_for
 from edge.context import edge
 from edge.errors import ApiError, BadRequest, NotFound, UnsupportedMedia
+from edge.file_store import FileStore
 from edge.intake import accept
 from edge.media.registry import converter_for
 from edge.media.step import max_bytes_for
@@ -41,12 +42,18 @@ _MIME = re.compile(r"^[\w.+-]+/[\w.+-]+\Z")
 _FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields around the file
 
 
+KIND = "uploads"
+
+
 class TooLarge(ApiError):
     status = 413
 
 
-def _file_key(prefix: str, file_id: str) -> str:
-    return f"{prefix}:file:{file_id}"
+def _store() -> FileStore:
+    store = edge().files
+    if store is None:
+        raise RuntimeError("this app stores no files")
+    return store
 
 
 def _allowed(mime: str, patterns: str) -> bool:
@@ -107,10 +114,7 @@ def upload() -> ResponseReturnValue:
     if ctx.fill is not None:
         ctx.fill.check()  # before the bytes are stored, not only before the message is
     file_id = uuid.uuid4().hex
-    ctx.redis.hset(_file_key(ctx.keys.prefix, file_id), mapping={
-        "data": base64.b64encode(data).decode(), "mime": mime, "name": name, "size": len(data),
-    })
-    ctx.redis.expire(_file_key(ctx.keys.prefix, file_id), settings.files_ttl_seconds)
+    _store().put(KIND, file_id, data, mime=mime, name=name, ttl=settings.files_ttl_seconds)
     base = settings.public_base_url.rstrip("/")
     attachment = Attachment(mime=mime, size=len(data), name=name, url=f"{base}/v1/files/{file_id}")
     envelope = Envelope(
@@ -137,13 +141,10 @@ def upload() -> ResponseReturnValue:
 
 @blueprint.get("/v1/files/<file_id>")
 def download(file_id: str) -> ResponseReturnValue:
-    ctx = edge()
-    stored: dict[str, str] = {}
-    if re.fullmatch(r"[0-9a-f]{32}", file_id):
-        stored = ctx.redis.hgetall(_file_key(ctx.keys.prefix, file_id))  # type: ignore[assignment]
-    if not stored:
+    stored = _store().get(KIND, file_id) if re.fullmatch(r"[0-9a-f]{32}", file_id) else None
+    if stored is None:
         raise NotFound(f"no file {file_id[:64]!r} (unknown or expired)")
-    response = Response(base64.b64decode(stored["data"]), mimetype=stored["mime"])
-    response.headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(stored['name'], safe='')}"
+    response = Response(stored.data, mimetype=stored.mime)
+    response.headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(stored.name, safe='')}"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response

@@ -452,6 +452,14 @@ class Settings:
     files_ttl_seconds: int = _setting(
         24 * 3600, "FILES_TTL_SECONDS", "How long an uploaded file is kept for converters (`GET /v1/files/<id>`)."
     )
+    files_dir: str = _setting(
+        ".run/files", "FILES_DIR",
+        "Directory holding uploaded files and mail attachments (Redis keeps only their records and TTLs). Every "
+        "edge process, the IMAP poller included, must see the same one.",
+    )
+    files_sweep_interval: float = _setting(
+        300.0, "FILES_SWEEP_INTERVAL", "Seconds between two sweeps of expired files by one edge process."
+    )
     files_allowed_types: str = _setting(
         "image/*,audio/*,video/*,text/*,application/pdf,application/msword,"
         "application/vnd.openxmlformats-officedocument.*",

@@ -17,7 +17,6 @@ the queue cannot take it (the provider retries).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import ipaddress
@@ -45,6 +44,7 @@ from edge.channels.email_sendgrid import credentials_ok, message_from_sendgrid
 from edge.channels.email_sendgrid import recipient as sendgrid_recipient
 from edge.channels.email_smtp import build_reply, send_mail
 from edge.errors import BadRequest, Forbidden, NotFound, UnsupportedMedia
+from edge.file_store import FileStore
 from tasks.schemas import Attachment
 
 __all__ = ["EmailChannel", "IngestResult"]
@@ -52,6 +52,7 @@ __all__ = ["EmailChannel", "IngestResult"]
 log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"^[0-9a-f]{32}\Z")
+_KIND = "mail"  # its files in FILES_DIR/mail
 Fields = dict[str, bytes]
 
 
@@ -123,18 +124,17 @@ class EmailChannel(Channel):
         return (str(message_id), record.session_id if record else "")
 
     def store_attachment(self, part: MailPart) -> Attachment:
-        """Keep the bytes in Redis for ``EMAIL_ATTACHMENT_TTL_SECONDS`` under an unguessable token."""
+        """Keep the bytes for ``EMAIL_ATTACHMENT_TTL_SECONDS`` under an unguessable token (edge/file_store.py)."""
         token = secrets.token_hex(16)
-        key = self._attachment_key(token)
-        pipe = self.ctx.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping={"name": part.name, "mime": part.mime, "data": base64.b64encode(part.data).decode()})
-        pipe.expire(key, self.ctx.settings.email_attachment_ttl_seconds)
-        pipe.execute()
+        self._files().put(_KIND, token, part.data, mime=part.mime, name=part.name,
+                          ttl=self.ctx.settings.email_attachment_ttl_seconds)
         base = self.ctx.settings.internal_base_url.rstrip("/")
         return Attachment(part.mime, len(part.data), part.name, f"{base}/v1/channels/email/attachments/{token}")
 
-    def _attachment_key(self, token: str) -> str:
-        return f"{self.ctx.keys.prefix}:email:attachment:{token}"
+    def _files(self) -> FileStore:
+        if self.ctx.files is None:
+            raise RuntimeError("this app stores no files")
+        return self.ctx.files
 
     # --- webhooks ------------------------------------------------------------
 
@@ -188,12 +188,11 @@ class EmailChannel(Channel):
         def attachment(token: str) -> ResponseReturnValue:
             if not self._caller_allowed():
                 raise Forbidden("attachments are served to SWITCHBOARD_ALLOWED_HOSTS only")
-            data = self.ctx.redis.hgetall(self._attachment_key(token)) if _TOKEN.match(token) else {}
-            if not data:
+            stored = self._files().get(_KIND, token) if _TOKEN.match(token) else None
+            if stored is None:
                 raise NotFound("no such attachment (or it expired)")
-            name = str(data.get("name", "attachment"))
-            response = Response(base64.b64decode(str(data["data"])), mimetype=str(data["mime"]))
-            response.headers["Content-Disposition"] = _disposition(name)
+            response = Response(stored.data, mimetype=stored.mime)
+            response.headers["Content-Disposition"] = _disposition(stored.name)
             response.headers["X-Content-Type-Options"] = "nosniff"
             return response
 

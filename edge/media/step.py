@@ -60,10 +60,25 @@ def _line(name: str, where: str, text: str) -> str:
     return f"[from {label}] {text}"
 
 
+def trimmed(result: dict[str, Any], budget: int) -> dict[str, Any]:
+    """A conversion result holding at most ``budget`` characters of text (more can never be shown), with the
+    number left out in ``omitted``: the checkpoint on the message record stays small whatever the file held
+    (a 10 MB text file was a 10 MB field, kept for STATUS_TTL_SECONDS)."""
+    room, sections, omitted = budget, [], int(result.get("omitted", 0))
+    for where, text in result.get("sections") or []:
+        kept = text[:max(room, 0)]
+        omitted += len(text) - len(kept)
+        room -= len(kept)
+        if kept:
+            sections.append([where, kept])
+    return {**result, "sections": sections, "omitted": omitted} if result.get("sections") else result
+
+
 def compose_text(original: str, results: list[dict[str, Any]], budget: int) -> str:
     """The message text the model sees: the person's words, then each file's text with its provenance,
     cut to ``budget`` characters of converted text with a note saying so."""
     parts: list[str] = []
+    omitted = sum(int(result.get("omitted", 0)) for result in results)
     for result in results:
         if result.get("error"):
             parts.append(f"[{result['name']} could not be read: {result['error']}]")
@@ -72,8 +87,8 @@ def compose_text(original: str, results: list[dict[str, Any]], budget: int) -> s
         else:
             parts.extend(_line(result["name"], where, text) for where, text in result["sections"])
     converted = "\n\n".join(parts)
-    if len(converted) > budget:
-        cut = len(converted) - budget
+    if len(converted) > budget or omitted:
+        cut = max(len(converted) - budget, 0) + omitted
         converted = (f"{converted[:budget].rstrip()} …\n[the attachments' text was cut here: {cut} more characters "
                      "were left out]")
     return f"{original}\n\n{converted}".strip() if converted else original
@@ -134,7 +149,7 @@ class ConvertStep:
                 if retries < self.settings.media_fetch_retries:
                     raise Retry(min(0.5 * 2 ** retries, 10.0), str(exc)) from exc
                 result = self._failed(attachment, "it could not be downloaded (its server did not answer)")
-            done.append(result)
+            done.append(trimmed(result, self.settings.media_max_text_chars))
             self.messages.update(message_id, converted=json.dumps(done))
         return self._finish(message_id, record.session_id, envelope, done)
 
@@ -154,9 +169,10 @@ class ConvertStep:
     def _finish(self, message_id: str, session_id: str, envelope: Envelope, done: list[dict[str, Any]]) -> str:
         text = compose_text(envelope.text, done, self.settings.media_max_text_chars)
         metadata = {**envelope.metadata, "attachments_converted": [
-            {k: v for k, v in r.items() if k != "sections"} for r in done]}
+            {k: v for k, v in r.items() if k not in ("sections", "omitted")} for r in done]}
         updated = {**envelope.to_dict(), "text": text, "metadata": metadata}
         self.messages.update(message_id, envelope=json.dumps(updated), stage="")
+        self.messages.redis.hdel(self.messages.keys.message(message_id), "converted")  # the envelope holds it now
         self.resume(message_id, session_id)
         return f"converted {len(done)} attachment(s)"
 

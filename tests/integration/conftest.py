@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def system_env(redis_url: str, secret: str, model: Path, **overrides: str) -> di
         "REDIS_URL": redis_url,
         "SWITCHBOARD_SECRET": secret,
         "MODEL_PATH": str(model),
+        "FILES_DIR": tempfile.mkdtemp(prefix="switchboard-files-"),
         "LLM_BACKEND": "llama_cpp",
         "LLM_CONTEXT": "2048",
         "LLM_MAX_TOKENS": "24",

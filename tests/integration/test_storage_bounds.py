@@ -10,6 +10,7 @@ room again messages are taken and answered.  Redis itself refusing a write
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -40,6 +41,10 @@ def used(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
 
+def wait_answered(system: System, message_id: str) -> None:
+    wait_until(lambda: system.status(message_id, wait=10)["status"] == "answered", 120, "its answer")
+
+
 def upload(system: System) -> requests.Response:
     return requests.post(f"{system.base_url}/v1/files", data={"user": "alice"},
                          files={"file": ("notes.txt", b"one two three", "text/plain")}, timeout=15)
@@ -48,7 +53,7 @@ def upload(system: System) -> requests.Response:
 def test_a_nearly_full_redis_gets_503s_naming_it_then_admits_again(system: System, client: redis.Redis) -> None:
     assert int(str(client.config_get("maxmemory")["maxmemory"])) > 0  # the harness Redis is bounded
     client.config_set("maxmemory", str(int(used(client) / 0.75)))  # 75% full: past the 50% of this system
-    wait_until(lambda: system.post(user="alice", text="hello").status_code == 503, 10, "the edge to see it")
+    wait_until(lambda: "nearly full" in system.post(user="alice", text="hello").text, 10, "the edge to see it")
     refused = system.post(user="bob", text="hello")
     assert refused.status_code == 503 and "storage is nearly full" in refused.json()["error"]
     assert refused.headers["Retry-After"]
@@ -70,3 +75,20 @@ def test_redis_refusing_a_write_is_a_503_not_a_500(make_system: MakeSystem, clie
     refused = system.post(user="bob", text="x" * 2000)
     assert refused.status_code == 503 and "storage is full" in refused.json()["error"], refused.text
     assert requests.get(f"{system.base_url}/healthz", timeout=5).status_code == 200
+
+
+def test_uploads_live_on_disk_not_in_redis(system: System, client: redis.Redis) -> None:
+    # Issue 17: three 10 MB uploads took Redis' used_memory from 2.3 to 66 MB, kept for 24 h.
+    before = used(client)
+    blobs = [bytes([65 + n]) * (10 * 1_048_576 - 1) for n in range(3)]
+    for n, blob in enumerate(blobs):
+        answer = requests.post(f"{system.base_url}/v1/files", data={"user": f"u{n}"},
+                               files={"file": (f"big{n}.txt", blob, "text/plain")}, timeout=60)
+        assert answer.status_code == 202, answer.text
+        got = requests.get(answer.json()["file"]["url"], timeout=30)
+        assert got.status_code == 200 and got.content == blob
+        wait_answered(system, answer.json()["message_id"])
+    grown = used(client) - before
+    assert grown < 2 * 1_048_576, f"Redis grew by {grown} bytes for 30 MB of uploads"
+    files = Path(system.env["FILES_DIR"]) / "uploads"
+    assert sum(p.stat().st_size for p in files.iterdir()) == sum(map(len, blobs))

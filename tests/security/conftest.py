@@ -6,6 +6,7 @@ integration fixtures, imported here so pytest sees them.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,6 +47,7 @@ def configured_settings(**changes: Any) -> Settings:
         mailgun_signing_key=providers.MAILGUN_KEY,
         sendgrid_inbound_secret=providers.SENDGRID_SECRET,
     )
+    values.setdefault("files_dir", tempfile.mkdtemp(prefix="switchboard-files-"))
     return load_settings({}, **{**values, **changes})
 
 

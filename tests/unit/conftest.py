@@ -18,8 +18,9 @@ def fake_redis() -> Iterator[fakeredis.FakeRedis]:
 
 
 @pytest.fixture
-def settings() -> Settings:
-    return load_settings({}, switchboard_secret="whsec_" + "A" * 43 + "=")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    files = tmp_path_factory.mktemp("files")  # uploads and mail attachments (FILES_DIR), never the repository's
+    return load_settings({}, switchboard_secret="whsec_" + "A" * 43 + "=", files_dir=str(files))
 
 
 @pytest.fixture

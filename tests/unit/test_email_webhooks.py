@@ -148,6 +148,8 @@ def test_attachments_are_stored_and_served_to_allowed_hosts_only(client: FlaskCl
     keys = list(app.extensions["switchboard"].redis.keys("*:email:attachment:*"))
     assert len(keys) == 1
     token = keys[0].rsplit(":", 1)[1]
+    record = app.extensions["switchboard"].redis.hgetall(keys[0])
+    assert "data" not in record and record["size"] == "14"  # the bytes live in FILES_DIR, not in Redis
     got = client.get(f"/v1/channels/email/attachments/{token}")
     assert got.status_code == 200 and got.data == b"%PDF-1.4 bytes" and got.mimetype == "application/pdf"
     far = client.get(f"/v1/channels/email/attachments/{token}", environ_base={"REMOTE_ADDR": "203.0.113.9"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from core_worker.processor import CONVERT_TIMEOUT_TEXT, SessionProcessor
 from core_worker.sessions import SessionStore
 from edge.media.fetch import Fetched, FetchError, Transient
-from edge.media.step import ConvertStep, Retry, compose_text
+from edge.media.step import ConvertStep, Retry, compose_text, trimmed
 from tasks.deadletters import DeadLetters
 from tasks.helpers import registry_from_settings
 from tasks.keys import Keys
@@ -136,6 +137,18 @@ def test_converted_text_is_cut_to_its_budget_with_a_note() -> None:
     empty = compose_text("hi", [{"name": "blank.png", "sections": [["text in the image",
                                                                       "(the image contains no readable text)"]]}], 100)
     assert empty == "hi\n\n[from blank.png, text in the image: the image contains no readable text]"
+
+
+def test_a_huge_conversion_is_kept_only_up_to_the_budget_and_still_says_how_much_was_cut() -> None:
+    result = {"name": "big.txt", "sections": [["page 1", "a" * 600_000], ["page 2", "b" * 400_000]]}
+    kept = trimmed(result, 8000)
+    assert sum(len(text) for _, text in kept["sections"]) == 8000 and kept["omitted"] == 992_000
+    assert len(json.dumps(kept)) < 9000  # the checkpoint on the record, not the file
+    whole, short = compose_text("hi", [result], budget=8000), compose_text("hi", [kept], budget=8000)
+    assert short.split(" …")[0] == whole.split(" …")[0]  # the same text the model sees
+    count = re.compile(r"(\d+) more characters")
+    # what was cut is counted in characters of text either way; only the dropped section's label differs
+    assert abs(int(count.findall(short)[0]) - int(count.findall(whole)[0])) < 100
 
 
 @pytest.fixture

@@ -1,0 +1,131 @@
+"""Uploaded files and mail attachments: bytes on disk (``FILES_DIR``), their record in Redis.
+
+Redis held every upload as base64 for a day: three 10 MB files took it from
+2.3 to 66 MB, and a Redis running out of memory stops every route for
+everyone.  Now Redis keeps only a small record per file (name, type, size)
+whose TTL is the file's life, and the bytes are a ``0600`` file named by the
+unguessable id under ``FILES_DIR/<kind>/``.  A file whose record has expired
+is unreachable at once and deleted by the next sweep (at most every
+``FILES_SWEEP_INTERVAL`` per process, run on a write).
+
+Every edge process (gunicorn workers, the IMAP poller) that writes or serves
+files must see the same directory: one machine, or a shared volume.
+Records written by earlier versions (bytes in Redis) are still served.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+__all__ = ["FileStore", "StoredFile"]
+
+log = logging.getLogger(__name__)
+
+_GRACE_SECONDS = 60.0  # a file younger than this is never swept: its record may be being written
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    data: bytes
+    mime: str
+    name: str
+
+
+# Where each kind of file keeps its record (the keys predate the move to disk, so old records still work).
+RECORD_KEYS = {"uploads": "{prefix}:file:{id}", "mail": "{prefix}:email:attachment:{id}"}
+
+
+class FileStore:
+    def __init__(self, client: redis.Redis, prefix: str, directory: Path, *, sweep_interval: float) -> None:
+        self.redis, self.prefix, self.directory, self.sweep_interval = client, prefix, directory, sweep_interval
+        self._lock = threading.Lock()
+        self._swept_at = time.monotonic()
+
+    def record_key(self, kind: str, file_id: str) -> str:
+        return RECORD_KEYS[kind].format(prefix=self.prefix, id=file_id)
+
+    def put(self, kind: str, file_id: str, data: bytes, *, mime: str, name: str, ttl: int) -> None:
+        """Write the bytes, then the record that makes them reachable for ``ttl`` seconds."""
+        path = self._path(kind, file_id)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+        key = self.record_key(kind, file_id)
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(key, mapping={"mime": mime, "name": name, "size": len(data)})
+            pipe.expire(key, ttl)
+            pipe.execute()
+        except BaseException:
+            path.unlink(missing_ok=True)  # no record, no file: nothing is left behind on a 503
+            raise
+        self._maybe_sweep(kind)
+
+    def get(self, kind: str, file_id: str) -> StoredFile | None:
+        """The file while its record lives; None once it expired (or never was)."""
+        record: dict[str, str] = self.redis.hgetall(self.record_key(kind, file_id))  # type: ignore[assignment]
+        if not record:
+            return None
+        name, mime = str(record.get("name", "file")), str(record.get("mime", "application/octet-stream"))
+        if "data" in record:  # written before the bytes moved out of Redis
+            return StoredFile(base64.b64decode(record["data"]), mime, name)
+        try:
+            return StoredFile(self._path(kind, file_id).read_bytes(), mime, name)
+        except FileNotFoundError:
+            log.warning("file %s/%s has a record but no bytes (FILES_DIR not shared by every edge?)", kind, file_id)
+            return None
+
+    def sweep(self, kind: str, *, now: float | None = None) -> int:
+        """Delete the files of ``kind`` whose record is gone (and stale partial writes); how many."""
+        now = time.time() if now is None else now
+        removed = 0
+        try:
+            entries = list(os.scandir(self.directory / kind))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                if now - entry.stat().st_mtime < _GRACE_SECONDS:
+                    continue  # being written, or its record is being written
+            except FileNotFoundError:
+                continue
+            if entry.name.startswith(".") or not self.redis.exists(self.record_key(kind, entry.name)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
+
+    def _maybe_sweep(self, kind: str) -> None:
+        with self._lock:
+            if time.monotonic() - self._swept_at < self.sweep_interval:
+                return
+            self._swept_at = time.monotonic()
+        try:
+            removed = self.sweep(kind)
+        except (OSError, redis.RedisError) as exc:
+            log.warning("file sweep of %s failed: %s", kind, exc)
+            return
+        if removed:
+            log.info("file sweep: %d expired %s file(s) deleted", removed, kind)
+
+    def _path(self, kind: str, file_id: str) -> Path:
+        if kind not in RECORD_KEYS or not file_id.isalnum() or not file_id.isascii():
+            raise ValueError(f"not a stored file: {kind}/{file_id!r}")
+        return self.directory / kind / file_id
