@@ -24,14 +24,20 @@ was still running in a thread when the connection dropped can so run twice; ever
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import bootsteps
 from celery.worker.consumer.tasks import Tasks
 
-__all__ = ["RestoreHeldTasks", "held_tags"]
+__all__ = ["RestoreHeldTasks", "held_tags", "reconnect_listeners"]
 
 log = logging.getLogger(__name__)
+
+# Called with the time each time a consumer has connected again (the io worker's sweeper: its recovery pass
+# finds tasks Redis handed to the dead connection's BRPOP as it thawed, core_worker/sweeper.py).
+reconnect_listeners: list[Callable[[float], None]] = []
 
 
 def held_tags(channel: Any) -> list[str]:
@@ -64,6 +70,8 @@ class RestoreHeldTasks(bootsteps.StartStopStep):
         previous, self.channel = self.channel, channel
         if previous is not None and previous is not channel:
             self.pending += held_tags(previous)
+            for listener in reconnect_listeners:
+                listener(time.time())
         if self.pending:
             self.pending = restore(channel, self.pending)
 

@@ -15,7 +15,7 @@ from typing import Any
 from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown, worker_ready
 
 from core_worker import observability
-from core_worker.broker_recovery import RestoreHeldTasks
+from core_worker.broker_recovery import RestoreHeldTasks, reconnect_listeners
 from core_worker.helper_queues import HelperQueueSync
 from core_worker.runtime import CoreRuntime, model_threads
 from core_worker.sweeper import Sweeper
@@ -71,8 +71,10 @@ def _start_io_threads(sender: Any, **_: Any) -> None:
     if QUEUE_DELIVER in sender.app.amqp.queues.consume_from:
         rt = runtime()
         HelperQueueSync(sender, rt.helpers, settings.helper_sync_interval).start()
-        Sweeper(rt.redis, rt.keys, rt.messages, rt.resume, interval=settings.sweep_interval,
-                age=settings.sweep_age, redeliver=rt.processor.redeliver).start()
+        sweeper = Sweeper(rt.redis, rt.keys, rt.messages, rt.resume, interval=settings.sweep_interval,
+                          age=settings.sweep_age, redeliver=rt.processor.redeliver)
+        reconnect_listeners.append(sweeper.after_reconnect)  # a recovery pass after each broker reconnect
+        sweeper.start()
 
 
 @worker_process_init.connect

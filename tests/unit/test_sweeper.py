@@ -69,3 +69,32 @@ def test_an_outbox_head_whose_delivery_task_was_lost_is_sent_again(
     assert sweeper.sweep_outboxes(now=time.time() + 120) == [env.message_id]
     assert sweeper.sweep_outboxes(now=time.time() + 120) == []  # not again at every pass
     assert resent == [env.message_id]
+
+
+def test_after_a_reconnect_what_has_not_moved_since_is_swept_without_waiting_the_age(
+    fake_redis: fakeredis.FakeRedis, keys: Keys, message_store: MessageStore
+) -> None:
+    """Found by bench/redis_recovery.py (sigstop-30s): a task Redis handed, as it thawed, to a BRPOP whose worker
+    had given the connection up was lost; its conversation waited for the regular sweep (118.9 s)."""
+    kicked: list[str] = []
+    resent: list[str] = []
+    sweeper = Sweeper(fake_redis, keys, message_store, lambda m, s: kicked.append(s), interval=3600, age=3600,
+                      redeliver=lambda record: resent.append(record.message_id))
+    lost = envelope(session_id="api:lost")
+    message_store.admit(lost)
+    reconnected = time.time() + 0.01
+    assert sweeper.sweep_once(cutoff=reconnected - 10) == []  # it moved after that reconnect: not stalled
+    sweeper.start()
+    try:
+        sweeper.after_reconnect(reconnected)
+        deadline = time.monotonic() + 30
+        while not kicked and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert kicked == ["api:lost"]  # RECOVERY_GRACE after the reconnect, not SWEEP_AGE (an hour here)
+        later = envelope(session_id="api:new")
+        message_store.admit(later)  # arrived after the reconnect: the regular sweep's business
+        assert sweeper.sweep_once(cutoff=reconnected) == ["api:lost"]
+    finally:
+        sweeper.stop()
+        sweeper.join(5)
+    assert not sweeper.is_alive()
