@@ -54,14 +54,22 @@ class Outcome(enum.Enum):
 # One round trip to decide whether this worker posts the reply now.  An attempt at the head also marks its
 # task alive until its next retry is due at the latest; past that the sweeper re-sends it (a task lost with
 # its io worker).
-# KEYS: outbox, claim, alive;  ARGV: message_id, claim seconds, alive seconds
+# The claim holds the task's id: the same task coming back (its retry) takes over its own claim.  A claim
+# can outlive its attempt without anyone holding it: a CLAIM sent just before Redis froze runs when Redis
+# thaws, after the worker gave the call up (a socket timeout) and scheduled its retry; with an anonymous
+# claim every retry then waited for it to expire (31 s after the thaw in sigstop-30s runs).
+# KEYS: outbox, claim, alive;  ARGV: message_id, claim seconds, alive seconds, owner (the task id)
 # -> -1 not in the outbox (done), -2 another worker holds the claim, 0 claimed, n>0 earlier replies first
 _CLAIM = """
 local position = redis.call('LPOS', KEYS[1], ARGV[1])
 if not position then return -1 end
 if position > 0 then return position end
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[3])
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 0 end
+if redis.call('SET', KEYS[2], ARGV[4], 'NX', 'EX', ARGV[2]) then return 0 end
+if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  return 0
+end
 return -2
 """
 
@@ -118,7 +126,8 @@ class Deliverer:
         self._claim = self.redis.register_script(_CLAIM)
         self._settle_script = self.redis.register_script(_SETTLE)
 
-    def attempt(self, payload: dict[str, Any]) -> tuple[Outcome, str]:
+    def attempt(self, payload: dict[str, Any], owner: str = "") -> tuple[Outcome, str]:
+        """One delivery attempt by the task ``owner`` (its id: its own earlier claim does not block it)."""
         reply = Reply.from_dict(payload)
         url = reply.reply.callback_url
         if not url:
@@ -127,7 +136,7 @@ class Deliverer:
         claim_seconds = int(self.settings.delivery_timeout * 3) + 1
         alive_seconds = int(self.settings.delivery_backoff_max + self.settings.delivery_timeout) + 5
         position = int(self._claim(keys=[*keys, self.keys.delivery_alive(reply.message_id)],
-                                   args=[reply.message_id, claim_seconds, alive_seconds]))
+                                   args=[reply.message_id, claim_seconds, alive_seconds, owner]))
         if position == -1:
             return Outcome.DUPLICATE, "already delivered or dead-lettered"
         if position == -2:

@@ -43,7 +43,7 @@ def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
         """POST a reply to its callback; retried with backoff until delivered or too old."""
         rt = runtime()
         try:
-            outcome, detail = rt.deliverer.attempt(payload)
+            outcome, detail = rt.deliverer.attempt(payload, owner=self.request.id or "")
         except redis.RedisError as exc:  # the outbox and claim make a retry safe; failing would lose the task
             log.warning("delivery of %s: %s; will retry", payload.get("message_id"), exc)
             s = rt.settings

@@ -150,3 +150,14 @@ def test_a_delivery_redis_could_not_record_at_first_is_recorded_not_posted_again
     assert failures == [] and fake_redis.llen(outbox) == 0
     assert deliverer.attempt(payload(receiver.url))[0] is Outcome.DUPLICATE
     assert len(receiver.requests) == 1
+
+
+def test_a_claim_left_by_the_same_task_does_not_hold_its_retry_back_but_another_tasks_does(
+    deliverer: Deliverer, receiver: Receiver, fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    """Found by bench/redis_recovery.py (sigstop-30s): the CLAIM a worker sent just before Redis froze ran when
+    Redis thawed, after the worker had given the call up; every retry then waited 31 s for that claim."""
+    fake_redis.set(keys.delivery_claim("m1"), "task-1", ex=31)  # run at the thaw for the attempt that gave up
+    assert deliverer.attempt(payload(receiver.url), owner="task-2")[0] is Outcome.WAIT  # someone else's: wait
+    assert deliverer.attempt(payload(receiver.url), owner="task-1")[0] is Outcome.DELIVERED  # its own: go on
+    assert len(receiver.requests) == 1 and not fake_redis.exists(keys.delivery_claim("m1"))
