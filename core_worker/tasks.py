@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 from celery import Celery, Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError
 
 from core_worker.delivery import Outcome, backoff_delay
 from core_worker.observability import reply_outcome
@@ -15,9 +18,33 @@ from core_worker.runtime import CoreRuntime
 from core_worker.sessions import LeaseLost
 from tasks.names import CALL_HELPER, DELIVER_PARTIAL, DELIVER_REPLY, HANDLE_MESSAGE, helper_queue
 
-__all__ = ["register_tasks"]
+__all__ = ["patient_retry", "register_tasks"]
 
 log = logging.getLogger(__name__)
+
+BROKER_ERRORS = (redis.RedisError, OperationalError, OSError)
+
+
+def patient_retry(task: Task, patience: float, sleep: Callable[[float], None] = time.sleep,
+                  clock: Callable[[], float] = time.monotonic, **options: Any) -> Exception:
+    """``task.retry(**options)``, publishing the retry again while the broker cannot take it.
+
+    Celery rejects a task whose retry cannot be published (``Reject(requeue=False)``): the task is gone, and
+    its message waited for the sweeper (SWEEP_INTERVAL + SWEEP_AGE, found by bench/redis_recovery.py
+    sigstop-30s: 120.5 s).  A retry is the task's only future, so it is tried again for ``patience`` seconds
+    (more than an outage the socket timeouts outlast).  Returns the Retry to raise; raises the Reject after.
+    """
+    deadline = clock() + patience
+    while True:
+        try:
+            return task.retry(**options)
+        except Retry as retry:
+            return retry
+        except Reject as reject:
+            if not isinstance(reject.reason, BROKER_ERRORS) or clock() >= deadline:
+                raise
+            log.warning("the retry of %s could not be queued (%s): trying again", task.name, reject.reason)
+            sleep(1.0)
 
 
 def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
@@ -36,7 +63,7 @@ def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
             delay = rt.processor.retry_delay(session_id, message_id)
         except redis.RedisError:
             delay = rt.settings.session_retry_seconds
-        raise self.retry(countdown=delay)
+        raise patient_retry(self, rt.settings.task_soft_time_limit / 2, countdown=delay)
 
     @app.task(name=DELIVER_REPLY, bind=True, max_retries=None)
     def deliver_reply(self: Task, payload: dict) -> str:
@@ -47,15 +74,16 @@ def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
         except redis.RedisError as exc:  # the outbox and claim make a retry safe; failing would lose the task
             log.warning("delivery of %s: %s; will retry", payload.get("message_id"), exc)
             s = rt.settings
-            raise self.retry(countdown=backoff_delay(self.request.retries, s.delivery_backoff_base,
-                                                     s.delivery_backoff_max)) from exc
+            delay = backoff_delay(self.request.retries, s.delivery_backoff_base, s.delivery_backoff_max)
+            raise patient_retry(self, s.task_soft_time_limit / 2, countdown=delay) from exc
         reply_outcome(payload, outcome)
         if outcome is Outcome.WAIT:
-            raise self.retry(countdown=rt.settings.session_retry_seconds)
+            s = rt.settings
+            raise patient_retry(self, s.task_soft_time_limit / 2, countdown=s.session_retry_seconds)
         if outcome is Outcome.RETRY:
             s = rt.settings
             delay = backoff_delay(self.request.retries, s.delivery_backoff_base, s.delivery_backoff_max)
-            raise self.retry(countdown=delay)
+            raise patient_retry(self, rt.settings.task_soft_time_limit / 2, countdown=delay)
         return f"{outcome.value}: {detail}"
 
     @app.task(name=DELIVER_PARTIAL, max_retries=0)
@@ -66,6 +94,8 @@ def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
     @app.task(name=CALL_HELPER, bind=True, max_retries=None)
     def call_helper(self: Task, message_id: str, session_id: str, call: dict) -> None:
         """Call a helper for a parked message, then resume it on the core (never waited on)."""
-        delay = runtime().helper_caller.attempt(message_id, session_id, call, self.request.retries)
+        rt = runtime()
+        delay = rt.helper_caller.attempt(message_id, session_id, call, self.request.retries)
         if delay is not None:
-            raise self.retry(countdown=delay, queue=helper_queue(call["helper"]))
+            raise patient_retry(self, rt.settings.task_soft_time_limit / 2, countdown=delay,
+                                queue=helper_queue(call["helper"]))
