@@ -42,7 +42,6 @@ __all__ = [
     "argument_errors",
     "arguments_from_text",
     "attachment_arguments",
-    "attachment_call",
     "attachment_candidates",
     "explicit_request",
     "parse_tool_choice",
@@ -143,16 +142,6 @@ def attachment_arguments(capability: Capability, attachment: Attachment) -> dict
     descriptor = {"url": attachment.url, "mime": attachment.mime, "name": attachment.name, "size": attachment.size}
     properties = capability.input_schema.get("properties")
     return {k: v for k, v in descriptor.items() if properties is None or k in properties}
-
-
-def attachment_call(attachments: Sequence[Attachment], capabilities: Sequence[Capability]) -> ToolCall | None:
-    """The first attachment a capability accepts, for the first capability that does (callers check ambiguity
-    with ``attachment_candidates``)."""
-    found = attachment_candidates(attachments, capabilities)
-    if found is None:
-        return None
-    attachment, accepting = found
-    return ToolCall(accepting[0], attachment_arguments(accepting[0], attachment), "attachment")
 
 
 def argument_errors(capability: Capability, arguments: Any) -> list[str]:

@@ -48,6 +48,10 @@ def patient_retry(task: Task, patience: float, sleep: Callable[[float], None] = 
 
 
 def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
+    def retry(task: Task, **options: Any) -> Exception:
+        """The task's retry, published with patience for half its soft time limit (``patient_retry``)."""
+        return patient_retry(task, runtime().settings.task_soft_time_limit / 2, **options)
+
     @app.task(name=HANDLE_MESSAGE, bind=True, max_retries=None)
     def handle_message(self: Task, message_id: str, session_id: str) -> None:
         """Answer ``message_id`` (and whatever precedes it in its session); retry until it is done."""
@@ -63,7 +67,7 @@ def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
             delay = rt.processor.retry_delay(session_id, message_id)
         except redis.RedisError:
             delay = rt.settings.session_retry_seconds
-        raise patient_retry(self, rt.settings.task_soft_time_limit / 2, countdown=delay)
+        raise retry(self, countdown=delay)
 
     @app.task(name=DELIVER_REPLY, bind=True, max_retries=None)
     def deliver_reply(self: Task, payload: dict) -> str:
@@ -75,15 +79,14 @@ def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
             log.warning("delivery of %s: %s; will retry", payload.get("message_id"), exc)
             s = rt.settings
             delay = backoff_delay(self.request.retries, s.delivery_backoff_base, s.delivery_backoff_max)
-            raise patient_retry(self, s.task_soft_time_limit / 2, countdown=delay) from exc
+            raise retry(self, countdown=delay) from exc
         reply_outcome(payload, outcome)
         if outcome is Outcome.WAIT:
-            s = rt.settings
-            raise patient_retry(self, s.task_soft_time_limit / 2, countdown=s.session_retry_seconds)
+            raise retry(self, countdown=rt.settings.session_retry_seconds)
         if outcome is Outcome.RETRY:
             s = rt.settings
             delay = backoff_delay(self.request.retries, s.delivery_backoff_base, s.delivery_backoff_max)
-            raise patient_retry(self, rt.settings.task_soft_time_limit / 2, countdown=delay)
+            raise retry(self, countdown=delay)
         return f"{outcome.value}: {detail}"
 
     @app.task(name=DELIVER_PARTIAL, max_retries=0)
@@ -97,5 +100,4 @@ def register_tasks(app: Celery, runtime: Callable[[], CoreRuntime]) -> None:
         rt = runtime()
         delay = rt.helper_caller.attempt(message_id, session_id, call, self.request.retries)
         if delay is not None:
-            raise patient_retry(self, rt.settings.task_soft_time_limit / 2, countdown=delay,
-                                queue=helper_queue(call["helper"]))
+            raise retry(self, countdown=delay, queue=helper_queue(call["helper"]))

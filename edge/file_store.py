@@ -100,13 +100,16 @@ class FileStore:
             entries = list(os.scandir(self.directory / kind))
         except FileNotFoundError:
             return 0
+        old = []
         for entry in entries:
-            try:
-                if now - entry.stat().st_mtime < _GRACE_SECONDS:
-                    continue  # being written, or its record is being written
-            except FileNotFoundError:
-                continue
-            if entry.name.startswith(".") or not self.redis.exists(self.record_key(kind, entry.name)):
+            with contextlib.suppress(FileNotFoundError):
+                if now - entry.stat().st_mtime >= _GRACE_SECONDS:  # younger: being written, or its record is
+                    old.append(entry)
+        pipe = self.redis.pipeline(transaction=False)
+        for entry in old:
+            pipe.exists(self.record_key(kind, entry.name) if entry.name.isalnum() else "")
+        for entry, alive in zip(old, pipe.execute() if old else [], strict=True):
+            if entry.name.startswith(".") or not alive:  # a partial write left behind, or an expired record
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed += 1

@@ -8,7 +8,7 @@ import pytest
 from core_worker.routing import (
     argument_errors,
     arguments_from_text,
-    attachment_call,
+    attachment_arguments,
     attachment_candidates,
     explicit_request,
     parse_tool_choice,
@@ -69,9 +69,9 @@ def test_arguments_are_validated_against_the_input_schema() -> None:
 
 def test_an_attachment_goes_to_the_capability_that_accepts_its_type() -> None:
     photo = Attachment("image/png", 10, "a.png", "http://127.0.0.1/a.png")
-    call = attachment_call([Attachment("text/plain", 1, "a.txt", "http://x"), photo], ALL)
-    assert call is not None and call.capability is OCR
-    assert call.arguments == {"url": "http://127.0.0.1/a.png", "mime": "image/png"}
+    found = attachment_candidates([Attachment("text/plain", 1, "a.txt", "http://x"), photo], ALL)
+    assert found is not None and found == (photo, (OCR,))
+    assert attachment_arguments(OCR, photo) == {"url": "http://127.0.0.1/a.png", "mime": "image/png"}
 
 
 def test_a_capability_name_two_helpers_claim_belongs_to_neither() -> None:
