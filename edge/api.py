@@ -10,9 +10,10 @@ from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
 from edge.bodies import json_object
+from edge.clients import Caller, caller
 from edge.context import edge
 from edge.errors import BadRequest, NotFound
 from edge.intake import accept
@@ -76,15 +77,6 @@ class MessageRequest(Schema):
         if size > limit:  # a 1 MB object became a 1.67 MB record kept for STATUS_TTL_SECONDS
             raise ValidationError(f"{size} bytes as JSON, more than MAX_METADATA_BYTES ({limit})")
 
-    @validates_schema
-    def _session_id_length(self, data: dict[str, Any], **_: Any) -> None:
-        if "user" in data:
-            session_id = session_id_for(data["user"], data.get("session"))
-            if len(session_id) > MAX_SESSION_ID_CHARS:
-                room = MAX_SESSION_ID_CHARS - len(session_id_for("", "x")) + 1
-                raise ValidationError(f"user and session together must be at most {room} characters",
-                                      field_name="session")
-
     @validates("reply_url")
     def _reply_url_allowed(self, value: str | None, **_: Any) -> None:
         if value:
@@ -94,9 +86,14 @@ class MessageRequest(Schema):
                 raise ValidationError(str(exc)) from exc
 
 
-def session_id_for(user: str, session: str | None) -> str:
-    """A user's sessions are namespaced by the user, so no one can join someone else's."""
-    return f"{CHANNEL}:{user}" + (f"#{session}" if session else "")
+def session_id_for(caller: Caller, user: str, session: str | None) -> str:
+    """``caller.session_id``, or 400 when it would be longer than the workers take."""
+    session_id = caller.session_id(user, session)
+    if len(session_id) > MAX_SESSION_ID_CHARS:
+        room = MAX_SESSION_ID_CHARS - len(caller.session_id("", "x")) + 1
+        raise BadRequest("invalid fields",
+                         fields={"session": [f"user and session together must be at most {room} characters"]})
+    return session_id
 
 
 def attachment_name(url: str) -> str:
@@ -108,12 +105,16 @@ def attachment_name(url: str) -> str:
 @blueprint.post("/v1/messages")
 def post_message() -> ResponseReturnValue:
     ctx = edge()
+    who = caller()  # before the body is read
     try:
         data = MessageRequest().load(json_object())
     except ValidationError as exc:
         raise BadRequest("invalid fields", fields=exc.messages_dict) from exc
+    who.speaks_for(data["user"])
+    session_id = session_id_for(who, data["user"], data["session"])
     if ctx.limits is not None:
-        ctx.limits.check("user", ctx.settings.rate_limit_user, data["user"], "messages from this user")
+        ctx.limits.check("user", ctx.settings.rate_limit_user, scoped(who.owner, data["user"]),
+                         "messages from this user")
     idempotency_key = request.headers.get("Idempotency-Key") or None
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
         raise BadRequest("Idempotency-Key must be 1-255 characters", fields={"Idempotency-Key": ["bad length"]})
@@ -122,7 +123,7 @@ def post_message() -> ResponseReturnValue:
         channel=CHANNEL,
         channel_message_id=idempotency_key,
         sender=data["user"],
-        session_id=session_id_for(data["user"], data["session"]),
+        session_id=session_id,
         text=data["text"],
         attachments=tuple(
             Attachment(a["mime"], a["size"], a["name"] or attachment_name(a["url"]), a["url"])
@@ -132,8 +133,8 @@ def post_message() -> ResponseReturnValue:
         reply=ReplyRoute(callback_url=data["reply_url"],
                          stream_interval=ctx.settings.stream_interval_seconds if data["stream"] else 0.0),
     )
-    scoped_key = scoped(data["user"], idempotency_key) if idempotency_key else None
-    accepted = accept(ctx, envelope, scoped_key)
+    scoped_key = scoped(who.owner, data["user"], idempotency_key) if idempotency_key else None
+    accepted = accept(ctx, envelope, scoped_key, owner=who.owner)
     base = ctx.settings.public_base_url.rstrip("/")
     response = jsonify(
         {
@@ -151,6 +152,7 @@ def post_message() -> ResponseReturnValue:
 @blueprint.get("/v1/messages/<message_id>")
 def get_message(message_id: str) -> ResponseReturnValue:
     ctx = edge()
+    who = caller()
     raw_wait = request.args.get("wait", "0")
     try:
         wait = float(raw_wait)
@@ -171,6 +173,8 @@ def get_message(message_id: str) -> ResponseReturnValue:
     if len(message_id) > 64:
         raise NotFound(f"no message {message_id[:64]!r}")
     record = ctx.messages.get(message_id)
+    if record is not None and record.owner != who.owner:
+        record = None  # someone else's: the same 404 as an id that does not exist
     if wait > 0 and not settled(record, after_partial):
         # Only a poll that really waits takes one of the threads lent to waiting (edge/waits.py).
         slots = ctx.waits

@@ -39,6 +39,7 @@ class StoredFile:
     data: bytes
     mime: str
     name: str
+    owner: str = ""  # the client door's caller who stored it (edge/clients.py); "" for mail attachments
 
 
 # Where each kind of file keeps its record (the keys predate the move to disk, so old records still work).
@@ -54,7 +55,7 @@ class FileStore:
     def record_key(self, kind: str, file_id: str) -> str:
         return RECORD_KEYS[kind].format(prefix=self.prefix, id=file_id)
 
-    def put(self, kind: str, file_id: str, data: bytes, *, mime: str, name: str, ttl: int) -> None:
+    def put(self, kind: str, file_id: str, data: bytes, *, mime: str, name: str, ttl: int, owner: str = "") -> None:
         """Write the bytes, then the record that makes them reachable for ``ttl`` seconds."""
         path = self._path(kind, file_id)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -70,7 +71,7 @@ class FileStore:
         key = self.record_key(kind, file_id)
         try:
             pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(key, mapping={"mime": mime, "name": name, "size": len(data)})
+            pipe.hset(key, mapping={"mime": mime, "name": name, "size": len(data), "owner": owner})
             pipe.expire(key, ttl)
             pipe.execute()
         except BaseException:
@@ -84,10 +85,11 @@ class FileStore:
         if not record:
             return None
         name, mime = str(record.get("name", "file")), str(record.get("mime", "application/octet-stream"))
+        owner = str(record.get("owner", ""))
         if "data" in record:  # written before the bytes moved out of Redis
-            return StoredFile(base64.b64decode(record["data"]), mime, name)
+            return StoredFile(base64.b64decode(record["data"]), mime, name, owner)
         try:
-            return StoredFile(self._path(kind, file_id).read_bytes(), mime, name)
+            return StoredFile(self._path(kind, file_id).read_bytes(), mime, name, owner)
         except FileNotFoundError:
             log.warning("file %s/%s has a record but no bytes (FILES_DIR not shared by every edge?)", kind, file_id)
             return None

@@ -2,8 +2,11 @@
 
 The bytes are kept for ``FILES_TTL_SECONDS`` under an unguessable id (on disk in
 ``FILES_DIR``, their record in Redis: edge/file_store.py),
-and a message is queued in the uploader's API session (``api:<user>``, the same
-one the web chat uses) whose Envelope carries the file as an attachment.  A
+and a message is queued in the uploader's session (``api:<label>:<user>``, or a
+web chat browser's ``webchat:<browser>``) whose Envelope carries the file as an
+attachment. Its URL is signed (``?expires=…&sig=…``): the converters and
+helpers that fetch it hold no client key; without the signature only the
+uploader's key reads it.  A
 type with a converter (docs/media.md) goes through the convert step first
 (queue ``convert``) unless a live helper accepts it; any other type gets a
 note telling the model the file could not be read, so the person gets a polite
@@ -15,7 +18,9 @@ from __future__ import annotations
 import fnmatch
 import mimetypes
 import re
+import time
 import uuid
+from functools import lru_cache
 from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request
@@ -23,14 +28,18 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from edge.api import session_id_for
+from edge.clients import caller
 from edge.context import edge
-from edge.errors import ApiError, BadRequest, NotFound, UnsupportedMedia
+from edge.errors import ApiError, BadRequest, Forbidden, NotFound, UnsupportedMedia
 from edge.file_store import FileStore
 from edge.intake import accept
 from edge.media.registry import converter_for
 from edge.media.step import max_bytes_for
+from edge.tokens import Signer
+from tasks.keys import scoped
 from tasks.outbound import BlockedURL
 from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
+from tasks.settings import Settings
 
 __all__ = ["blueprint"]
 
@@ -56,6 +65,18 @@ def _store() -> FileStore:
     return store
 
 
+def signed_path(settings: Settings, file_id: str) -> str:
+    """``/v1/files/<id>?expires=…&sig=…``: readable without a key for as long as the file is kept."""
+    expires = int(time.time()) + settings.files_ttl_seconds
+    signature = _url_signer(settings.switchboard_secret).sign_until(expires, file_id)
+    return f"/v1/files/{file_id}?expires={expires}&sig={signature}"
+
+
+@lru_cache(maxsize=8)
+def _url_signer(secret: str) -> Signer:
+    return Signer(secret, "file-url")
+
+
 def _allowed(mime: str, patterns: str) -> bool:
     return any(fnmatch.fnmatch(mime, p.strip().lower()) for p in patterns.split(",") if p.strip())
 
@@ -63,6 +84,7 @@ def _allowed(mime: str, patterns: str) -> bool:
 @blueprint.post("/v1/files")
 def upload() -> ResponseReturnValue:
     ctx = edge()
+    who = caller()  # before the body is read
     settings = ctx.settings
     request.max_content_length = settings.files_max_bytes + _FORM_OVERHEAD
     try:
@@ -95,8 +117,10 @@ def upload() -> ResponseReturnValue:
         problems["file"] = ["required"]
     if problems or upload is None:
         raise BadRequest("invalid fields", fields=problems)
+    who.speaks_for(user)
+    session_id = session_id_for(who, user, session)
     if ctx.limits is not None:
-        ctx.limits.check("uploads", settings.rate_limit_uploads, user, "uploads from this user")
+        ctx.limits.check("uploads", settings.rate_limit_uploads, scoped(who.owner, user), "uploads from this user")
     data = upload.read()
     if len(data) > settings.files_max_bytes:
         raise TooLarge(f"the file is larger than FILES_MAX_BYTES ({settings.files_max_bytes} bytes)")
@@ -114,15 +138,15 @@ def upload() -> ResponseReturnValue:
     if ctx.fill is not None:
         ctx.fill.check()  # before the bytes are stored, not only before the message is
     file_id = uuid.uuid4().hex
-    _store().put(KIND, file_id, data, mime=mime, name=name, ttl=settings.files_ttl_seconds)
+    _store().put(KIND, file_id, data, mime=mime, name=name, ttl=settings.files_ttl_seconds, owner=who.owner)
     base = settings.public_base_url.rstrip("/")
-    attachment = Attachment(mime=mime, size=len(data), name=name, url=f"{base}/v1/files/{file_id}")
+    attachment = Attachment(mime=mime, size=len(data), name=name, url=base + signed_path(settings, file_id))
     envelope = Envelope(
         message_id=new_message_id(),
         channel=CHANNEL,
         channel_message_id=None,
         sender=user,
-        session_id=session_id_for(user, session),
+        session_id=session_id,
         text=text.strip(),
         attachments=(attachment,),
         metadata={"upload": {"file_id": file_id, "name": name, "mime": mime, "size": len(data)},
@@ -130,7 +154,7 @@ def upload() -> ResponseReturnValue:
         reply=ReplyRoute(callback_url=reply_url,
                          stream_interval=settings.stream_interval_seconds if stream in ("true", "1") else 0.0),
     )
-    accepted = accept(ctx, envelope)  # converted to text first, unless a helper takes the file
+    accepted = accept(ctx, envelope, owner=who.owner)  # converted to text first, unless a helper takes the file
     response = jsonify({"message_id": accepted.message_id, "session_id": accepted.session_id,
                         "status_url": f"{base}/v1/messages/{accepted.message_id}",
                         "file": {"id": file_id, "url": attachment.url, "name": name, "mime": mime,
@@ -141,8 +165,18 @@ def upload() -> ResponseReturnValue:
 
 @blueprint.get("/v1/files/<file_id>")
 def download(file_id: str) -> ResponseReturnValue:
+    """The uploader's key, or the signed URL the message's attachment carries (converters, helpers)."""
+    signed = "sig" in request.args
+    if signed:
+        valid = _url_signer(edge().settings.switchboard_secret).valid_until(
+            request.args.get("sig", ""), request.args.get("expires", ""), file_id)
+        if not valid:
+            raise Forbidden("this file URL's signature is not valid, or it has expired")
+        owner = None
+    else:
+        owner = caller().owner
     stored = _store().get(KIND, file_id) if re.fullmatch(r"[0-9a-f]{32}", file_id) else None
-    if stored is None:
+    if stored is None or (owner is not None and stored.owner != owner):
         raise NotFound(f"no file {file_id[:64]!r} (unknown or expired)")
     response = Response(stored.data, mimetype=stored.mime)
     response.headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(stored.name, safe='')}"

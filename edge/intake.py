@@ -67,8 +67,11 @@ def to_convert(ctx: EdgeContext, envelope: Envelope) -> list[Attachment]:
     return [a for a in envelope.attachments if not any(c.accepts_mime(a.mime) for c in capabilities)]
 
 
-def accept(ctx: EdgeContext, envelope: Envelope, idempotency_key: str | None = None) -> Accepted:
+def accept(ctx: EdgeContext, envelope: Envelope, idempotency_key: str | None = None, *,
+           owner: str | None = None) -> Accepted:
     """Queue ``envelope``; a repeated idempotency key returns the first message instead.
+
+    ``owner`` is the client door's caller (edge/clients.py): only it may read the record.
 
     A message with attachments no helper accepts is admitted at stage "converting" and goes to queue
     ``convert`` first (unsupported types become a polite line there); the core waits for it.
@@ -80,7 +83,7 @@ def accept(ctx: EdgeContext, envelope: Envelope, idempotency_key: str | None = N
     converting = bool(to_convert(ctx, envelope))
     task = task_message(ctx.celery, CONVERT_ATTACHMENTS if converting else HANDLE_MESSAGE,
                         [envelope.message_id, envelope.session_id])
-    extra = {"stage": "converting"} if converting else None
+    extra = {**({"stage": "converting"} if converting else {}), **({"owner": owner} if owner else {})}
     try:
         created, message_id = ctx.messages.admit(envelope, idempotency_key, extra, task=task)
     except (redis.RedisError, OSError) as exc:

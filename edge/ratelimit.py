@@ -5,6 +5,7 @@ Buckets (each a setting; an empty value turns that bucket off):
     RATE_LIMIT_IP       per client IP    the JSON API, uploads, helper routes   Flask-Limiter's before_request
     RATE_LIMIT_USER     per API user     POST /v1/messages (the web chat too)   in the view, once ``user`` is known
     RATE_LIMIT_UPLOADS  per API user     POST /v1/files                         in the view, once the form is read
+    RATE_LIMIT_BROWSERS per client IP    POST /v1/chat/token (new browsers)     in the view; a renewal is free
     RATE_LIMIT_SENDER   per provider     every provider channel's ``accept``    after the signature check, before
                         sender                                                  anything is admitted
 
@@ -65,6 +66,7 @@ def _validate(settings: Settings) -> None:
         raise SettingsError(f"RATE_LIMIT_STRATEGY must be one of {', '.join(STRATEGIES)}")
     for env, value in (("RATE_LIMIT_IP", settings.rate_limit_ip), ("RATE_LIMIT_USER", settings.rate_limit_user),
                        ("RATE_LIMIT_UPLOADS", settings.rate_limit_uploads),
+                       ("RATE_LIMIT_BROWSERS", settings.rate_limit_browsers),
                        ("RATE_LIMIT_SENDER", settings.rate_limit_sender)):
         if value:
             try:

@@ -2,7 +2,8 @@
 
     python examples/api_client.py "What is the capital of France?" --user alice
 
-Needs the edge running (`make run`) and the same SWITCHBOARD_SECRET (default: .run/secret).
+Needs the edge running (`make run`), a client key (API_KEY, default: .run/api-key) and the same
+SWITCHBOARD_SECRET (default: .run/secret).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args()
     secret = os.environ.get("SWITCHBOARD_SECRET") or Path(".run/secret").read_text().strip()
+    key = os.environ.get("API_KEY") or Path(".run/api-key").read_text().strip()
     replies: queue.Queue[dict[str, object]] = queue.Queue()
 
     class Callback(BaseHTTPRequestHandler):
@@ -49,7 +51,8 @@ def main() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     reply_url = f"http://127.0.0.1:{server.server_address[1]}/reply"
     response = requests.post(
-        f"{args.edge}/v1/messages", json={"user": args.user, "text": args.text, "reply_url": reply_url}, timeout=30
+        f"{args.edge}/v1/messages", json={"user": args.user, "text": args.text, "reply_url": reply_url},
+        headers={"Authorization": f"Bearer {key}"}, timeout=30,
     )
     response.raise_for_status()
     print("queued:", response.json()["message_id"])

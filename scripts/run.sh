@@ -20,6 +20,13 @@ if [ -z "${HELPER_REGISTRATION_TOKEN:-}" ]; then
   echo "run: helpers register with the token in .run/helper-token (set HELPER_REGISTRATION_TOKEN to choose one)"
 fi
 
+if [ -z "${API_KEYS:-}" ]; then
+  [ -s .run/api-key ] || (umask 077; "$PY" -c 'import secrets; print("sk-" + secrets.token_urlsafe(24))' > .run/api-key)
+  API_KEYS="local=$(cat .run/api-key)"
+  export API_KEYS
+  echo "run: the API's client key is in .run/api-key (tenant 'local'; set API_KEYS to choose keys)"
+fi
+
 if [ -z "${MODEL_PATH:-}" ] && [ "${LLM_BACKEND:-llama_cpp}" != "openai" ]; then
   MODEL_PATH=$("$PY" -m core_worker.model_files)
   export MODEL_PATH

@@ -99,6 +99,7 @@ class MessageRecord:
     call_result: dict[str, Any] | None = None
     partial: str | None = None  # the reply so far, while a streaming channel's message is being answered
     partial_seq: int = 0
+    owner: str | None = None  # the client door's caller who created it (edge/clients.py); None: a channel's
 
     @classmethod
     def from_hash(cls, data: dict[str, str]) -> MessageRecord:
@@ -118,6 +119,7 @@ class MessageRecord:
             call_result=json.loads(data["call_result"]) if data.get("call_result") else None,
             partial=data.get("partial"),
             partial_seq=int(data.get("partial_seq") or 0),
+            owner=data.get("owner") or None,
         )
 
     def public(self) -> dict[str, Any]:

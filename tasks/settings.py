@@ -10,13 +10,15 @@ test keeps the two in step.  Nothing else in the code base calls
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["Settings", "SettingsError", "load_settings", "settings_markdown"]
+__all__ = ["Settings", "SettingsError", "load_settings", "parse_api_keys", "settings_markdown"]
 
 
 class SettingsError(ValueError):
@@ -133,6 +135,12 @@ class Settings:
     )
     rate_limit_uploads: str = _setting(
         "30/minute", "RATE_LIMIT_UPLOADS", "Uploads per API `user` (`POST /v1/files`) (429 above)."
+    )
+    rate_limit_browsers: str = _setting(
+        "60/hour", "RATE_LIMIT_BROWSERS",
+        "New web chat browsers per client address (`POST /v1/chat/token` without a valid token; renewals are "
+        "free): each browser is a user of its own, so this bounds how far one address can spread over "
+        "`RATE_LIMIT_USER` buckets (429 above).",
     )
     rate_limit_sender: str = _setting(
         "60/minute", "RATE_LIMIT_SENDER",
@@ -539,6 +547,21 @@ class Settings:
         "through a proxy (a request carrying forwarding headers is refused).",
     )
 
+    api_keys: str = _setting(
+        "", "API_KEYS",
+        "Client keys of the API doors (`POST /v1/messages`, `GET /v1/messages/<id>`, `POST /v1/files`, "
+        "`GET /v1/files/<id>`): `Authorization: Bearer <key>`. Comma-separated, each `key` or `label=key` (label: "
+        "1-32 of `a-z 0-9 _ -`; a key alone is labelled by its hash; an entry whose text before its first `=` is not a "
+        "label is a key). A label is a tenant: the same `user` under two "
+        "labels is two people, and two keys with one label are one tenant (rotate by adding the new key first). "
+        "Keys are at least 16 characters. Empty: the API doors refuse everyone (the web chat has its own tokens).",
+    )
+    webchat_token_ttl: int = _setting(
+        30 * 86400, "WEBCHAT_TOKEN_TTL",
+        "Seconds a web chat browser token is valid; the page renews it while it is valid, so a browser keeps "
+        "its conversation as long as it comes back within this time.",
+    )
+
     def __post_init__(self) -> None:
         if not self.task_soft_time_limit < self.task_time_limit < self.visibility_timeout:
             raise SettingsError(
@@ -569,6 +592,7 @@ class Settings:
         if self.metrics_flush_interval <= 0 or self.worker_heartbeat_interval <= 0:
             raise SettingsError("METRICS_FLUSH_INTERVAL and WORKER_HEARTBEAT_INTERVAL must be positive")
         self.helper_token_map  # noqa: B018 - raises SettingsError on a malformed HELPER_TOKENS
+        self.api_key_map  # noqa: B018 - raises SettingsError on a malformed API_KEYS
         if self.switchboard_secret and not self.switchboard_secret.startswith("whsec_"):
             raise SettingsError("SWITCHBOARD_SECRET must be in whsec_<base64> form")
 
@@ -588,6 +612,11 @@ class Settings:
                 raise SettingsError("HELPER_TOKENS must be name=token pairs, each name once, separated by commas")
             tokens[name] = token
         return tokens
+
+    @property
+    def api_key_map(self) -> dict[str, str]:
+        """``API_KEYS`` as key -> tenant label."""
+        return parse_api_keys(self.api_keys)
 
     @property
     def allowed_host_list(self) -> list[str]:
@@ -637,9 +666,26 @@ def settings_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
+def parse_api_keys(text: str) -> dict[str, str]:
+    """``API_KEYS`` as key -> tenant label (see the setting)."""
+    keys: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        label, sep, key = item.partition("=")
+        if not sep or not re.fullmatch(r"[a-z0-9_-]{1,32}", label.strip()):
+            label, key = "", item  # no label: the whole entry is the key (base64 padding included)
+        label, key = label.strip(), key.strip()
+        if len(key) < 16 or any(c.isspace() for c in key):
+            raise SettingsError("API_KEYS: each key must be at least 16 characters, with no spaces")
+        if key in keys:
+            raise SettingsError("API_KEYS: a key is listed twice")
+        keys[key] = label or "k" + hashlib.sha256(key.encode()).hexdigest()[:12]
+    return keys
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--markdown"]:
         sys.stdout.write(settings_markdown())
     else:
         sys.stderr.write("usage: python -m tasks.settings --markdown\n")
         sys.exit(2)
+

@@ -9,11 +9,25 @@ from typing import Any
 
 import redis
 from celery import Celery
+from flask.testing import FlaskClient
 
 from core_worker.llm import ChatMessage, Completion
 from tasks.enqueue import QueuedTask, task_message
 from tasks.names import DELIVER_REPLY, QUEUE_DELIVER
 from tasks.schemas import Envelope, ReplyRoute, new_message_id
+
+# Client keys of the test edges (API_KEYS): two tenants, so a test can be the other one.
+API_KEY = "tests-key-0123456789abcdef"
+OTHER_API_KEY = "others-key-0123456789abcdef"
+API_KEYS = f"tests={API_KEY},others={OTHER_API_KEY}"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+OTHER_AUTH = {"Authorization": f"Bearer {OTHER_API_KEY}"}
+
+
+def keyed(client: FlaskClient, key: str = API_KEY) -> FlaskClient:
+    """A Flask test client that sends ``key`` with every request (a test may still pass its own header)."""
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    return client
 
 
 def envelope(session_id: str = "api:alice", text: str = "hello", **overrides: Any) -> Envelope:

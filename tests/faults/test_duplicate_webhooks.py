@@ -26,6 +26,7 @@ from functools import partial
 import pytest
 import requests
 
+from tests.factories import AUTH
 from tests.faults.fates import FateBook
 from tests.faults.traffic import report, start_system
 from tests.integration.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackEvents
@@ -125,8 +126,8 @@ class Deliveries:
 
         def send() -> requests.Response:
             return requests.post(f"{self.system.base_url}/v1/messages", json={
-                "user": session, "text": text, "reply_url": self.callbacks.url}, headers={"Idempotency-Key": key},
-                timeout=20)
+                "user": session, "text": text, "reply_url": self.callbacks.url},
+                headers={**AUTH, "Idempotency-Key": key}, timeout=20)
 
         self.thrice(session, text, [send] * 3)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
+from tests.factories import AUTH
 from tests.faults.traffic import report
 from tests.integration.harness import System, wait_until
 
@@ -52,7 +53,7 @@ class Attack:
         session = requests.Session()
         while not self.stop.is_set():
             started = time.monotonic()
-            response = session.get(self.url, params={"wait": POLL_WAIT}, timeout=POLL_WAIT + 30)
+            response = session.get(self.url, params={"wait": POLL_WAIT}, headers=AUTH, timeout=POLL_WAIT + 30)
             with self.lock:
                 self.statuses[response.status_code] += 1
                 if response.status_code == 200 and time.monotonic() - started > POLL_WAIT / 2:
@@ -66,7 +67,7 @@ def timed(method: str, port: int, path: str, body: dict[str, str] | None = None)
     """One request from the other client's address: its status and seconds to the full answer."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60, source_address=(OTHER_CLIENT, 0))
     payload = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"} if body is not None else {}
+    headers = {"Content-Type": "application/json", **AUTH} if body is not None else {}
     started = time.monotonic()
     try:
         connection.request(method, path, body=payload, headers=headers)
@@ -81,7 +82,8 @@ def test_64_long_polls_from_one_client_leave_the_edge_to_everyone_else(make_syst
     # The product's edge defaults (2 processes x 16 threads); no worker, so every message stays pending.
     system = make_system(EDGE_WORKERS="2", EDGE_THREADS="16")
     system.start_edge()
-    accepted = requests.post(f"{system.base_url}/v1/messages", json={"user": "mallory", "text": "hold"}, timeout=10)
+    accepted = requests.post(f"{system.base_url}/v1/messages", json={"user": "mallory", "text": "hold"}, headers=AUTH,
+                             timeout=10)
     assert accepted.status_code == 202
     attack = Attack(f"{system.base_url}/v1/messages/{accepted.json()['message_id']}")
     attack_started = time.monotonic()

@@ -130,7 +130,7 @@ def test_sigterm_to_every_worker_under_load_loses_and_repeats_nothing(
     app = create_celery(load_settings(system.env))
     for session, ids in book.accepted.items():
         for message_id in ids:
-            app.send_task(HANDLE_MESSAGE, args=[message_id, f"api:{session}"])
+            app.send_task(HANDLE_MESSAGE, args=[message_id, f"api:tests:{session}"])
     app.close()
     tally = settle(book, [callbacks], quiet=5, runs=clean_redis.client())
     late = len(callbacks.received) - before

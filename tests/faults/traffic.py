@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 import redis
 import requests
 
+from tests.factories import AUTH
 from tests.faults.fates import FateBook, Run, Tally
 from tests.faults.fault_backend import RUNS_KEY
 from tests.integration.harness import CallbackReceiver, System, wait_until
@@ -89,7 +90,7 @@ class Load:
         for _ in range(600):
             try:
                 response = requests.post(f"{self.base_url}/v1/messages", json=body,
-                                         headers={"Idempotency-Key": key}, timeout=20)
+                                         headers={**AUTH, "Idempotency-Key": key}, timeout=20)
             except requests.RequestException:
                 self.book.refuse("connection error")
                 time.sleep(0.2)

@@ -9,6 +9,7 @@ import pytest
 
 from core_worker.tiny_model import write_tiny_model
 from tasks.signing import new_secret
+from tests.factories import API_KEYS
 from tests.integration.harness import CallbackReceiver, RedisServer, System, free_port
 
 
@@ -62,6 +63,7 @@ def system_env(redis_url: str, secret: str, model: Path, **overrides: str) -> di
         **os.environ,
         "REDIS_URL": redis_url,
         "SWITCHBOARD_SECRET": secret,
+        "API_KEYS": API_KEYS,
         "MODEL_PATH": str(model),
         "FILES_DIR": tempfile.mkdtemp(prefix="switchboard-files-"),
         "LLM_BACKEND": "llama_cpp",

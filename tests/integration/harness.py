@@ -22,6 +22,8 @@ import requests
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tasks.embedded_redis import redis_server_command
+from tasks.keys import Keys
+from tests.factories import AUTH
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -209,13 +211,38 @@ class System:
         wait_until(lambda: " ready." in proc.log(), 60, f"worker {proc.name}", interval=0.2)
 
     def post(self, **body: Any) -> requests.Response:
-        return requests.post(f"{self.base_url}/v1/messages", json=body, timeout=15)
+        return requests.post(f"{self.base_url}/v1/messages", json=body, headers=AUTH, timeout=15)
 
     def status(self, message_id: str, wait: float = 0) -> dict[str, Any]:
-        response = requests.get(f"{self.base_url}/v1/messages/{message_id}", params={"wait": wait}, timeout=wait + 10)
+        response = requests.get(f"{self.base_url}/v1/messages/{message_id}", params={"wait": wait}, headers=AUTH,
+                                timeout=wait + 10)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
+
+    def channel_status(self, message_id: str, wait: float = 0) -> dict[str, Any]:
+        """``status`` for a provider channel's message (no client key reads it): read in Redis, waiting up to
+        ``wait`` seconds for it to be answered or failed."""
+        deadline = time.monotonic() + wait
+        while True:
+            record = self.stored(message_id)
+            if record is None:
+                raise LookupError(f"no message {message_id}")
+            if record["status"] in ("answered", "failed") or time.monotonic() >= deadline:
+                return record
+            time.sleep(0.1)
+
+    def stored(self, message_id: str) -> dict[str, Any] | None:
+        """A message's public view read from Redis: for a channel's message, which no client key may read."""
+        from tasks.messages import MessageStore
+
+        client = redis.Redis.from_url(self.env["REDIS_URL"], decode_responses=True)
+        try:
+            store = MessageStore(client, Keys(self.env.get("KEY_PREFIX", "sb")), status_ttl=60, idempotency_ttl=60)
+            record = store.get(message_id)
+            return record.public() if record else None
+        finally:
+            client.close()
 
     def logs(self) -> str:
         return "\n".join(f"===== {name}\n{proc.log()[-4000:]}" for name, proc in self.procs.items())

@@ -92,7 +92,7 @@ def test_a_poison_message_is_answered_again_as_a_new_message_once(
     wait_until(lambda: len(callbacks.for_message(new_id)) == 1, 30, "the answer to the replayed message")
     answer = callbacks.for_message(new_id)[0].body
     assert answer["status"] == "answered" and answer["text"] == "echo: are you there?"
-    assert answer["session_id"] == "api:eve"
+    assert answer["session_id"] == "api:tests:eve"
 
     again = cli(system, "replay", message_id)
     assert again.returncode == 0 and "already replayed" in again.stdout and new_id in again.stdout

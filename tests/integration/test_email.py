@@ -92,7 +92,7 @@ def test_a_thread_of_two_mails_is_answered_in_one_session(make_system: MakeSyste
     answer = smtp.received[1]
     assert "And on Sundays?" in answer.get_content() and "When do you open" not in answer.get_content()
     assert answer["References"].split() == ["<t1@example.org>", reply["Message-ID"], "<t2@example.org>"]
-    record = system.status(response.json()["message_id"])
+    record = system.channel_status(response.json()["message_id"])
     assert record["reply"]["context_message_ids"] == [first.json()["message_id"]]
 
     new_subject = mailgun(system, mail("Something else", "<n1@example.org>", subject="Other").as_bytes(), "tok-3")
@@ -128,7 +128,7 @@ def test_smtp_down_then_up_delivers_the_reply_once(make_system: MakeSystem, smtp
     response = mailgun(system, mail("Are you there?", "<down@example.org>").as_bytes(), "tok-down")
     assert response.status_code == 200
     message_id = response.json()["message_id"]
-    wait_until(lambda: system.status(message_id)["status"] == "answered", 30, "the answer")
+    wait_until(lambda: system.channel_status(message_id)["status"] == "answered", 30, "the answer")
     time.sleep(2)  # a few delivery attempts fail meanwhile
     smtp.start()
     wait_until(lambda: len(smtp.received) == 1, 30, "the reply after SMTP came back")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.factories import AUTH
 from tests.integration import media_files as mf
 from tests.integration.harness import System
 
@@ -28,7 +29,7 @@ MakeSystem = Callable[..., System]
 
 def upload(system: System, user: str, name: str, mime: str, data: bytes, text: str = "") -> requests.Response:
     return requests.post(f"{system.base_url}/v1/files", data={"user": user, "text": text},
-                         files={"file": (name, data, mime)}, timeout=15)
+                         files={"file": (name, data, mime)}, headers=AUTH, timeout=15)
 
 
 def test_files_of_every_kind_are_converted_and_reach_the_model(make_system: MakeSystem, tmp_path: Path) -> None:

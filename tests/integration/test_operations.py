@@ -19,6 +19,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.factories import AUTH
 from tests.integration.harness import BIN, CallbackReceiver, Proc, System, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -108,7 +109,7 @@ def test_status_metrics_and_logs_follow_one_message(make_system: MakeSystem, cal
         assert tagged, f"no {name} log line carries {message_id}"
         assert all({"ts", "level", "logger", "role", "message"} <= set(line) for line in tagged)
         assert {line["role"] for line in tagged} == {role}
-        assert all(line["session_id"] == "api:olga" for line in tagged)
+        assert all(line["session_id"] == "api:tests:olga" for line in tagged)
 
 
 def test_a_killed_worker_shows_as_not_alive_and_a_stopped_one_disappears(make_system: MakeSystem) -> None:
@@ -157,7 +158,8 @@ def test_a_converted_upload_keeps_its_message_id_through_conversion_and_answer(
     system = make_system(LLM_BACKEND="tests.integration.scripted_backend:factory")
     system.start_all(io_concurrency=2)
     response = requests.post(f"{system.base_url}/v1/files", data={"user": "gil", "reply_url": callbacks.url},
-                             files={"file": ("notes.txt", b"The meeting is on Tuesday.", "text/plain")}, timeout=15)
+                             files={"file": ("notes.txt", b"The meeting is on Tuesday.", "text/plain")},
+                             headers=AUTH, timeout=15)
     assert response.status_code == 202, response.text
     message_id = response.json()["message_id"]
     wait_until(lambda: len(callbacks.for_message(message_id)) == 1, 60, "the reply")

@@ -45,7 +45,7 @@ def test_two_messages_of_a_session_are_answered_in_order_with_history(
     assert callbacks.rejected == 0
     for callback in callbacks.received:
         assert callback.body["status"] == "answered" and callback.body["text"]
-        assert callback.body["session_id"] == "api:alice"
+        assert callback.body["session_id"] == "api:tests:alice"
     assert system.status(first_id)["reply"]["context_message_ids"] == []
     assert answered["reply"]["context_message_ids"] == [first_id]
     assert answered["reply"]["completion_tokens"] > 0

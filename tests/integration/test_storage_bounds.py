@@ -16,6 +16,7 @@ import pytest
 import redis
 import requests
 
+from tests.factories import AUTH
 from tests.integration.harness import RedisServer, System, wait_until
 
 pytestmark = pytest.mark.integration
@@ -47,7 +48,7 @@ def wait_answered(system: System, message_id: str) -> None:
 
 def upload(system: System) -> requests.Response:
     return requests.post(f"{system.base_url}/v1/files", data={"user": "alice"},
-                         files={"file": ("notes.txt", b"one two three", "text/plain")}, timeout=15)
+                         files={"file": ("notes.txt", b"one two three", "text/plain")}, headers=AUTH, timeout=15)
 
 
 def test_a_nearly_full_redis_gets_503s_naming_it_then_admits_again(system: System, client: redis.Redis) -> None:
@@ -83,9 +84,9 @@ def test_uploads_live_on_disk_not_in_redis(system: System, client: redis.Redis) 
     blobs = [bytes([65 + n]) * (10 * 1_048_576 - 1) for n in range(3)]
     for n, blob in enumerate(blobs):
         answer = requests.post(f"{system.base_url}/v1/files", data={"user": f"u{n}"},
-                               files={"file": (f"big{n}.txt", blob, "text/plain")}, timeout=60)
+                               files={"file": (f"big{n}.txt", blob, "text/plain")}, headers=AUTH, timeout=60)
         assert answer.status_code == 202, answer.text
-        got = requests.get(answer.json()["file"]["url"], timeout=30)
+        got = requests.get(answer.json()["file"]["url"], headers=AUTH, timeout=30)
         assert got.status_code == 200 and got.content == blob
         wait_answered(system, answer.json()["message_id"])
     grown = used(client) - before

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.factories import AUTH
 from tests.integration.conftest import system_env
 from tests.integration.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackEvents
 from tests.integration.fake_telegram import TOKEN, FakeTelegram
@@ -62,7 +63,7 @@ def system(
 
 def poll(system: System, message_id: str, seq: int) -> dict[str, Any]:
     response = requests.get(f"{system.base_url}/v1/messages/{message_id}", params={"wait": 20, "partial": seq},
-                            timeout=30)
+                            headers=AUTH, timeout=30)
     response.raise_for_status()
     body: dict[str, Any] = response.json()
     return body

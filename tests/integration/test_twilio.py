@@ -89,7 +89,7 @@ def message_for(redis_server: RedisServer, channel: str, delivery_id: str) -> st
 
 
 def status(system: System, message_id: str, wait: float = 0) -> dict[str, Any]:
-    return system.status(message_id, wait=wait)
+    return system.channel_status(message_id, wait=wait)
 
 
 # --- SMS --------------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 
 from edge.app import create_app
 from tasks.settings import Settings, load_settings
+from tests.factories import API_KEYS, keyed
 from tests.integration.conftest import (  # noqa: F401 - fixtures for the integration tests of this package
     callbacks,
     clean_redis,
@@ -46,6 +47,7 @@ def configured_settings(**changes: Any) -> Settings:
         slack_signing_secret=providers.SLACK_SECRET,
         mailgun_signing_key=providers.MAILGUN_KEY,
         sendgrid_inbound_secret=providers.SENDGRID_SECRET,
+        api_keys=API_KEYS,
     )
     values.setdefault("files_dir", tempfile.mkdtemp(prefix="switchboard-files-"))
     return load_settings({}, **{**values, **changes})
@@ -79,7 +81,7 @@ def app(make_app: Any) -> Flask:
 
 @pytest.fixture
 def client(app: Flask) -> Iterator[FlaskClient]:
-    with app.test_client() as test_client:
+    with keyed(app.test_client()) as test_client:
         yield test_client
 
 

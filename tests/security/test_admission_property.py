@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from tasks.keys import Keys
+from tests.factories import AUTH
 from tests.integration.harness import System
 
 pytestmark = pytest.mark.integration
@@ -77,6 +78,7 @@ def test_every_accepted_message_ends_and_every_refused_one_is_a_4xx_json(system:
     accepted: list[str] = []
     refused: dict[int, int] = {}
     session = requests.Session()
+    session.headers.update(AUTH)
 
     @hypothesis.settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
                          suppress_health_check=list(HealthCheck), phases=[hypothesis.Phase.generate])

@@ -21,6 +21,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from tasks.signing import sign_headers
+from tests.factories import keyed
 from tests.security import providers
 from tests.security.conftest import send
 from tests.unit.test_edge_api import RecordingCelery
@@ -150,7 +151,7 @@ CASES = [
 def small_client(make_app: Any) -> FlaskClient:
     app = make_app(max_body_bytes=LIMIT, max_text_chars=1_000, files_max_bytes=2 * LIMIT,
                    max_mail_bytes=4 * LIMIT, files_allowed_types="text/*,image/*")
-    client: FlaskClient = app.test_client()
+    client: FlaskClient = keyed(app.test_client())
     return client
 
 

@@ -16,6 +16,7 @@ import pytest
 import requests
 from twilio.request_validator import RequestValidator
 
+from tests.factories import AUTH
 from tests.integration.harness import CallbackReceiver, RedisServer, System
 from tests.security import providers
 
@@ -103,14 +104,14 @@ def test_requests_too_large_for_gunicorn_or_the_edge_are_refused_not_500(make_sy
     system.start_edge()
     base = system.base_url
     huge_header = requests.post(f"{base}/v1/messages", json={"user": "a", "text": "x"}, timeout=10,
-                                headers={"X-Junk": "j" * 20_000})
+                                headers={**AUTH, "X-Junk": "j" * 20_000})
     many_headers = requests.post(f"{base}/v1/messages", json={"user": "a", "text": "x"}, timeout=10,
-                                 headers={f"X-H{i}": "v" for i in range(200)})
-    long_url = requests.get(f"{base}/v1/messages/{'a' * 10_000}", timeout=10)
+                                 headers={**AUTH, **{f"X-H{i}": "v" for i in range(200)}})
+    long_url = requests.get(f"{base}/v1/messages/{'a' * 10_000}", headers=AUTH, timeout=10)
     for response in (huge_header, many_headers, long_url):  # gunicorn's own limits answer these, in plain text
         assert 400 <= response.status_code < 500, response.status_code
     too_big = requests.post(f"{base}/v1/messages", data=b'{"text": "' + b"x" * 100_000 + b'"}', timeout=10,
-                            headers={"Content-Type": "application/json"})
+                            headers={**AUTH, "Content-Type": "application/json"})
     assert too_big.status_code == 413 and too_big.json()["error"] == "request body is too large"
 
     def chunks() -> Iterator[bytes]:
@@ -120,7 +121,7 @@ def test_requests_too_large_for_gunicorn_or_the_edge_are_refused_not_500(make_sy
         yield b'"}'
 
     chunked = requests.post(f"{base}/v1/messages", data=chunks(), timeout=10,  # no Content-Length to check
-                            headers={"Content-Type": "application/json"})
+                            headers={**AUTH, "Content-Type": "application/json"})
     assert chunked.status_code == 413 and "error" in chunked.json()
     form = urlencode({"user": "a", "text": "x"}).encode()
     status, _ = raw_request(system.port, b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from edge.api import attachment_name, session_id_for
+from edge.api import attachment_name
 from tasks.schemas import Attachment, Envelope, EnvelopeSchema
 from tests.unit.test_edge_api import RecordingCelery
 
@@ -26,11 +26,11 @@ def post(client: FlaskClient, **body: Any) -> tuple[int, dict[str, Any]]:
 def test_a_user_and_session_too_long_together_are_refused_naming_the_session(
     client: FlaskClient, celery_app: RecordingCelery
 ) -> None:
-    status, body = post(client, user="u" * 128, session="s" * 128)  # api:<128>#<128> = 261 > 256
+    status, body = post(client, user="u" * 128, session="s" * 128)  # api:tests:<128>#<128> = 267 > 256
     assert status == 400
-    assert "at most 251 characters" in body["fields"]["session"][0]
+    assert "at most 245 characters" in body["fields"]["session"][0]
     assert celery_app.sent == []
-    status, _ = post(client, user="u" * 128, session="s" * 123)  # exactly 256
+    status, _ = post(client, user="u" * 128, session="s" * 117)  # exactly 256
     assert status == 202
 
 
@@ -71,7 +71,7 @@ def test_every_channel_is_checked_against_the_workers_schema_before_any_2xx(
     from edge.intake import accept
 
     bad = Envelope(message_id="m1", channel="api", channel_message_id=None, sender="x",
-                   session_id=session_id_for("x" * 300, None), text="hi",
+                   session_id="api:" + "x" * 300, text="hi",
                    attachments=(Attachment("text/plain", 1, "n" * 300, "https://h.example/f"),))
     with app.app_context(), pytest.raises(Unprocessable) as refused:
         accept(edge(), bad)

@@ -83,10 +83,11 @@ def calls(record: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
 
 
-def answered(system: System, message_id: str) -> dict[str, Any]:
+def answered(system: System, message_id: str, *, channel: bool = False) -> dict[str, Any]:
+    """``channel``: a provider channel's message, which no client key reads; watched in Redis instead."""
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        status = system.status(message_id, wait=20)
+        status = system.channel_status(message_id, wait=20) if channel else system.status(message_id, wait=20)
         if status["status"] in ("answered", "failed"):
             assert status["status"] == "answered", (status, system.logs())
             return status
@@ -119,7 +120,7 @@ def test_injected_instructions_cannot_choose_a_helpers_arguments_or_another_sess
                            headers={**signed.headers, "Content-Type": signed.content_type})
     assert queued.status_code == 200 and queued.json()["status"] == "queued", queued.text
     mail_id, mail_session = queued.json()["message_id"], queued.json()["session_id"]
-    reply = answered(system, mail_id)["reply"]["text"]
+    reply = answered(system, mail_id, channel=True)["reply"]["text"]
 
     received = calls(record)
     # 1-3: one call, the model's, with exactly what the schema allows; not the fake commands, not the quoted line
@@ -129,7 +130,7 @@ def test_injected_instructions_cannot_choose_a_helpers_arguments_or_another_sess
     assert (context["message_id"], context["session_id"], context["channel"]) == (mail_id, mail_session, "email")
     assert mail_session.startswith("email:alice@example.org")
     # 4: nothing of bob's session anywhere in what the helper was sent
-    assert SECRET_OF_BOB not in record.read_text() and "api:bob" not in json.dumps(context)
+    assert SECRET_OF_BOB not in record.read_text() and "api:tests:bob" not in json.dumps(context)
 
     # 5: typed commands are the person's own; extra arguments smuggled in their JSON are refused before a call
     smuggled = ask(system, "alice", '/calculate {"expression": "2+2", "session_id": "api:bob"}')
@@ -137,4 +138,4 @@ def test_injected_instructions_cannot_choose_a_helpers_arguments_or_another_sess
     typed = ask(system, "alice", "/calculate 2+3")
     assert typed["reply"]["text"] == "calculator got 2+3"
     assert [c["input"] for c in calls(record)] == [{"expression": "6*7"}, {"expression": "2+3"}]
-    assert calls(record)[1]["context"]["session_id"] == "api:alice"
+    assert calls(record)[1]["context"]["session_id"] == "api:tests:alice"

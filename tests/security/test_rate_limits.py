@@ -16,6 +16,7 @@ from limits.storage import RedisStorage
 
 from edge.ratelimit import RateLimits
 from tasks.settings import SettingsError, load_settings
+from tests.factories import keyed
 from tests.security import providers
 from tests.security.conftest import send
 from tests.unit.test_edge_api import RecordingCelery
@@ -26,7 +27,7 @@ LOW = {"rate_limit_user": "3/minute", "rate_limit_ip": "8/minute", "rate_limit_u
 
 @pytest.fixture
 def limited(make_app: Any) -> FlaskClient:
-    client: FlaskClient = make_app(**LOW).test_client()
+    client: FlaskClient = keyed(make_app(**LOW).test_client())
     return client
 
 
@@ -114,7 +115,7 @@ def test_a_mailgun_post_turned_away_can_be_retried_with_its_token(
 
 
 def test_an_empty_limit_turns_its_bucket_off(make_app: Any) -> None:
-    client = make_app(**{**LOW, "rate_limit_user": "", "rate_limit_ip": ""}).test_client()
+    client = keyed(make_app(**{**LOW, "rate_limit_user": "", "rate_limit_ip": ""}).test_client())
     assert {message(client, "alice").status_code for _ in range(12)} == {202}
 
 
@@ -138,7 +139,7 @@ def storage_down(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_limiter_fails_open_when_its_storage_is_down(
     make_app: Any, storage_down: None, celery_app: RecordingCelery
 ) -> None:
-    client = make_app(**LOW).test_client()
+    client = keyed(make_app(**LOW).test_client())
     assert [message(client, "alice").status_code for _ in range(10)] == [202] * 10
     assert send(client, providers.telegram(update_id=5)).status_code == 200
     assert len(celery_app.sent) == 11
@@ -147,7 +148,7 @@ def test_the_limiter_fails_open_when_its_storage_is_down(
 def test_with_fail_open_off_the_limiter_answers_503(
     make_app: Any, storage_down: None, celery_app: RecordingCelery
 ) -> None:
-    client = make_app(**LOW, rate_limit_fail_open=False).test_client()
+    client = keyed(make_app(**LOW, rate_limit_fail_open=False).test_client())
     for response in (message(client, "alice"), send(client, providers.telegram(update_id=6))):
         assert response.status_code == 503 and "error" in response.get_json()
     assert celery_app.sent == []

@@ -120,6 +120,7 @@ def test_mailgun_refuses_forged_stale_and_replayed_posts(
 
 def test_sendgrid_refuses_missing_and_wrong_credentials(client: FlaskClient, celery_app: RecordingCelery) -> None:
     good = providers.sendgrid()
+    client.environ_base.pop("HTTP_AUTHORIZATION", None)  # the fixture's API key: no credentials at all here
     assert send(client, providers.Signed(good.path, good.body)).status_code == 401
     assert send(client, providers.sendgrid(password="guess")).status_code == 403
     assert celery_app.sent == []

@@ -23,6 +23,7 @@ from flask.testing import FlaskClient
 from edge.media.fetch import Fetcher, FetchError
 from tasks import outbound
 from tasks.outbound import BlockedURL, HostPolicy, post
+from tests.factories import keyed
 from tests.security import providers
 
 LOOPBACK_ONLY = HostPolicy(["127.0.0.0/8", "::1", "localhost"])  # the default SWITCHBOARD_ALLOWED_HOSTS
@@ -219,7 +220,7 @@ def test_the_media_fetcher_checks_every_redirect_hop(recorder: Callable[..., Rec
                                  "http://[::ffff:192.168.0.1]/", "http://2130706433:9/hook", "http://localhost:9/"])
 def test_the_edge_refuses_private_reply_attachment_and_helper_urls(client: FlaskClient, url: str,
                                                                      make_app: Any) -> None:
-    strict = make_app(allowed_hosts="10.99.0.0/16").test_client()
+    strict = keyed(make_app(allowed_hosts="10.99.0.0/16").test_client())
     loopback = "2130706433" in url or "localhost" in url
     for edge in (strict,) if loopback else (client, strict):
         reply = edge.post("/v1/messages", json={"user": "eve", "text": "hi", "reply_url": url})

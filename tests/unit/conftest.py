@@ -8,6 +8,7 @@ import pytest
 from tasks.keys import Keys
 from tasks.messages import MessageStore
 from tasks.settings import Settings, load_settings
+from tests.factories import API_KEYS
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def fake_redis() -> Iterator[fakeredis.FakeRedis]:
 @pytest.fixture
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     files = tmp_path_factory.mktemp("files")  # uploads and mail attachments (FILES_DIR), never the repository's
-    return load_settings({}, switchboard_secret="whsec_" + "A" * 43 + "=", files_dir=str(files))
+    return load_settings({}, switchboard_secret="whsec_" + "A" * 43 + "=", files_dir=str(files), api_keys=API_KEYS)
 
 
 @pytest.fixture

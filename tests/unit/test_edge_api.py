@@ -12,7 +12,7 @@ from edge.app import create_app
 from tasks.keys import Keys
 from tasks.names import HANDLE_MESSAGE, QUEUE_CONVERT, QUEUE_CORE, QUEUE_DELIVER
 from tasks.settings import Settings
-from tests.factories import queued_tasks
+from tests.factories import keyed, queued_tasks
 
 
 class RecordingCelery(Celery):
@@ -47,7 +47,7 @@ def celery_app(fake_redis: fakeredis.FakeRedis) -> RecordingCelery:
 @pytest.fixture
 def client(settings: Settings, fake_redis: fakeredis.FakeRedis, celery_app: RecordingCelery) -> Iterator[FlaskClient]:
     app = create_app(settings.replace(key_prefix="test", max_text_chars=100), client=fake_redis, celery=celery_app)
-    with app.test_client() as test_client:
+    with keyed(app.test_client()) as test_client:
         yield test_client
 
 
@@ -57,12 +57,13 @@ def test_a_message_is_accepted_queued_and_its_task_sent(
     response = client.post("/v1/messages", json={"user": "alice", "text": "hi", "reply_url": "http://127.0.0.1:9/cb"})
     assert response.status_code == 202
     body = response.get_json()
-    assert body["session_id"] == "api:alice"
+    assert body["session_id"] == "api:tests:alice"
     assert body["status_url"].endswith(f"/v1/messages/{body['message_id']}")
-    assert celery_app.sent == [(HANDLE_MESSAGE, [body["message_id"], "api:alice"])]
+    assert celery_app.sent == [(HANDLE_MESSAGE, [body["message_id"], "api:tests:alice"])]
     status = client.get(f"/v1/messages/{body['message_id']}").get_json()
-    assert status == {"message_id": body["message_id"], "session_id": "api:alice", "status": "queued", "reply": None}
-    assert fake_redis.lrange(Keys("test").session_inbox("api:alice"), 0, -1) == [body["message_id"]]
+    assert status == {"message_id": body["message_id"], "session_id": "api:tests:alice", "status": "queued",
+                      "reply": None}
+    assert fake_redis.lrange(Keys("test").session_inbox("api:tests:alice"), 0, -1) == [body["message_id"]]
 
 
 def test_attachments_by_reference_are_carried_in_the_envelope(client: FlaskClient) -> None:
@@ -83,7 +84,7 @@ def test_an_attachment_outside_the_allowed_hosts_is_refused(client: FlaskClient)
 
 def test_a_named_session_is_namespaced_by_its_user(client: FlaskClient) -> None:
     response = client.post("/v1/messages", json={"user": "bob", "text": "hi", "session": "trip"})
-    assert response.get_json()["session_id"] == "api:bob#trip"
+    assert response.get_json()["session_id"] == "api:tests:bob#trip"
 
 
 @pytest.mark.parametrize(
@@ -132,7 +133,7 @@ def test_a_body_that_is_not_json_gets_415(client: FlaskClient) -> None:
 
 def test_a_body_over_the_limit_gets_413(settings: Settings, fake_redis: fakeredis.FakeRedis) -> None:
     app = create_app(settings.replace(max_body_bytes=1000), client=fake_redis, celery=RecordingCelery(fake_redis))
-    response = app.test_client().post("/v1/messages", json={"user": "alice", "text": "x" * 2000})
+    response = keyed(app.test_client()).post("/v1/messages", json={"user": "alice", "text": "x" * 2000})
     assert response.status_code == 413 and response.get_json() == {"error": "request body is too large"}
 
 
@@ -162,7 +163,7 @@ def test_redis_down_gets_503(settings: Settings) -> None:
     server.connected = False
     dead = fakeredis.FakeRedis(decode_responses=True, server=server)
     app = create_app(settings, client=dead, celery=RecordingCelery(dead))
-    test_client = app.test_client()
+    test_client = keyed(app.test_client())
     assert test_client.post("/v1/messages", json={"user": "alice", "text": "hi"}).status_code == 503
     assert test_client.get("/readyz").status_code == 503
     assert test_client.get("/healthz").status_code == 200

@@ -28,7 +28,7 @@ def test_the_bytes_are_a_private_file_and_redis_holds_only_the_record(
     got = store.get("uploads", "a" * 32)
     assert got is not None and (got.data, got.mime, got.name) == (data, "image/png", "a.png")
     record = fake_redis.hgetall("test:file:" + "a" * 32)
-    assert record == {"mime": "image/png", "name": "a.png", "size": "100000"}
+    assert record == {"mime": "image/png", "name": "a.png", "size": "100000", "owner": ""}
     assert 0 < fake_redis.ttl("test:file:" + "a" * 32) <= 60
     path = tmp_path / "files" / "uploads" / ("a" * 32)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700

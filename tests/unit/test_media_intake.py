@@ -14,6 +14,7 @@ from werkzeug.test import TestResponse
 from edge.app import create_app
 from tasks.names import CONVERT_ATTACHMENTS, HANDLE_MESSAGE
 from tasks.settings import Settings
+from tests.factories import keyed
 from tests.unit.test_edge_api import RecordingCelery
 from tests.unit.test_helper_registry import manifest
 
@@ -30,7 +31,7 @@ def app(settings: Settings, fake_redis: fakeredis.FakeRedis, celery_app: Recordi
 
 @pytest.fixture
 def client(app: Flask) -> Iterator[FlaskClient]:
-    with app.test_client() as test_client:
+    with keyed(app.test_client()) as test_client:
         yield test_client
 
 
@@ -45,7 +46,7 @@ def test_a_convertible_upload_is_sent_to_the_convert_queue(
     response = upload(client, b"%PDF-1.4 ...", "invoice.pdf", "application/pdf")
     assert response.status_code == 202
     message_id = (response.json or {})["message_id"]
-    assert celery_app.sent == [(CONVERT_ATTACHMENTS, [message_id, "api:u1"])]
+    assert celery_app.sent == [(CONVERT_ATTACHMENTS, [message_id, "api:tests:u1"])]
     record = app.extensions["switchboard"].messages.get(message_id)
     assert record.stage == "converting" and record.status == "queued"
 
@@ -58,7 +59,7 @@ def test_an_upload_a_helper_accepts_is_left_to_the_helper(
     app.extensions["switchboard"].helpers.register(helper, "whsec_x")
     response = upload(client, b"\x89PNG...", "photo.png", "image/png")
     assert response.status_code == 202
-    assert celery_app.sent == [(HANDLE_MESSAGE, [(response.json or {})["message_id"], "api:u1"])]
+    assert celery_app.sent == [(HANDLE_MESSAGE, [(response.json or {})["message_id"], "api:tests:u1"])]
 
 
 def test_a_file_over_its_types_limit_is_413(client: FlaskClient, celery_app: RecordingCelery) -> None:
@@ -73,6 +74,6 @@ def test_an_unconvertible_type_goes_through_the_same_step_which_names_the_proble
     response = upload(client, b"\xd0\xcf\x11\xe0", "old.doc", "application/msword")
     assert response.status_code == 202
     message_id = (response.json or {})["message_id"]
-    assert celery_app.sent == [(CONVERT_ATTACHMENTS, [message_id, "api:u1"])]  # step.py: "not supported"
+    assert celery_app.sent == [(CONVERT_ATTACHMENTS, [message_id, "api:tests:u1"])]  # step.py: "not supported"
     record = app.extensions["switchboard"].messages.get(message_id)
     assert record.stage == "converting"

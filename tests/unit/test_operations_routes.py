@@ -15,6 +15,7 @@ from edge.observability import channel_of
 from tasks import metrics
 from tasks.keys import Keys
 from tasks.settings import Settings
+from tests.factories import keyed
 from tests.unit.test_edge_api import RecordingCelery
 
 
@@ -22,7 +23,7 @@ from tests.unit.test_edge_api import RecordingCelery
 def client(settings: Settings, fake_redis: fakeredis.FakeRedis) -> FlaskClient:
     app = create_app(settings.replace(key_prefix="test", status_page_refresh=2.5), client=fake_redis,
                      celery=RecordingCelery(fake_redis))
-    return app.test_client()
+    return keyed(app.test_client())
 
 
 def test_status_shows_heartbeats_queues_helpers_and_dead_letters(
@@ -55,16 +56,19 @@ def test_metrics_is_prometheus_text_with_the_live_gauges(client: FlaskClient, fa
 
 
 def test_requests_are_counted_by_channel_and_status(client: FlaskClient, fake_redis: fakeredis.FakeRedis) -> None:
-    metrics.recorder().flush()  # start from what earlier tests left
+    fields = (metrics.series_field("switchboard_http_requests_total", (("channel", "api"), ("status", "202"))),
+              metrics.series_field("switchboard_http_requests_total", (("channel", "api"), ("status", "400"))),
+              metrics.series_field("switchboard_messages_accepted_total", (("channel", "api"),)))
+
+    def counts() -> list[float]:
+        metrics.recorder().flush()  # the recorder is the process's: earlier tests' counts land here too
+        counters = fake_redis.hgetall(Keys("test").metrics_counters)
+        return [float(counters.get(field, 0)) for field in fields]
+
+    before = counts()
     client.post("/v1/messages", json={"user": "al", "text": "hi"})
     client.post("/v1/messages", json={"user": "al"})
-    metrics.recorder().flush()
-    counters = fake_redis.hgetall(Keys("test").metrics_counters)
-    assert float(counters[metrics.series_field("switchboard_http_requests_total",
-                                               (("channel", "api"), ("status", "202")))]) == 1
-    assert float(counters[metrics.series_field("switchboard_http_requests_total",
-                                               (("channel", "api"), ("status", "400")))]) == 1
-    assert float(counters[metrics.series_field("switchboard_messages_accepted_total", (("channel", "api"),))]) == 1
+    assert [after - earlier for after, earlier in zip(counts(), before, strict=True)] == [1, 1, 1]
 
 
 def test_the_status_page_has_a_strict_csp_and_its_refresh_period(client: FlaskClient) -> None:

@@ -18,6 +18,7 @@ from edge.channels.slack import Slack
 from edge.channels.telegram import Telegram, TelegramError
 from tasks.settings import Settings
 from tasks.signing import new_secret, sign_headers
+from tests.factories import keyed
 from tests.unit.test_edge_api import RecordingCelery
 
 
@@ -166,7 +167,7 @@ def test_the_callback_route_takes_signed_partials_only(
 
 @pytest.fixture
 def client_app(app: Flask) -> Any:
-    with app.test_client() as client:
+    with keyed(app.test_client()) as client:
         yield client, app
 
 

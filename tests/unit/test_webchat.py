@@ -13,6 +13,7 @@ from werkzeug.test import TestResponse
 
 from edge.app import create_app
 from tasks.settings import Settings
+from tests.factories import keyed
 from tests.unit.test_edge_api import RecordingCelery
 
 
@@ -23,7 +24,7 @@ def app(settings: Settings, fake_redis: fakeredis.FakeRedis) -> Flask:
 
 @pytest.fixture
 def client(app: Flask) -> Iterator[FlaskClient]:
-    with app.test_client() as test_client:
+    with keyed(app.test_client()) as test_client:
         yield test_client
 
 
@@ -51,7 +52,7 @@ def test_an_upload_is_queued_with_its_file_and_a_note_for_the_model(client: Flas
     response = upload(client, text="what does it say?", session="s1")
     assert response.status_code == 202, response.json
     body = response.json or {}
-    assert body["session_id"] == "api:web-1#s1" and body["file"]["mime"] == "text/plain"
+    assert body["session_id"] == "api:tests:web-1#s1" and body["file"]["mime"] == "text/plain"
     record = app.extensions["switchboard"].messages.get(body["message_id"])
     # A convertible file goes through the convert step (docs/media.md) instead of a "cannot be read" note.
     assert record.envelope["text"] == "what does it say?" and record.stage == "converting"

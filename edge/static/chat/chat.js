@@ -1,6 +1,7 @@
 // Switchboard web chat: plain JavaScript over the JSON API (POST /v1/messages, POST /v1/files,
-// GET /v1/messages/<id>?wait=S&partial=<seq>). The user id and the conversation live in localStorage,
-// so a reload shows the history and resumes waiting for an answer that is still pending. Messages are
+// GET /v1/messages/<id>?wait=S&partial=<seq>). The browser's token (POST /v1/chat/token, renewed on every
+// load), its user id and the conversation live in localStorage, so a reload shows the history and resumes
+// waiting for an answer that is still pending. Another browser's token cannot read this one's messages. Messages are
 // sent with "stream": true, so the answer is shown growing while the model writes it (each long poll
 // returns when a newer partial exists), then replaced by the final reply.
 "use strict";
@@ -23,9 +24,9 @@
   function load() {
     try {
       const state = JSON.parse(localStorage.getItem(STORE) || "null");
-      if (state && state.user && Array.isArray(state.messages)) return state;
+      if (state && state.user && state.token && Array.isArray(state.messages)) return state;
     } catch (e) { /* a damaged store starts a new conversation */ }
-    return { user: "web-" + randomId(), session: randomId(), messages: [] };
+    return { user: "", token: "", session: randomId(), messages: [] };
   }
   const state = load();
   function save() {
@@ -98,6 +99,33 @@
     }
   }
 
+  // --- the browser's identity -------------------------------------------------------------
+  // A valid token is renewed for the same user; an expired or missing one gets a new user, whose
+  // conversation starts empty (the old one's answers are not readable with the new token).
+  let identity = null;
+  function ensureToken() {
+    if (!identity) {
+      identity = (async () => {
+        const headers = state.token ? { Authorization: "Bearer " + state.token } : {};
+        const response = await fetch("/v1/chat/token", { method: "POST", headers: headers, cache: "no-store" });
+        if (!response.ok) { identity = null; throw new Error(await errorText(response)); }
+        const body = await response.json();
+        if (body.user !== state.user) {
+          state.user = body.user;
+          state.session = randomId();
+          state.messages = [];
+          redraw();
+        }
+        state.token = body.token;
+        save();
+      })();
+    }
+    return identity;
+  }
+  function authorized(headers) {
+    return Object.assign({ Authorization: "Bearer " + state.token }, headers || {});
+  }
+
   // --- sending and waiting ---------------------------------------------------------------
   async function errorText(response) {
     try {
@@ -113,6 +141,7 @@
     const message = { role: "user", text: text || "", state: "sending", file: file ? file.name : undefined };
     let response;
     try {
+      await ensureToken();
       if (file) {
         const data = new FormData();
         data.append("file", file);
@@ -120,11 +149,11 @@
         data.append("session", state.session);
         data.append("stream", "true");
         if (text) data.append("text", text);
-        response = await fetch("/v1/files", { method: "POST", body: data });
+        response = await fetch("/v1/files", { method: "POST", headers: authorized(), body: data });
       } else {
         response = await fetch("/v1/messages", {
           method: "POST",
-          headers: { "Content-Type": "application/json", "Idempotency-Key": randomId() },
+          headers: authorized({ "Content-Type": "application/json", "Idempotency-Key": randomId() }),
           body: JSON.stringify({ user: state.user, session: state.session, text: text, stream: true,
                                  metadata: { via: "webchat" } }),
         });
@@ -165,7 +194,7 @@
         let response;
         try {
           const url = "/v1/messages/" + encodeURIComponent(message.id) + "?wait=" + WAIT + "&partial=" + seq;
-          response = await fetch(url, { cache: "no-store" });
+          response = await fetch(url, { cache: "no-store", headers: authorized() });
         } catch (e) {
           response = null;
         }
@@ -279,10 +308,14 @@
   });
 
   redraw();
-  save();
   updateThinking();
-  state.messages.filter((m) => m.role === "user" && m.state === "pending").forEach(waitFor);
   checkReady();
-  input.focus();
-  document.documentElement.dataset.ready = "true";
+  ensureToken().then(
+    () => { state.messages.filter((m) => m.role === "user" && m.state === "pending").forEach(waitFor); },
+    () => { showBanner("Switchboard cannot be reached right now. Messages cannot be sent until it is back."); },
+  ).finally(() => {
+    updateThinking();
+    input.focus();
+    document.documentElement.dataset.ready = "true";
+  });
 })();
