@@ -27,7 +27,9 @@ from pathlib import Path
 
 import redis
 
-__all__ = ["FileStore", "StoredFile"]
+from tasks.keys import Keys
+
+__all__ = ["FileStore", "QuotaExceeded", "StoredFile"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,48 @@ class StoredFile:
     owner: str = ""  # the client door's caller who stored it (edge/clients.py); "" for mail attachments
 
 
+class QuotaExceeded(Exception):
+    """The owner's stored bytes would pass its quota; ``retry_after``: seconds until its oldest file expires."""
+
+    def __init__(self, stored: int, retry_after: int) -> None:
+        super().__init__(f"{stored} bytes are stored already")
+        self.stored, self.retry_after = stored, max(1, retry_after)
+
+
+# KEYS: the owner's sizes (hash: file id -> bytes, and "total"), the owner's expiries (zset: file id -> expires at)
+# ARGV: now, file id, size, expires at, quota, ttl.  Expired files leave first (each is seen once).
+_RESERVE = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+for _, id in ipairs(expired) do
+  redis.call('HINCRBY', KEYS[1], 'total', -tonumber(redis.call('HGET', KEYS[1], id) or '0'))
+  redis.call('HDEL', KEYS[1], id)
+end
+if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1]) end
+local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
+if total + tonumber(ARGV[3]) > tonumber(ARGV[5]) then
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  return {0, total, oldest[2] or ARGV[4]}
+end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'total', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return {1, total + tonumber(ARGV[3]), 0}
+"""
+
+# KEYS: sizes, expiries;  ARGV: file id
+_RELEASE = """
+local size = redis.call('HGET', KEYS[1], ARGV[1])
+if size then
+  redis.call('HINCRBY', KEYS[1], 'total', -tonumber(size))
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+return size and 1 or 0
+"""
+
+
 # Where each kind of file keeps its record (the keys predate the move to disk, so old records still work).
 RECORD_KEYS = {"uploads": "{prefix}:file:{id}", "mail": "{prefix}:email:attachment:{id}"}
 
@@ -51,13 +95,59 @@ class FileStore:
         self.redis, self.prefix, self.directory, self.sweep_interval = client, prefix, directory, sweep_interval
         self._lock = threading.Lock()
         self._swept_at = time.monotonic()
+        self._keys = Keys(prefix)
+        self._reserve = client.register_script(_RESERVE)
+        self._release = client.register_script(_RELEASE)
 
     def record_key(self, kind: str, file_id: str) -> str:
         return RECORD_KEYS[kind].format(prefix=self.prefix, id=file_id)
 
-    def put(self, kind: str, file_id: str, data: bytes, *, mime: str, name: str, ttl: int, owner: str = "") -> None:
-        """Write the bytes, then the record that makes them reachable for ``ttl`` seconds."""
+    def put(self, kind: str, file_id: str, data: bytes, *, mime: str, name: str, ttl: int, owner: str = "",
+            quota: int = 0) -> None:
+        """Write the bytes, then the record that makes them reachable for ``ttl`` seconds.
+
+        With ``owner`` and a ``quota`` above 0, QuotaExceeded (nothing written) when the owner's files that
+        have not expired yet hold more than ``quota`` bytes with this one."""
         path = self._path(kind, file_id)
+        counted = bool(owner) and quota > 0
+        if counted:
+            self._reserve_bytes(owner, file_id, len(data), ttl, quota)
+        try:
+            self._write(kind, file_id, path, data, mime=mime, name=name, ttl=ttl, owner=owner)
+        except BaseException:
+            if counted:
+                self._release_bytes(owner, file_id)
+            raise
+        self._maybe_sweep(kind)
+
+    def discard(self, kind: str, file_id: str, owner: str = "") -> None:
+        """Delete a file that will not be used (its message was refused), and give its bytes back."""
+        self.redis.delete(self.record_key(kind, file_id))
+        self._path(kind, file_id).unlink(missing_ok=True)
+        if owner:
+            self._release_bytes(owner, file_id)
+
+    def stored_bytes(self, owner: str) -> int:
+        """What the owner's files hold now, as the quota counts it (expired files leave at the next upload)."""
+        return int(self.redis.hget(self._keys.owner_files(owner), "total") or 0)
+
+    def _reserve_bytes(self, owner: str, file_id: str, size: int, ttl: int, quota: int) -> None:
+        now = time.time()
+        ok, stored, oldest = self._reserve(keys=self._quota_keys(owner),
+                                           args=[repr(now), file_id, size, repr(now + ttl), quota, ttl])
+        if not int(ok):
+            raise QuotaExceeded(int(stored), int(float(oldest) - now) + 1)
+
+    def _release_bytes(self, owner: str, file_id: str) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self._release(keys=self._quota_keys(owner), args=[file_id])
+
+    def _quota_keys(self, owner: str) -> list[str]:
+        sizes = self._keys.owner_files(owner)
+        return [sizes, sizes + ":expires"]
+
+    def _write(self, kind: str, file_id: str, path: Path, data: bytes, *, mime: str, name: str, ttl: int,
+               owner: str) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")  # mode 0600
         try:
@@ -77,7 +167,6 @@ class FileStore:
         except BaseException:
             path.unlink(missing_ok=True)  # no record, no file: nothing is left behind on a 503
             raise
-        self._maybe_sweep(kind)
 
     def get(self, kind: str, file_id: str) -> StoredFile | None:
         """The file while its record lives; None once it expired (or never was)."""

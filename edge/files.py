@@ -30,11 +30,12 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from edge.api import session_id_for
 from edge.clients import caller
 from edge.context import edge
-from edge.errors import ApiError, BadRequest, Forbidden, NotFound, UnsupportedMedia
-from edge.file_store import FileStore
+from edge.errors import ApiError, BadRequest, Forbidden, NotFound, TooManyRequests, UnsupportedMedia
+from edge.file_store import FileStore, QuotaExceeded
 from edge.intake import accept
 from edge.media.registry import converter_for
 from edge.media.step import max_bytes_for
+from edge.observability import note_refused
 from edge.tokens import Signer
 from tasks.keys import scoped
 from tasks.outbound import BlockedURL
@@ -138,7 +139,13 @@ def upload() -> ResponseReturnValue:
     if ctx.fill is not None:
         ctx.fill.check()  # before the bytes are stored, not only before the message is
     file_id = uuid.uuid4().hex
-    _store().put(KIND, file_id, data, mime=mime, name=name, ttl=settings.files_ttl_seconds, owner=who.owner)
+    try:
+        _store().put(KIND, file_id, data, mime=mime, name=name, ttl=settings.files_ttl_seconds, owner=who.owner,
+                     quota=settings.quota_stored_bytes)
+    except QuotaExceeded as exc:
+        note_refused("quota_stored_bytes")
+        raise TooManyRequests(f"your stored files hold {exc.stored} bytes; this one would pass QUOTA_STORED_BYTES "
+                              f"({settings.quota_stored_bytes}) until older files expire", exc.retry_after) from exc
     base = settings.public_base_url.rstrip("/")
     attachment = Attachment(mime=mime, size=len(data), name=name, url=base + signed_path(settings, file_id))
     envelope = Envelope(
@@ -154,7 +161,11 @@ def upload() -> ResponseReturnValue:
         reply=ReplyRoute(callback_url=reply_url,
                          stream_interval=settings.stream_interval_seconds if stream in ("true", "1") else 0.0),
     )
-    accepted = accept(ctx, envelope, owner=who.owner)  # converted to text first, unless a helper takes the file
+    try:
+        accepted = accept(ctx, envelope, owner=who.owner)  # converted to text first, unless a helper takes the file
+    except ApiError:
+        _store().discard(KIND, file_id, who.owner)  # no message will read it: its bytes go back to the quota
+        raise
     response = jsonify({"message_id": accepted.message_id, "session_id": accepted.session_id,
                         "status_url": f"{base}/v1/messages/{accepted.message_id}",
                         "file": {"id": file_id, "url": attachment.url, "name": name, "mime": mime,

@@ -12,10 +12,11 @@ import logging
 import redis
 
 from edge.context import EdgeContext
-from edge.errors import Unavailable, Unprocessable
-from edge.observability import note_accepted
+from edge.errors import TooManyRequests, Unavailable, Unprocessable
+from edge.observability import note_accepted, note_refused
 from edge.redis_fill import StorageFull, out_of_memory
 from tasks.enqueue import task_message
+from tasks.messages import QuotaExceeded
 from tasks.names import CONVERT_ATTACHMENTS, HANDLE_MESSAGE
 from tasks.schemas import MAX_ATTACHMENT_NAME, Attachment, Envelope, envelope_errors
 
@@ -85,7 +86,12 @@ def accept(ctx: EdgeContext, envelope: Envelope, idempotency_key: str | None = N
                         [envelope.message_id, envelope.session_id])
     extra = {**({"stage": "converting"} if converting else {}), **({"owner": owner} if owner else {})}
     try:
-        created, message_id = ctx.messages.admit(envelope, idempotency_key, extra, task=task)
+        created, message_id = ctx.messages.admit(envelope, idempotency_key, extra, task=task, owner=owner,
+                                                 open_quota=ctx.settings.quota_open_messages)
+    except QuotaExceeded as exc:
+        note_refused("quota_open_messages")
+        raise TooManyRequests(f"{exc.open_messages} of your messages are still open (QUOTA_OPEN_MESSAGES="
+                              f"{ctx.settings.quota_open_messages}); wait for their answers", 5) from exc
     except (redis.RedisError, OSError) as exc:
         if out_of_memory(exc):  # noeviction: Redis refused the write, and the script wrote nothing
             log.warning("could not admit %s: Redis is full: %s", envelope.message_id, exc)

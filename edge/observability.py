@@ -49,6 +49,11 @@ def channel_of(rule: str | None) -> str:
     return "other"
 
 
+def note_refused(reason: str) -> None:
+    """An admission turned away before anything was written (a full Redis, a caller's quota)."""
+    metrics.inc("switchboard_admissions_refused_total", reason=reason)
+
+
 def note_accepted(envelope: Envelope, *, converting: bool = False) -> None:
     bind_message(envelope.message_id, envelope.session_id)
     log.info("accepted", extra={"channel": envelope.channel, "converting": converting})

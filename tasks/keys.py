@@ -29,6 +29,14 @@ class Keys:
         """Pub/sub channel announcing a message's status changes (long polls listen)."""
         return f"{self.prefix}:msg:{message_id}:events"
 
+    def owner_open(self, owner: str) -> str:
+        """The open (not yet answered or failed) messages of one client door's caller: its quota."""
+        return f"{self.prefix}:owner:{scoped(owner)}:open"
+
+    def owner_files(self, owner: str) -> str:
+        """The stored uploads of one client door's caller, with their sizes: its byte quota."""
+        return f"{self.prefix}:owner:{scoped(owner)}:files"
+
     def idempotency(self, scope: str, key: str) -> str:
         return f"{self.prefix}:idem:{scope}:{key}"
 

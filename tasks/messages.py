@@ -22,7 +22,7 @@ from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
 from tasks.schemas import Envelope
 
-__all__ = ["STATUSES", "TERMINAL", "MessageRecord", "MessageStore", "public_error", "settled"]
+__all__ = ["STATUSES", "TERMINAL", "MessageRecord", "MessageStore", "QuotaExceeded", "public_error", "settled"]
 
 STATUSES = ("queued", "processing", "answered", "failed")
 TERMINAL = frozenset({"answered", "failed"})
@@ -44,22 +44,38 @@ def public_error(reason: str) -> str:
     return GENERIC_PUBLIC_ERROR
 
 
-# KEYS: record, inbox, idempotency (may be ""), pending sessions, task queue (may be "")
+# KEYS: record, inbox, idempotency (may be ""), pending sessions, task queue (may be ""), the owner's open
+#       messages (may be "")
 # ARGV: message_id, envelope json, session_id, now, status ttl, idempotency ttl, task message ("" = none),
-#       [field, value, ...]
+#       open-message quota, record key prefix, [field, value, ...]
+# The owner's open set is pruned only when it is full: every member whose record ended (or expired) leaves,
+# so the common admission is O(1) and a full one O(quota); a release missed by a crash cannot leak a slot.
 _ADMIT = """
 if KEYS[3] ~= '' then
   local existing = redis.call('GET', KEYS[3])
   if existing then return {0, existing} end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {1, ARGV[1]} end  -- a client retry of this very call
+if KEYS[6] ~= '' then
+  local quota = tonumber(ARGV[8])
+  if redis.call('ZCARD', KEYS[6]) >= quota then
+    for _, id in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
+      local status = redis.call('HGET', ARGV[9] .. id, 'status')
+      if not status or status == 'answered' or status == 'failed' then redis.call('ZREM', KEYS[6], id) end
+    end
+    local open = redis.call('ZCARD', KEYS[6])
+    if open >= quota then return {-1, tostring(open)} end
+  end
+  redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
+  redis.call('EXPIRE', KEYS[6], ARGV[5])
+end
 redis.call('HSET', KEYS[1], 'message_id', ARGV[1], 'envelope', ARGV[2], 'session_id', ARGV[3],
            'status', 'queued', 'created_at', ARGV[4], 'updated_at', ARGV[4], 'attempts', 0)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[3])
 if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[6]) end
-for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 10, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if ARGV[7] ~= '' then redis.call('LPUSH', KEYS[5], ARGV[7]) end
 return {1, ARGV[1]}
 """
@@ -146,6 +162,14 @@ def settled(record: MessageRecord | None, after_partial: int | None = None) -> b
         after_partial is not None and record.partial_seq > after_partial)
 
 
+class QuotaExceeded(Exception):
+    """The owner already has its quota of open messages (``QUOTA_OPEN_MESSAGES``); nothing was written."""
+
+    def __init__(self, open_messages: int) -> None:
+        super().__init__(f"{open_messages} messages are still open")
+        self.open_messages = open_messages
+
+
 class MessageStore:
     def __init__(self, client: redis.Redis, keys: Keys, *, status_ttl: int, idempotency_ttl: int) -> None:
         self.redis = client
@@ -168,14 +192,19 @@ class MessageStore:
         extra: dict[str, str] | None = None,
         *,
         task: QueuedTask | None = None,
+        owner: str | None = None,
+        open_quota: int = 0,
     ) -> tuple[bool, str]:
         """Record ``envelope`` in its session and queue ``task``, in one atomic step; (False, earlier id)
         and nothing written if the idempotency key was seen before.
 
-        ``extra`` fields are written with the record (e.g. ``stage="converting"``)."""
+        ``extra`` fields are written with the record (e.g. ``stage="converting"``). With ``owner`` and an
+        ``open_quota`` above 0, QuotaExceeded (and nothing written) while the owner has that many messages
+        neither answered nor failed."""
         pairs = [item for name, value in (extra or {}).items() for item in (name, value)]
+        open_key = self.keys.owner_open(owner) if owner and open_quota > 0 else ""
         created, message_id = self._admit(
-            keys=[*self._admit_keys(envelope, idempotency_key), task.queue if task else ""],
+            keys=[*self._admit_keys(envelope, idempotency_key), task.queue if task else "", open_key],
             args=[
                 envelope.message_id,
                 json.dumps(envelope.to_dict()),
@@ -184,9 +213,13 @@ class MessageStore:
                 self.status_ttl,
                 self.idempotency_ttl,
                 task.payload if task else "",
+                open_quota,
+                self.keys.message(""),
                 *pairs,
             ],
         )
+        if int(created) < 0:
+            raise QuotaExceeded(int(message_id))
         return bool(created), str(message_id)
 
     def get(self, message_id: str) -> MessageRecord | None:

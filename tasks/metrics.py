@@ -77,8 +77,9 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec("switchboard_long_polls_refused_total", "counter", "Long polls answered 429 at once because their edge "
          "process held its share of waits, by bound (per_client: LONG_POLL_PER_CLIENT, total: LONG_POLL_SLOTS).",
          ("bound",)),
-    Spec("switchboard_admissions_refused_total", "counter", "Messages refused with 503 before admission, by reason "
-         "(redis_full: Redis past REDIS_ADMIT_MAX_FILL of its maxmemory).", ("reason",)),
+    Spec("switchboard_admissions_refused_total", "counter", "Messages and uploads refused before admission, by "
+         "reason (redis_full: 503, Redis past REDIS_ADMIT_MAX_FILL of its maxmemory; quota_open_messages, "
+         "quota_stored_bytes: 429, a caller past its quota).", ("reason",)),
     Spec("switchboard_dead_letters_total", "counter", "Entries added to the dead-letter list, by kind.", ("kind",)),
     Spec("switchboard_task_seconds", "histogram", "Seconds per Celery task run, by task and state (SUCCESS, "
          "RETRY, FAILURE); task=\"convert.attachments\" is the media conversion.", ("task", "state"),

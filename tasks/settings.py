@@ -556,6 +556,18 @@ class Settings:
         "labels is two people, and two keys with one label are one tenant (rotate by adding the new key first). "
         "Keys are at least 16 characters. Empty: the API doors refuse everyone (the web chat has its own tokens).",
     )
+    quota_open_messages: int = _setting(
+        200, "QUOTA_OPEN_MESSAGES",
+        "Messages one client door's caller (an `API_KEYS` tenant, or one web chat browser) may have open — "
+        "accepted and neither answered nor failed — at once; past it `429` + `Retry-After`. Size it for a "
+        "tenant's busiest moment: all its users share it. 0: no quota.",
+    )
+    quota_stored_bytes: int = _setting(
+        256 * 1024 * 1024, "QUOTA_STORED_BYTES",
+        "Bytes of uploads (`POST /v1/files`) one caller (tenant or browser) may have stored at once; a file "
+        "counts until it expires (`FILES_TTL_SECONDS`); past it `429` + `Retry-After` (when the oldest "
+        "expires). 0: no quota.",
+    )
     webchat_token_ttl: int = _setting(
         30 * 86400, "WEBCHAT_TOKEN_TTL",
         "Seconds a web chat browser token is valid; the page renews it while it is valid, so a browser keeps "

@@ -16,7 +16,7 @@ import pytest
 import redis
 import requests
 
-from tests.factories import AUTH
+from tests.factories import AUTH, OTHER_AUTH
 from tests.integration.harness import RedisServer, System, wait_until
 
 pytestmark = pytest.mark.integration
@@ -93,3 +93,26 @@ def test_uploads_live_on_disk_not_in_redis(system: System, client: redis.Redis) 
     assert grown < 2 * 1_048_576, f"Redis grew by {grown} bytes for 30 MB of uploads"
     files = Path(system.env["FILES_DIR"]) / "uploads"
     assert sum(p.stat().st_size for p in files.iterdir()) == sum(map(len, blobs))
+
+
+def test_quotas_hold_on_a_real_redis_and_bound_only_the_caller_past_them(make_system: MakeSystem) -> None:
+    """The quota scripts on the real server (fakeredis runs its own Lua): no worker runs, so nothing is answered
+    and every message stays open."""
+    system = make_system(QUOTA_OPEN_MESSAGES="3", QUOTA_STORED_BYTES="30")
+    system.start_edge()
+    assert [system.post(user=f"u{n}", text="hi").status_code for n in range(3)] == [202, 202, 202]
+    refused = system.post(user="u3", text="hi")
+    assert refused.status_code == 429 and "QUOTA_OPEN_MESSAGES" in refused.json()["error"]
+    other = requests.post(f"{system.base_url}/v1/messages", json={"user": "u3", "text": "hi"}, headers=OTHER_AUTH,
+                          timeout=15)
+    assert other.status_code == 202  # another tenant goes on
+
+    def send_file(size: int) -> requests.Response:
+        return requests.post(f"{system.base_url}/v1/files", data={"user": "f"}, headers=OTHER_AUTH, timeout=15,
+                             files={"file": ("notes.txt", b"x" * size, "text/plain")})
+
+    assert send_file(20).status_code == 202
+    too_much = send_file(20)
+    assert too_much.status_code == 429 and "QUOTA_STORED_BYTES" in too_much.json()["error"]
+    assert int(too_much.headers["Retry-After"]) > 1
+    assert send_file(5).status_code == 202
