@@ -29,7 +29,7 @@ from celery import Celery
 from kombu import Queue
 
 from tasks.broker_transport import AMQP_CLASS, BROKER_TRANSPORT
-from tasks.names import QUEUE_CONVERT, QUEUE_CORE, QUEUE_DELIVER, TASK_ROUTES
+from tasks.names import QUEUE_CONVERT, QUEUE_CORE, QUEUE_DELIVER, QUEUE_HELPERS, TASK_ROUTES
 from tasks.settings import Settings
 
 __all__ = ["BROKER_TRANSPORT", "celery_config", "create_celery"]
@@ -80,7 +80,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": settings.task_time_limit,
         "task_routes": TASK_ROUTES,
         "task_default_queue": QUEUE_CORE,
-        "task_queues": [Queue(QUEUE_CORE), Queue(QUEUE_DELIVER), Queue(QUEUE_CONVERT)],
+        "task_queues": [Queue(QUEUE_CORE), Queue(QUEUE_DELIVER), Queue(QUEUE_CONVERT), Queue(QUEUE_HELPERS)],
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": False,
         "enable_utc": True,

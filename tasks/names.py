@@ -16,6 +16,7 @@ __all__ = [
     "QUEUE_CONVERT",
     "QUEUE_CORE",
     "QUEUE_DELIVER",
+    "QUEUE_HELPERS",
     "TASK_ROUTES",
     "helper_queue",
 ]
@@ -29,6 +30,8 @@ CALL_HELPER = "helper.call"  # sent with queue=helper_queue(name): one queue per
 QUEUE_CORE = "core"
 QUEUE_DELIVER = "deliver"
 QUEUE_CONVERT = "convert"
+# Nothing is sent to it: a worker consuming it is the one that calls helpers (it consumes every helper's queue).
+QUEUE_HELPERS = "helpers"
 HELPER_QUEUE_PREFIX = "helper."
 
 

@@ -506,7 +506,19 @@ class Settings:
     )
     media_stt_model: str = _setting("", "MEDIA_STT_MODEL", "Model path or name for `faster_whisper`.")
     media_ocr_lang: str = _setting("eng", "MEDIA_OCR_LANG", "Tesseract language(s), e.g. `eng+deu`.")
-    media_fetch_timeout: float = _setting(20.0, "MEDIA_FETCH_TIMEOUT", "Seconds to fetch one attachment.")
+    media_fetch_timeout: float = _setting(
+        20.0, "MEDIA_FETCH_TIMEOUT",
+        "Seconds one attachment fetch may take in all (connect, headers, body, redirects): a timer shuts its "
+        "socket at the deadline; not retried.",
+    )
+    media_fetch_min_rate: float = _setting(
+        4096.0, "MEDIA_FETCH_MIN_RATE",
+        "Bytes/s an attachment's body must arrive at once `MEDIA_FETCH_MIN_RATE_AFTER` seconds passed; a "
+        "slower server is dropped (not retried), so dripping servers cannot hold the convert threads. 0: none.",
+    )
+    media_fetch_min_rate_after: float = _setting(
+        5.0, "MEDIA_FETCH_MIN_RATE_AFTER", "Seconds of an attachment's body before `MEDIA_FETCH_MIN_RATE` applies."
+    )
     media_fetch_retries: int = _setting(
         3, "MEDIA_FETCH_RETRIES", "Retries (with backoff) of an attachment fetch that failed transiently."
     )

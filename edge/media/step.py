@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.media.base import ConversionError, Section
-from edge.media.fetch import Fetcher, FetchError, TooLarge, Transient
+from edge.media.fetch import Fetcher, FetchError, TooLarge, TooSlow, Transient
 from edge.media.image import NO_TEXT
 from edge.media.registry import kind_for
 from edge.media.runner import Limits, run_converter
@@ -110,7 +110,8 @@ class ConvertStep:
                 for host in s.media_twilio_hosts.split(","):
                     if host.strip():
                         auth[host.strip().lower()] = (s.twilio_account_sid, s.twilio_auth_token)
-            self.fetcher = Fetcher(HostPolicy(s.allowed_host_list), timeout=s.media_fetch_timeout, basic_auth=auth)
+            self.fetcher = Fetcher(HostPolicy(s.allowed_host_list), timeout=s.media_fetch_timeout, basic_auth=auth,
+                                   min_rate=s.media_fetch_min_rate, min_rate_after=s.media_fetch_min_rate_after)
 
     def limits(self) -> Limits:
         s = self.settings
@@ -207,6 +208,9 @@ class ConvertStep:
             return self._failed(attachment, f"it is larger than the {limit // 1_048_576} MB limit for such files")
         except Transient:
             raise
+        except TooSlow as exc:
+            log.warning("fetching %s given up: %s", attachment.url, exc)
+            return self._failed(attachment, "its server sent it too slowly")
         except FetchError as exc:
             log.warning("fetching %s failed: %s", attachment.url, exc)
             return self._failed(attachment, "it could not be downloaded")

@@ -174,7 +174,7 @@ def start_system(system: System, *, core_workers: int = 1, core_concurrency: int
     system.start_edge()
     names = ["core"] + [f"core{i}" for i in range(2, core_workers + 1)]
     procs = [system._worker(name, "core", "prefork", core_concurrency) for name in names]
-    procs.append(system._worker("io", "deliver,convert", "threads", io_concurrency))
+    procs.append(system._worker("io", "deliver,convert,helpers", "threads", io_concurrency))
     for proc in procs:
         system._wait_ready(proc)
     return system

@@ -187,12 +187,18 @@ class System:
         self._wait_ready(proc)
         return proc
 
-    def start_all(self, *, io_concurrency: int = 4) -> System:
-        """The edge, a core worker and an io worker (deliver, convert), as the Procfile runs them; the two
-        workers start together, since their start-up is most of a test module's time."""
+    def start_all(self, *, io_concurrency: int = 4, bulkheads: bool = False) -> System:
+        """The edge, a core worker and the io work: one worker for deliver, convert and helpers (a small
+        install's shape, and half the start-up time), or with ``bulkheads`` three, as the Procfile runs them.
+        The workers start together, since their start-up is most of a test module's time."""
         self.start_edge()
-        workers = [self._worker("core", "core", "prefork", 1),
-                   self._worker("io", "deliver,convert", "threads", io_concurrency)]
+        workers = [self._worker("core", "core", "prefork", 1)]
+        if bulkheads:
+            workers += [self._worker("io", "deliver", "threads", io_concurrency),
+                        self._worker("convert", "convert", "threads", io_concurrency),
+                        self._worker("helpers", "helpers", "threads", io_concurrency)]
+        else:
+            workers.append(self._worker("io", "deliver,convert,helpers", "threads", io_concurrency))
         for proc in workers:
             self._wait_ready(proc)
         return self

@@ -115,7 +115,7 @@ def test_status_metrics_and_logs_follow_one_message(make_system: MakeSystem, cal
 def test_a_killed_worker_shows_as_not_alive_and_a_stopped_one_disappears(make_system: MakeSystem) -> None:
     system = make_system(WORKER_HEARTBEAT_INTERVAL="0.5", LLM_BACKEND="tests.integration.scripted_backend:factory")
     system.start_edge()
-    system.start_worker("io", "deliver,convert", pool="threads", concurrency=2)
+    system.start_worker("io", "deliver,convert,helpers", pool="threads", concurrency=2)
     core = system.start_worker("core", "core")
 
     def workers() -> list[dict[str, Any]]:
@@ -135,7 +135,7 @@ def test_a_killed_worker_shows_as_not_alive_and_a_stopped_one_disappears(make_sy
 
 def test_flower_starts_against_the_broker_and_sees_the_workers(make_system: MakeSystem) -> None:
     system = make_system(LLM_BACKEND="tests.integration.scripted_backend:factory")
-    system.start_worker("io", "deliver,convert", pool="threads", concurrency=2)
+    system.start_worker("io", "deliver,convert,helpers", pool="threads", concurrency=2)
     port = free_port()
     env = {**system.env, "FLOWER_PORT": str(port), "FLOWER_UNAUTHENTICATED_API": "1"}
     argv = [str(BIN / "celery"), "-A", "tasks.flower_app", "flower", "--address=127.0.0.1", f"--port={port}",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from edge.media.fetch import Fetcher, FetchError, TooLarge, Transient
+from edge.media.fetch import Fetcher, FetchError, TooLarge, TooSlow, Transient
 from tasks.outbound import HostPolicy
 
 SEEN: list[dict[str, str]] = []
@@ -17,6 +18,9 @@ SEEN: list[dict[str, str]] = []
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         SEEN.append({k.lower(): v for k, v in self.headers.items()})
+        if self.path.startswith(("/drip", "/silent")):
+            self._drip()
+            return
         port = self.server.server_address[1]  # type: ignore[index]
         redirects = {"/moved": "/ok", "/away": "http://10.0.0.1/x", "/loop": "/loop",
                      "/other-host": f"http://127.0.0.2:{port}/ok"}
@@ -28,6 +32,27 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _drip(self) -> None:
+        """A byte every 0.2 s: of the headers (``/drip-headers``) or of the body (``/drip-body``); or nothing."""
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+        try:
+            if self.path == "/silent":
+                time.sleep(3)
+                return
+            if self.path == "/drip-headers":
+                for byte in head:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            else:
+                self.wfile.write(head)
+            for _ in range(1000):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass  # the fetcher hung up: what it should do
 
     def log_message(self, *args: object) -> None:
         pass
@@ -75,3 +100,35 @@ def test_credentials_never_follow_a_redirect_to_another_host(base: str) -> None:
     fetcher = Fetcher(HostPolicy(["127.0.0.0/8"]), timeout=5, basic_auth={"127.0.0.1": ("AC1", "tok")})
     assert fetcher.get(f"{base}/other-host", 100).data == b"hello"
     assert "authorization" in SEEN[0] and "authorization" not in SEEN[1]
+
+
+def test_a_body_slower_than_the_minimum_rate_is_dropped_soon_after_the_grace(base: str) -> None:
+    """A per-read timeout never fires for a server sending a byte at a time; the rate check does."""
+    fetcher = Fetcher(HostPolicy(["127.0.0.0/8"]), timeout=30, min_rate=100, min_rate_after=0.5)
+    started = time.monotonic()
+    with pytest.raises(TooSlow, match="MEDIA_FETCH_MIN_RATE"):
+        fetcher.get(f"{base}/drip-body", 10_000)
+    assert time.monotonic() - started < 10  # the grace and a read, far from the 30 s deadline
+
+
+@pytest.mark.parametrize("path", ["/drip-headers", "/silent"])
+def test_a_server_silent_for_the_grace_is_too_slow_not_transient(base: str, path: str) -> None:
+    fetcher = Fetcher(HostPolicy(["127.0.0.0/8"]), timeout=30, min_rate=100, min_rate_after=0.1)
+    with pytest.raises(TooSlow):
+        fetcher.get(f"{base}{path}", 10_000)
+
+
+@pytest.mark.parametrize("path", ["/drip-headers", "/drip-body"])
+def test_the_deadline_holds_wherever_the_fetch_is_blocked(base: str, path: str) -> None:
+    """Headers dripping a byte at a time are read by http.client, where no rate is checked: the timer shuts
+    the socket at the deadline."""
+    fetcher = Fetcher(HostPolicy(["127.0.0.0/8"]), timeout=1.5)  # no minimum rate: only the deadline
+    started = time.monotonic()
+    with pytest.raises(TooSlow, match="MEDIA_FETCH_TIMEOUT"):
+        fetcher.get(f"{base}{path}", 10_000)
+    assert time.monotonic() - started < 10
+
+
+def test_a_file_at_a_fine_rate_is_fetched_whole(base: str) -> None:
+    fetcher = Fetcher(HostPolicy(["127.0.0.0/8"]), timeout=10, min_rate=10, min_rate_after=0.1)
+    assert fetcher.get(f"{base}/big", 10_000).data == b"x" * 5000
