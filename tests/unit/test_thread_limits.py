@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from core_worker.thread_limits import ThreadTimeLimits
@@ -34,24 +35,18 @@ def run_task(limits: ThreadTimeLimits, task_id: str, body: list[BaseException], 
     return thread
 
 
-def test_the_soft_limit_is_raised_in_the_tasks_thread() -> None:
+@pytest.mark.parametrize(("swallow_soft", "expected"), [
+    (False, [SoftTimeLimitExceeded]),  # the soft limit ends a task that lets it
+    (True, [SoftTimeLimitExceeded, TimeLimitExceeded]),  # one that swallows it gets the hard one
+])
+def test_the_limits_are_raised_in_the_tasks_thread(swallow_soft: bool, expected: list[type]) -> None:
     limits = ThreadTimeLimits(interval=0.02)
     limits.start()
     raised: list[BaseException] = []
-    thread = run_task(limits, "t1", raised, swallow_soft=False)
+    thread = run_task(limits, "t1", raised, swallow_soft=swallow_soft)
     thread.join(5)
     limits.stop()
-    assert not thread.is_alive() and [type(e) for e in raised] == [SoftTimeLimitExceeded]
-
-
-def test_a_task_that_swallows_the_soft_limit_gets_the_hard_one() -> None:
-    limits = ThreadTimeLimits(interval=0.02)
-    limits.start()
-    raised: list[BaseException] = []
-    thread = run_task(limits, "t2", raised, swallow_soft=True)
-    thread.join(5)
-    limits.stop()
-    assert not thread.is_alive() and [type(e) for e in raised] == [SoftTimeLimitExceeded, TimeLimitExceeded]
+    assert not thread.is_alive() and [type(e) for e in raised] == expected
 
 
 def test_a_finished_task_or_one_without_limits_is_never_interrupted() -> None:
