@@ -57,7 +57,7 @@ def test_the_status_page_shows_workers_queues_numbers_and_dead_letters(
     workers = cell_texts(browser, "workers")
     assert any(row[0].startswith("core@") and row[2] == "core" for row in workers)
     io_rows = [row for row in workers if row[0].startswith("io@")]
-    assert io_rows and io_rows[0][2] == "convert, deliver" and io_rows[0][3] == "threads \u00d72"
+    assert io_rows and io_rows[0][2] == "convert, deliver, helpers" and io_rows[0][3] == "threads \u00d72"
     assert any("scripted" in row[4] and "(loaded)" in row[4] for row in workers)  # the core's pool process
 
     queues = {row[0]: row[1:] for row in cell_texts(browser, "queues")}
