@@ -29,9 +29,10 @@ from typing import Any
 
 import redis
 
+from core_worker.outbound_post import post
 from tasks.keys import Keys
 from tasks.messages import MessageStore
-from tasks.outbound import BlockedURL, HostPolicy, OutboundError, post
+from tasks.outbound import BlockedURL, HostPolicy, OutboundError
 from tasks.schemas import Reply
 from tasks.settings import Settings
 from tasks.signing import sign_headers
@@ -58,25 +59,35 @@ class Outcome(enum.Enum):
 # can outlive its attempt without anyone holding it: a CLAIM sent just before Redis froze runs when Redis
 # thaws, after the worker gave the call up (a socket timeout) and scheduled its retry; with an anonymous
 # claim every retry then waited for it to expire (31 s after the thaw in sigstop-30s runs).
-# KEYS: outbox, claim, alive;  ARGV: message_id, claim seconds, alive seconds, owner (the task id)
-# -> -1 not in the outbox (done), -2 another worker holds the claim, 0 claimed, n>0 earlier replies first
+# A reply to a client's reply_url also takes one of its client's delivery slots (a zset of message ids
+# scored by when the slot lapses, as the claim does): a client whose receiver is slow holds at most
+# ``slots`` delivery threads, never the whole pool.
+# KEYS: outbox, claim, alive, the client's slots;  ARGV: message_id, claim seconds, alive seconds, owner (the
+#       task id), slots (0: no bound), now
+# -> -1 not in the outbox (done), -2 another worker holds the claim, -3 the client's slots are taken,
+#    0 claimed, n>0 earlier replies first
 _CLAIM = """
 local position = redis.call('LPOS', KEYS[1], ARGV[1])
 if not position then return -1 end
 if position > 0 then return position end
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[3])
-if redis.call('SET', KEYS[2], ARGV[4], 'NX', 'EX', ARGV[2]) then return 0 end
-if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-  return 0
+local holder = redis.call('GET', KEYS[2])
+if holder and not (ARGV[4] ~= '' and holder == ARGV[4]) then return -2 end
+local slots = tonumber(ARGV[5])
+if slots > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[6])
+  if not redis.call('ZSCORE', KEYS[4], ARGV[1]) and redis.call('ZCARD', KEYS[4]) >= slots then return -3 end
+  redis.call('ZADD', KEYS[4], tonumber(ARGV[6]) + tonumber(ARGV[2]), ARGV[1])
+  redis.call('EXPIRE', KEYS[4], ARGV[2])
 end
-return -2
+redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[2])
+return 0
 """
 
 # One round trip to record the outcome: leave the outbox (delivered or dead), note it on the message
 # record (never resurrecting an expired one) and wake its long polls, drop the claim.
-# KEYS: outbox, claim, record, events;  ARGV: message_id, "1" to leave the outbox, status ttl, now,
-#       field, value, ...
+# KEYS: outbox, claim, record, events, the client's slots;  ARGV: message_id, "1" to leave the outbox,
+#       status ttl, now, field, value, ...
 _SETTLE = """
 if ARGV[2] == '1' and redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) end
 if #ARGV > 4 and redis.call('EXISTS', KEYS[3]) == 1 then
@@ -86,6 +97,7 @@ if #ARGV > 4 and redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('PUBLISH', KEYS[4], 'update')
 end
 redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[5], ARGV[1])
 return 1
 """
 
@@ -132,15 +144,21 @@ class Deliverer:
         url = reply.reply.callback_url
         if not url:
             return Outcome.DUPLICATE, "no callback URL"
+        client = reply.reply.owner
+        slots_key = self.keys.owner_deliveries(client)
+        slots = self.settings.delivery_concurrency_per_client if client else 0
         keys = [self.keys.session_outbox(reply.session_id), self.keys.delivery_claim(reply.message_id)]
         claim_seconds = int(self.settings.delivery_timeout * 3) + 1
         alive_seconds = int(self.settings.delivery_backoff_max + self.settings.delivery_timeout) + 5
-        position = int(self._claim(keys=[*keys, self.keys.delivery_alive(reply.message_id)],
-                                   args=[reply.message_id, claim_seconds, alive_seconds, owner]))
+        position = int(self._claim(keys=[*keys, self.keys.delivery_alive(reply.message_id), slots_key],
+                                   args=[reply.message_id, claim_seconds, alive_seconds, owner, slots,
+                                         repr(time.time())]))
         if position == -1:
             return Outcome.DUPLICATE, "already delivered or dead-lettered"
         if position == -2:
             return Outcome.WAIT, "another worker is delivering it"
+        if position == -3:
+            return Outcome.WAIT, f"{slots} other replies to this client's reply URLs are being posted"
         if position:
             return Outcome.WAIT, f"{position} earlier replies of the session go first"
         fields: dict[str, str] = {}
@@ -152,9 +170,9 @@ class Deliverer:
                 fields = {"delivery": "dead", "delivery_error": detail}
             return outcome, detail
         finally:
-            self._record(reply.message_id, keys, fields)
+            self._record(reply.message_id, keys, fields, slots_key)
 
-    def _record(self, message_id: str, keys: list[str], fields: dict[str, str]) -> None:
+    def _record(self, message_id: str, keys: list[str], fields: dict[str, str], slots_key: str) -> None:
         """Leave the outbox iff finished, note the outcome on the record, release the claim: one round trip.
 
         Retried for up to ``DELIVERY_TIMEOUT`` while Redis does not answer: a POST that reached the receiver
@@ -163,7 +181,7 @@ class Deliverer:
         args: list[str | int] = [message_id, "1" if fields else "0", self.messages.status_ttl, repr(time.time())]
         for name, value in fields.items():
             args += [name, value]
-        keys = [*keys, self.keys.message(message_id), self.keys.message_events(message_id)]
+        keys = [*keys, self.keys.message(message_id), self.keys.message_events(message_id), slots_key]
         deadline = time.monotonic() + self.settings.delivery_timeout
         while True:
             try:

@@ -22,10 +22,11 @@ from typing import Any
 
 from core_worker.delivery import backoff_delay
 from core_worker.helper_answers import Verdict, judge
+from core_worker.outbound_post import post
 from tasks import metrics
 from tasks.helpers import HelperRegistry
 from tasks.messages import MessageStore
-from tasks.outbound import BlockedURL, HostPolicy, OutboundError, post
+from tasks.outbound import BlockedURL, HostPolicy, OutboundError
 from tasks.settings import Settings
 from tasks.signing import sign_headers
 

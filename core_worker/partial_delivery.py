@@ -15,7 +15,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.outbound import BlockedURL, HostPolicy, OutboundError, post
+from core_worker.outbound_post import post
+from tasks.outbound import BlockedURL, HostPolicy, OutboundError
 from tasks.schemas import utcnow_iso
 from tasks.settings import Settings
 from tasks.signing import sign_headers

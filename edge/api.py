@@ -131,7 +131,8 @@ def post_message() -> ResponseReturnValue:
         ),
         metadata=data["metadata"],
         reply=ReplyRoute(callback_url=data["reply_url"],
-                         stream_interval=ctx.settings.stream_interval_seconds if data["stream"] else 0.0),
+                         stream_interval=ctx.settings.stream_interval_seconds if data["stream"] else 0.0,
+                         owner=who.owner if data["reply_url"] else ""),
     )
     scoped_key = scoped(who.owner, data["user"], idempotency_key) if idempotency_key else None
     accepted = accept(ctx, envelope, scoped_key, owner=who.owner)

@@ -63,6 +63,10 @@ class Keys:
         return f"{self.prefix}:session:{{{session_id}}}:fence"
 
     # delivery
+    def owner_deliveries(self, owner: str) -> str:
+        """The deliveries to one client door caller's reply URLs being posted now (its delivery bulkhead)."""
+        return f"{self.prefix}:owner:{scoped(owner)}:delivering"
+
     def delivery_claim(self, message_id: str) -> str:
         return f"{self.prefix}:deliver:{message_id}:claim"
 

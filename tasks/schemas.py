@@ -55,6 +55,9 @@ class ReplyRoute:
     # > 0: the channel can show a reply while it is written, at most one partial every this many
     # seconds (STREAM_INTERVAL_SECONDS is the floor); 0: only the finished reply.
     stream_interval: float = 0.0
+    # The client door's caller whose URL this is (a reply_url): its deliveries share one bulkhead
+    # (DELIVERY_CONCURRENCY_PER_CLIENT). Empty for a channel's own callback.
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ class ReplyRouteSchema(_Strict):
     callback_url = fields.Url(required=True, allow_none=True, require_tld=False, schemes={"http", "https"})
     context = fields.Dict(keys=fields.String(), load_default=dict)
     stream_interval = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=3600))
+    owner = fields.String(load_default="", validate=validate.Length(max=256))
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> ReplyRoute:

@@ -272,7 +272,8 @@ class Settings:
         3, "HELPER_MISSED_HEARTBEATS", "Heartbeats a helper may miss before it disappears from routing."
     )
     helper_timeout: float = _setting(
-        20.0, "HELPER_TIMEOUT", "Seconds per helper call unless the manifest asks for less (`timeout`)."
+        20.0, "HELPER_TIMEOUT", "Seconds a helper call may take in all, however slowly the helper answers, unless the "
+        "manifest asks for less (`timeout`)."
     )
     helper_max_timeout: float = _setting(60.0, "HELPER_MAX_TIMEOUT", "Longest per-call timeout a manifest may ask for.")
     helper_retries: int = _setting(2, "HELPER_RETRIES", "Retries of a helper call that failed in a retryable way.")
@@ -290,7 +291,14 @@ class Settings:
     )
 
     # --- delivery ------------------------------------------------------------
-    delivery_timeout: float = _setting(10.0, "DELIVERY_TIMEOUT", "Seconds per callback POST.")
+    delivery_timeout: float = _setting(
+        10.0, "DELIVERY_TIMEOUT", "Seconds a callback POST may take in all (connect, send, answer), however slow."
+    )
+    delivery_concurrency_per_client: int = _setting(
+        2, "DELIVERY_CONCURRENCY_PER_CLIENT",
+        "Replies to one client key's reply_url posted at once; the rest wait their turn, so a slow receiver "
+        "holds at most this many delivery threads. 0: no bound.",
+    )
     delivery_backoff_base: float = _setting(
         1.0, "DELIVERY_BACKOFF_BASE", "First retry delay of a failed callback; doubles each time, with jitter."
     )

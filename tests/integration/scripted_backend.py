@@ -22,6 +22,8 @@ from typing import Any
 
 from core_worker.llm import BackendConfig, ChatMessage, Completion
 
+SCRIPTED = "tests.integration.scripted_backend:factory"  # the LLM_BACKEND that picks this backend
+
 
 class ScriptedBackend:
     name = "scripted"

@@ -25,11 +25,11 @@ import requests
 
 from tests.integration.harness import BIN, ROOT, Proc, RedisServer, System, free_port, wait_until
 from tests.integration.helper_apps import flaky_calls
+from tests.integration.scripted_backend import SCRIPTED
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "test-registration-token"
-SCRIPTED = "tests.integration.scripted_backend:factory"
 CALCULATOR, CONVERTER = "examples/helpers/calculator.py:helper", "examples/helpers/converter.py:helper"
 DIVISION_BY_ZERO = "The calculator couldn't do that: division by zero."
 MakeSystem = Callable[..., System]

@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from core_worker.outbound_post import post
 from edge.media.fetch import Fetcher, FetchError
 from tasks import outbound
-from tasks.outbound import BlockedURL, HostPolicy, post
+from tasks.outbound import BlockedURL, HostPolicy
 from tests.factories import keyed
 from tests.security import providers
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -161,3 +162,39 @@ def test_a_claim_left_by_the_same_task_does_not_hold_its_retry_back_but_another_
     assert deliverer.attempt(payload(receiver.url), owner="task-2")[0] is Outcome.WAIT  # someone else's: wait
     assert deliverer.attempt(payload(receiver.url), owner="task-1")[0] is Outcome.DELIVERED  # its own: go on
     assert len(receiver.requests) == 1 and not fake_redis.exists(keys.delivery_claim("m1"))
+
+
+def client_payload(url: str, client: str, session: str = "api:alice") -> dict[str, object]:
+    reply = Reply("m1", session, "hello there", "api", ReplyRoute(url, owner=client))
+    return {**reply.to_dict(), "first_attempt_at": None}
+
+
+def test_a_client_holds_at_most_its_delivery_slots(
+    deliverer: Deliverer, receiver: Receiver, fake_redis: fakeredis.FakeRedis, keys: Keys, settings: Settings
+) -> None:
+    """Two replies to acme's slow receiver are being posted (DELIVERY_CONCURRENCY_PER_CLIENT=2): a third of
+    acme's waits without taking a thread, another client's reply goes at once."""
+    assert settings.delivery_concurrency_per_client == 2
+    slots = keys.owner_deliveries("acme")
+    fake_redis.zadd(slots, {"m8": time.time() + 60, "m9": time.time() + 60})
+    outcome, detail = deliverer.attempt(client_payload(receiver.url, "acme"))
+    assert outcome is Outcome.WAIT and "2 other replies" in detail
+    assert receiver.requests == []
+    assert deliverer.attempt(client_payload(receiver.url, "globex"))[0] is Outcome.DELIVERED
+    assert fake_redis.zcard(keys.owner_deliveries("globex")) == 0  # released with the outcome
+
+
+def test_a_slot_whose_holder_died_lapses_with_its_claim(
+    deliverer: Deliverer, receiver: Receiver, fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    slots = keys.owner_deliveries("acme")
+    fake_redis.zadd(slots, {"m8": time.time() - 1, "m9": time.time() + 60})
+    assert deliverer.attempt(client_payload(receiver.url, "acme"))[0] is Outcome.DELIVERED
+    assert fake_redis.zrange(slots, 0, -1) == ["m9"]
+
+
+def test_channel_callbacks_take_no_client_slot(
+    deliverer: Deliverer, receiver: Receiver, fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    fake_redis.zadd(keys.owner_deliveries(""), {"m8": time.time() + 60, "m9": time.time() + 60})
+    assert deliverer.attempt(payload(receiver.url))[0] is Outcome.DELIVERED

@@ -8,7 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tasks.outbound import HostPolicy, post
+from core_worker.outbound_post import post
+from tasks.outbound import HostPolicy
 
 POLICY = HostPolicy(["127.0.0.0/8"])
 

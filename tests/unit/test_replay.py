@@ -49,7 +49,7 @@ def test_a_dead_reply_is_queued_once_with_its_own_webhook_id(
     ((name, (payload,)),) = celery_app.sent
     assert name == DELIVER_REPLY and payload["message_id"] == mid and payload["text"] == "Paris."
     assert payload["reply"] == {"callback_url": "http://127.0.0.1:9/hook", "context": {"chat": 1},
-                                "stream_interval": 0.0}
+                                "stream_interval": 0.0, "owner": ""}
     assert fake_redis.lrange(keys.session_outbox("api:alice"), 0, -1) == [mid]
     with pytest.raises(ReplayRefused, match="replaying"):
         replayer.replay(mid)
