@@ -3,6 +3,10 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+# Fake provider servers that are programs of their own (moto's S3 server), in a venv of their own: their
+# dependencies (Flask, cryptography, …) must not change the versions the product is tested with.
+FAKES       := .venv-fakes
+FAKES_STAMP := $(FAKES)/.installed
 
 .PHONY: run test unit integration faults lint typecheck bench docs clean
 
@@ -24,18 +28,23 @@ $(STAMP): pyproject.toml helper_sdk/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]' -e ./helper_sdk -e ./examples/helpers/wordcount_helper
 	touch $(STAMP)
 
+$(FAKES_STAMP): Makefile
+	test -x $(FAKES)/bin/python || $(PY) -m venv $(FAKES)
+	$(FAKES)/bin/pip install --quiet 'moto[server]>=5,<6'
+	touch $(FAKES_STAMP)
+
 run: $(STAMP)
 	PY=$(BIN)/python scripts/run.sh
 
 TESTS   := tests helper_sdk/tests examples/helpers/tests examples/helpers/wordcount_helper/tests
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) $(FAKES_STAMP) lint typecheck
 	$(BIN)/python -m pytest -q $(TESTS)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration" $(TESTS)
 
-integration: $(STAMP)
+integration: $(STAMP) $(FAKES_STAMP)
 	$(BIN)/python -m pytest -q -m integration tests
 
 # Fault injection (docs/reliability.md): kills and outages under load; -s prints each scenario's line as it ends.
@@ -66,4 +75,4 @@ docs: $(STAMP)
 	$(BIN)/python scripts/write_config_docs.py
 
 clean:
-	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache $(FAKES)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import redis
 from celery import Celery
 from flask import Flask
@@ -12,6 +10,7 @@ from edge import api, files, health, helpers_api, observability, openapi, status
 from edge.channels import register_channels
 from edge.context import EdgeContext
 from edge.errors import register_error_handlers
+from edge.file_blobs import blobs_from_settings
 from edge.file_store import FileStore
 from edge.ratelimit import RateLimits
 from edge.redis_fill import RedisFill
@@ -53,7 +52,8 @@ def create_app(
         limits=limits,
         waits=WaitSlots(settings.wait_slots, settings.long_poll_per_client),
         fill=RedisFill(client, max_fill=settings.redis_admit_max_fill, interval=settings.redis_fill_check_interval),
-        files=FileStore(client, keys.prefix, Path(settings.files_dir), sweep_interval=settings.files_sweep_interval),
+        files=FileStore(client, keys.prefix, blobs_from_settings(settings),
+                        sweep_interval=settings.files_sweep_interval),
     )
     register_error_handlers(app)
     limits.init_app(app, api.blueprint, files.blueprint, helpers_api.blueprint)

@@ -14,7 +14,8 @@
 Werkzeug's own HTTP errors (413 from MAX_CONTENT_LENGTH, 404/405 routing),
 a JSON body nested too deeply to parse (RecursionError: 400) and Redis/kombu
 connection errors are mapped here too, so nothing reaches a client as an
-HTML page or a bare 500.
+HTML page or a bare 500; so is file storage that cannot be reached
+(``BlobsUnavailable``: a 503, and a provider that posted the mail redelivers it).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
+
+from edge.file_blobs import BlobsUnavailable
 
 __all__ = [
     "ApiError",
@@ -138,6 +141,11 @@ def register_error_handlers(app: Flask) -> None:
     def _unavailable(exc: Exception) -> ResponseReturnValue:
         log.warning("backend unavailable: %s", exc)
         return _api_error(Unavailable("the message queue is unavailable; try again shortly"))
+
+    @app.errorhandler(BlobsUnavailable)
+    def _no_file_storage(exc: BlobsUnavailable) -> ResponseReturnValue:
+        log.warning("file storage unavailable: %s", exc)
+        return _api_error(Unavailable("file storage is unavailable; nothing was accepted, try again shortly"))
 
     @app.errorhandler(Exception)
     def _bug(exc: Exception) -> ResponseReturnValue:

@@ -1,15 +1,16 @@
-"""Uploaded files and mail attachments: bytes on disk (``FILES_DIR``), their record in Redis.
+"""Uploaded files and mail attachments: the bytes in a blob store (edge/file_blobs.py), their record in Redis.
 
 Redis held every upload as base64 for a day: three 10 MB files took it from
 2.3 to 66 MB, and a Redis running out of memory stops every route for
-everyone.  Now Redis keeps only a small record per file (name, type, size)
-whose TTL is the file's life, and the bytes are a ``0600`` file named by the
-unguessable id under ``FILES_DIR/<kind>/``.  A file whose record has expired
+everyone.  Now Redis keeps only a small record per file (name, type, size,
+owner) whose TTL is the file's life, and the bytes are named by the
+unguessable id: a ``0600`` file under ``FILES_DIR/<kind>/``, or an object in
+S3-compatible storage (``FILES_STORE=s3``).  A file whose record has expired
 is unreachable at once and deleted by the next sweep (at most every
 ``FILES_SWEEP_INTERVAL`` per process, run on a write).
 
 Every edge process (gunicorn workers, the IMAP poller) that writes or serves
-files must see the same directory: one machine, or a shared volume.
+files must see the same store: one machine or a shared volume for ``local``.
 Records written by earlier versions (bytes in Redis) are still served.
 """
 
@@ -18,8 +19,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import redis
 
+from edge.file_blobs import PARTIAL_PREFIX, Blobs, BlobsUnavailable, LocalBlobs
 from tasks.keys import Keys
 
 __all__ = ["FileStore", "QuotaExceeded", "StoredFile"]
@@ -91,8 +91,9 @@ RECORD_KEYS = {"uploads": "{prefix}:file:{id}", "mail": "{prefix}:email:attachme
 
 
 class FileStore:
-    def __init__(self, client: redis.Redis, prefix: str, directory: Path, *, sweep_interval: float) -> None:
-        self.redis, self.prefix, self.directory, self.sweep_interval = client, prefix, directory, sweep_interval
+    def __init__(self, client: redis.Redis, prefix: str, blobs: Blobs | Path, *, sweep_interval: float) -> None:
+        self.redis, self.prefix, self.sweep_interval = client, prefix, sweep_interval
+        self.blobs: Blobs = LocalBlobs(blobs) if isinstance(blobs, Path) else blobs
         self._lock = threading.Lock()
         self._swept_at = time.monotonic()
         self._keys = Keys(prefix)
@@ -108,12 +109,12 @@ class FileStore:
 
         With ``owner`` and a ``quota`` above 0, QuotaExceeded (nothing written) when the owner's files that
         have not expired yet hold more than ``quota`` bytes with this one."""
-        path = self._path(kind, file_id)
+        self._check(kind, file_id)
         counted = bool(owner) and quota > 0
         if counted:
             self._reserve_bytes(owner, file_id, len(data), ttl, quota)
         try:
-            self._write(kind, file_id, path, data, mime=mime, name=name, ttl=ttl, owner=owner)
+            self._write(kind, file_id, data, mime=mime, name=name, ttl=ttl, owner=owner)
         except BaseException:
             if counted:
                 self._release_bytes(owner, file_id)
@@ -122,8 +123,10 @@ class FileStore:
 
     def discard(self, kind: str, file_id: str, owner: str = "") -> None:
         """Delete a file that will not be used (its message was refused), and give its bytes back."""
+        self._check(kind, file_id)
         self.redis.delete(self.record_key(kind, file_id))
-        self._path(kind, file_id).unlink(missing_ok=True)
+        with contextlib.suppress(BlobsUnavailable):  # its record is gone: the sweep deletes the bytes later
+            self.blobs.delete(kind, file_id)
         if owner:
             self._release_bytes(owner, file_id)
 
@@ -146,18 +149,8 @@ class FileStore:
         sizes = self._keys.owner_files(owner)
         return [sizes, sizes + ":expires"]
 
-    def _write(self, kind: str, file_id: str, path: Path, data: bytes, *, mime: str, name: str, ttl: int,
-               owner: str) -> None:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")  # mode 0600
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
+    def _write(self, kind: str, file_id: str, data: bytes, *, mime: str, name: str, ttl: int, owner: str) -> None:
+        self.blobs.write(kind, file_id, data)
         key = self.record_key(kind, file_id)
         try:
             pipe = self.redis.pipeline(transaction=True)
@@ -165,7 +158,8 @@ class FileStore:
             pipe.expire(key, ttl)
             pipe.execute()
         except BaseException:
-            path.unlink(missing_ok=True)  # no record, no file: nothing is left behind on a 503
+            with contextlib.suppress(Exception):
+                self.blobs.delete(kind, file_id)  # no record, no file: nothing is left behind on a 503
             raise
 
     def get(self, kind: str, file_id: str) -> StoredFile | None:
@@ -177,32 +171,25 @@ class FileStore:
         owner = str(record.get("owner", ""))
         if "data" in record:  # written before the bytes moved out of Redis
             return StoredFile(base64.b64decode(record["data"]), mime, name, owner)
-        try:
-            return StoredFile(self._path(kind, file_id).read_bytes(), mime, name, owner)
-        except FileNotFoundError:
-            log.warning("file %s/%s has a record but no bytes (FILES_DIR not shared by every edge?)", kind, file_id)
+        self._check(kind, file_id)
+        data = self.blobs.read(kind, file_id)
+        if data is None:
+            log.warning("file %s/%s has a record but no bytes (the store not shared by every edge?)", kind, file_id)
             return None
+        return StoredFile(data, mime, name, owner)
 
     def sweep(self, kind: str, *, now: float | None = None) -> int:
         """Delete the files of ``kind`` whose record is gone (and stale partial writes); how many."""
         now = time.time() if now is None else now
         removed = 0
-        try:
-            entries = list(os.scandir(self.directory / kind))
-        except FileNotFoundError:
-            return 0
-        old = []
-        for entry in entries:
-            with contextlib.suppress(FileNotFoundError):
-                if now - entry.stat().st_mtime >= _GRACE_SECONDS:  # younger: being written, or its record is
-                    old.append(entry)
+        old = self.blobs.older_than(kind, now - _GRACE_SECONDS)  # younger: being written, or its record is
         pipe = self.redis.pipeline(transaction=False)
-        for entry in old:
-            pipe.exists(self.record_key(kind, entry.name) if entry.name.isalnum() else "")
-        for entry, alive in zip(old, pipe.execute() if old else [], strict=True):
-            if entry.name.startswith(".") or not alive:  # a partial write left behind, or an expired record
+        for name in old:
+            pipe.exists(self.record_key(kind, name) if name.isalnum() else "")
+        for name, alive in zip(old, pipe.execute() if old else [], strict=True):
+            if name.startswith(PARTIAL_PREFIX) or (name.isalnum() and not alive):  # left behind, or expired
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
+                    self.blobs.delete(kind, name)
                     removed += 1
         return removed
 
@@ -213,13 +200,13 @@ class FileStore:
             self._swept_at = time.monotonic()
         try:
             removed = self.sweep(kind)
-        except (OSError, redis.RedisError) as exc:
+        except (OSError, redis.RedisError, BlobsUnavailable) as exc:
             log.warning("file sweep of %s failed: %s", kind, exc)
             return
         if removed:
             log.info("file sweep: %d expired %s file(s) deleted", removed, kind)
 
-    def _path(self, kind: str, file_id: str) -> Path:
+    @staticmethod
+    def _check(kind: str, file_id: str) -> None:
         if kind not in RECORD_KEYS or not file_id.isalnum() or not file_id.isascii():
             raise ValueError(f"not a stored file: {kind}/{file_id!r}")
-        return self.directory / kind / file_id

@@ -470,8 +470,26 @@ class Settings:
     )
     files_dir: str = _setting(
         ".run/files", "FILES_DIR",
-        "Directory holding uploaded files and mail attachments (Redis keeps only their records and TTLs). Every "
-        "edge process, the IMAP poller included, must see the same one.",
+        "Directory holding uploaded files and mail attachments with `FILES_STORE=local` (Redis keeps only their "
+        "records and TTLs). Every edge process, the IMAP poller included, must see the same one.",
+    )
+    files_store: str = _setting(
+        "local", "FILES_STORE",
+        "Where file bytes live: `local` (`FILES_DIR`) or `s3` (S3-compatible object storage through boto3, "
+        "`pip install 'switchboard[s3]'`; credentials from boto3's usual chain: `AWS_ACCESS_KEY_ID`/"
+        "`AWS_SECRET_ACCESS_KEY`, a profile or an instance role).",
+    )
+    files_s3_bucket: str = _setting("", "FILES_S3_BUCKET", "Bucket of `FILES_STORE=s3` (it must exist).")
+    files_s3_endpoint_url: str = _setting(
+        "", "FILES_S3_ENDPOINT_URL", "Endpoint of an S3-compatible server (MinIO, Ceph, R2…); empty: AWS."
+    )
+    files_s3_region: str = _setting("", "FILES_S3_REGION", "Region of `FILES_STORE=s3`; empty: boto3's default.")
+    files_s3_timeout: float = _setting(
+        10.0, "FILES_S3_TIMEOUT", "Seconds one connect or read of the bucket may wait (boto3's own default is 60)."
+    )
+    files_s3_prefix: str = _setting(
+        "switchboard/", "FILES_S3_PREFIX",
+        "Start of every object key (`<prefix><kind>/<id>`): one bucket can serve several systems.",
     )
     files_sweep_interval: float = _setting(
         300.0, "FILES_SWEEP_INTERVAL", "Seconds between two sweeps of expired files by one edge process."
