@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import redis
 
 from edge.errors import Unavailable
-from tasks import metrics
+from edge.observability import note_refused
 
 __all__ = ["Fill", "RedisFill", "StorageFull", "out_of_memory"]
 
@@ -75,7 +75,7 @@ class RedisFill:
         """Raise StorageFull past ``max_fill`` of maxmemory."""
         ratio = self.current().ratio
         if ratio is not None and ratio >= self.max_fill:
-            metrics.inc("switchboard_admissions_refused_total", reason="redis_full")
+            note_refused("redis_full")
             raise StorageFull(
                 f"storage is nearly full ({ratio:.0%} of Redis maxmemory; REDIS_ADMIT_MAX_FILL is "
                 f"{self.max_fill:.0%}): nothing was accepted, try again shortly"
