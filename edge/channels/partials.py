@@ -28,6 +28,8 @@ from typing import Any
 
 import redis
 
+from edge.channels.splitting import clip
+
 __all__ = ["PartialBackoff", "PartialBusy", "PartialUpdate", "ShownReplies", "partial_text"]
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ class PartialUpdate:
 def partial_text(text: str, limit: int) -> str:
     """What a provider message shows of a reply still being written: its start, marked unfinished."""
     room = limit - len(ELLIPSIS)
-    return text.strip()[:room].rstrip() + ELLIPSIS
+    return clip(text.strip(), room).rstrip() + ELLIPSIS
 
 
 class ShownReplies:

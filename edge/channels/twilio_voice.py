@@ -27,6 +27,7 @@ from flask.typing import ResponseReturnValue
 from twilio.twiml.voice_response import VoiceResponse
 
 from edge.channels.base import CallbackReply, Channel
+from edge.channels.splitting import clip
 from edge.channels.twilio_common import ROUTE_PREFIX, caller_session, require, twiml, verify_twilio_request
 from edge.errors import BadRequest
 from tasks.messages import MessageRecord
@@ -91,7 +92,7 @@ def spoken(text: str, limit: int) -> str:
     text = " ".join(text.split())
     if len(text) <= limit:
         return text
-    head = text[:limit]
+    head = clip(text, limit)
     end = max(head.rfind(". "), head.rfind("! "), head.rfind("? "))
     return head[: end + 1] if end > limit // 3 else head.rsplit(" ", 1)[0] + "…"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import regex
 import requests
 
 from tests.integration.conftest import system_env
@@ -24,6 +25,7 @@ from tests.integration.harness import BIN, RedisServer, System, wait_until
 from tests.integration.media_files import SPEECH, flite_wav, word_error_rate
 
 pytestmark = pytest.mark.integration
+FLAG_US = "\U0001f1fa\U0001f1f8"
 
 SECRET = "webhook-secret_0123456789"
 _ids = itertools.count(1000)
@@ -109,6 +111,19 @@ def test_a_long_reply_is_split_and_a_rate_limit_is_retried_without_repeats(
     parts = [s["text"] for s in fake_telegram.sent(chat)]
     assert len(parts) == 3 and all(len(p) <= 4096 for p in parts)  # one paragraph each: two would not fit
     assert "\n\n".join(parts) == f"echo: {text}"
+
+
+def test_a_long_reply_of_flags_is_never_cut_inside_one(system: System, fake_telegram: FakeTelegram) -> None:
+    """Issue 24's reproduction: the reply "echo: x🇺🇸…" is 4,101 code points, and the old cut at 4,096 fell
+    between the two regional indicators of a flag; every flag of the second part then read 🇸🇺."""
+    chat = next(_ids)
+    text = "x" + FLAG_US * 2047
+    assert hook(system, update(chat, text)).status_code == 200
+    wait_until(lambda: len(fake_telegram.sent(chat)) >= 2, 40, "both parts of the reply")
+    parts = [s["text"] for s in fake_telegram.sent(chat)]
+    assert len(parts) == 2 and all(len(p) <= 4096 for p in parts)
+    assert "".join(parts) == f"echo: {text}"
+    assert set(regex.findall(r"\X", parts[1])) == {FLAG_US}
 
 
 def test_group_messages_are_answered_only_when_the_bot_is_mentioned(

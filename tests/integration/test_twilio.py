@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import regex
 import requests
 
 from tests.integration.conftest import system_env
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.integration
 TWILIO_NUMBER = "+15550000000"
 MODEL_SECONDS = 1.5  # > TWILIO_VOICE_HOLD_SECONDS: every voice answer needs at least one hold loop
 MAX_SMS = 160
+FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # one grapheme cluster of 5 code points
 
 
 def number() -> str:
@@ -149,6 +151,22 @@ def test_a_long_reply_is_split_into_numbered_parts_each_sent_once(twilio: FakeTw
     assert [p[:6] for p in parts] == ["(1/3) ", "(2/3) ", "(3/3) "]
     assert " ".join(p[6:] for p in parts) == f"echo: {text}"
     assert all(p.endswith(".") for p in parts)  # cut at sentence ends
+
+
+def test_a_long_reply_of_zwj_sequences_is_split_between_them(twilio: FakeTwilio, hooks: TwilioWebhooks) -> None:
+    """Issue 24's reproduction for SMS: parts were cut at the limit wherever it fell, inside a family emoji
+    (five code points joined by ZWJ) as inside a flag ("(1/2) …🇺" / "(2/2) 🇸…")."""
+    person = number()
+    text = FAMILY * 60
+    assert hooks.sms(person, text).status_code == 200
+    wait_until(lambda: len(twilio.to(person)) >= 3, 30, "all parts")  # 306 code points, 154 a part
+    time.sleep(1)
+    parts = twilio.to(person)
+    assert len(parts) == 3 and all(len(p) <= MAX_SMS for p in parts)
+    bodies = [p.split(" ", 1)[1] for p in parts]
+    assert [p[:p.index(" ") + 1] for p in parts] == [f"({i}/{len(parts)}) " for i in range(1, len(parts) + 1)]
+    assert "".join(bodies).replace(" ", "") == f"echo:{text}"
+    assert all(set(regex.findall(r"\X", b)) <= {FAMILY, *"echo: "} for b in bodies)
 
 
 def test_an_api_outage_is_retried_and_the_reply_delivered_once(
