@@ -92,12 +92,24 @@ def explicit_request(text: str, capabilities: Sequence[Capability]) -> ExplicitR
             # Within one helper its capability of that name wins; across helpers the name belongs to none.
             found = named_so + of_helper if _helpers(named_so + of_helper) > 1 else named_so or of_helper
             named = first
+            if not found and not _near(first, capabilities):
+                return None  # "/shrug", "/start": text for the model, not a helper call gone wrong
         return ExplicitRequest(found, rest.strip(), named)
     if match := _AT.match(text):
         helper, rest = match.group(1), match.group(2)
         found = tuple(c for c in capabilities if c.helper == helper)
         return ExplicitRequest(found, rest.strip(), helper) if found else None
     return None
+
+
+NEAR = 3  # a /word sharing this many leading letters with a command is taken for a mistyped one
+
+
+def _near(word: str, capabilities: Sequence[Capability]) -> bool:
+    """``word`` looks like a helper command: it or a helper's or capability's name is a prefix of the other,
+    over at least ``NEAR`` letters (``/calc`` for ``/calculate``, ``/calculates``)."""
+    names = {c.name for c in capabilities} | {c.helper for c in capabilities}
+    return len(word) >= NEAR and any(name.startswith(word) or word.startswith(name) for name in names)
 
 
 def arguments_from_text(capability: Capability, rest: str) -> dict[str, Any] | None:

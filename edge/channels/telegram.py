@@ -113,6 +113,25 @@ def _mention(bot_username: str) -> re.Pattern[str] | None:
     return re.compile(rf"^(/\w+)@{name}\b|(?<![\w@/])@{name}\b", re.IGNORECASE) if name else None
 
 
+# Telegram's own commands (every client offers /start when a chat opens, /help in its menu, and groups
+# address the bot as /ask@bot): the channel's, so the core never takes them for helper commands.
+# ``/start``'s argument is a deep link's payload, not words of the person: kept in the metadata only.
+CHANNEL_COMMANDS = {"start": "Hello!", "help": "What can you do?", "ask": "What can you do?"}
+_CHANNEL_COMMAND = re.compile(r"/(start|help|ask)(?![\w.])\s*(.*)", re.S | re.I)
+
+
+def channel_command(text: str) -> tuple[str, dict[str, str]]:
+    """(the text the core gets, metadata naming the command) for a leading Telegram command (``@bot`` already
+    taken off); other text as it is. ``/ask <question>`` and ``/help <question>`` leave the question."""
+    match = _CHANNEL_COMMAND.fullmatch(text)
+    if not match:
+        return text, {}
+    command, rest = match.group(1).lower(), match.group(2).strip()
+    if command == "start":
+        return CHANNEL_COMMANDS["start"], {"command": "start", **({"start_payload": rest[:64]} if rest else {})}
+    return rest or CHANNEL_COMMANDS[command], {"command": command}
+
+
 def normalize(
     update: Mapping[str, Any], *, message_id: str, callback_url: str | None, bot_username: str,
     file_url: Callable[[str], str], stream_interval: float = 0.0,
@@ -148,6 +167,7 @@ def normalize(
     if mention:
         text = mention.sub(lambda m: m.group(1) or "", text)
     text = re.sub(r"[ \t]{2,}", " ", text).strip()
+    text, command = channel_command(text)
     attachments = _attachments(message, file_url)
     if not text and not attachments:
         return None
@@ -162,6 +182,7 @@ def normalize(
     metadata = {
         "provider": "telegram", "chat_type": chat_type, "update_id": update.get("update_id"),
         **{k: sender[k] for k in ("username", "first_name", "language_code") if sender.get(k)},
+        **command,
     }
     return Envelope(
         message_id=message_id,
@@ -276,14 +297,23 @@ class Telegram(Channel):
         return jsonify({}), 200
 
     def bot_username(self, update: Mapping[str, Any]) -> str:
-        """TELEGRAM_BOT_USERNAME, else asked once with getMe (only groups need it)."""
-        chat = (update.get("message") or {}).get("chat") or {}
-        if self._username or chat.get("type") not in ("group", "supergroup"):
+        """TELEGRAM_BOT_USERNAME, else asked once with getMe (only groups need it).
+
+        Without it a group message's mention cannot be seen, and a 200 would drop the message for good
+        (Telegram never redelivers a 2xx): so a failed getMe is a 503, and Telegram sends the update again."""
+        message = update.get("message")
+        chat = (message.get("chat") if isinstance(message, Mapping) else None) or {}
+        if self._username or not isinstance(chat, Mapping) or chat.get("type") not in ("group", "supergroup"):
             return self._username
         try:
-            self._username = str(self.api.call("getMe", timeout=3).get("username") or "")
+            username = self.api.call("getMe", timeout=3).get("username")
         except (TelegramError, AttributeError) as exc:
             log.warning("telegram: getMe failed (%s); set TELEGRAM_BOT_USERNAME", exc)
+            raise Unavailable("the bot's username is not known yet (getMe failed; TELEGRAM_BOT_USERNAME "
+                              "is not set): Telegram will deliver this update again") from exc
+        if not username:
+            raise Unavailable("getMe named no username; set TELEGRAM_BOT_USERNAME")
+        self._username = str(username)
         return self._username
 
     def file_url(self, file_id: str) -> str:

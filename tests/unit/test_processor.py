@@ -176,10 +176,21 @@ def test_a_mistyped_command_is_answered_with_the_available_commands(
     processor: SessionProcessor, message_store: MessageStore, delivered: QueuedDeliveries,
     with_helpers: list[tuple[str, str, dict[str, Any]]],
 ) -> None:
-    ask = envelope(text="/weather Paris")
+    ask = envelope(text="/calc 2+2")  # near /calculate: a helper call gone wrong, not text for the model
     message_store.admit(ask)
     assert processor.run(ask.session_id, ask.message_id)
     assert "/calculator.calculate" in delivered[0]["text"] and with_helpers == []
+
+
+def test_a_slash_word_that_names_no_helper_is_answered_by_the_model(
+    processor: SessionProcessor, message_store: MessageStore, delivered: QueuedDeliveries,
+    with_helpers: list[tuple[str, str, dict[str, Any]]],
+) -> None:
+    """Issue 24: with any helper registered, "/weather Paris" was "I don't know a command called 'weather'"."""
+    ask = envelope(text="/weather Paris")
+    message_store.admit(ask)
+    assert processor.run(ask.session_id, ask.message_id)
+    assert delivered[0]["text"] == "echo: /weather Paris" and with_helpers == []
 
 
 def test_a_parked_message_is_looked_at_again_only_at_its_deadline(

@@ -45,9 +45,18 @@ def test_a_qualified_command_and_a_mention_name_the_helper() -> None:
     assert explicit_request("@converter 3 miles in km", ALL).candidates == (UNITS, TIME)  # type: ignore[union-attr]
 
 
-def test_an_unknown_command_is_recognised_with_no_candidates() -> None:
-    request = explicit_request("/weather Paris", ALL)
-    assert request is not None and request.candidates == ()
+def test_a_slash_word_that_looks_like_a_helper_command_is_an_unknown_command() -> None:
+    """A qualified name, or a near one (a prefix either way): the person meant a helper and gets the list."""
+    for text in ("/weather.today Paris", "/calc 2+2", "/calculates 2+2", "/conv 3 mi to km", "/ocrx"):
+        request = explicit_request(text, ALL)
+        assert request is not None and request.candidates == (), text
+
+
+def test_any_other_slash_word_is_text_for_the_model() -> None:
+    """Issue 24: "/start", "/shrug" or "/weather Paris" got "I don't know a command called …" as soon as
+    any helper was registered; they are the person's words."""
+    for text in ("/start", "/weather Paris", "/shrug", "/me waves", "/ok", "/ca"):
+        assert explicit_request(text, ALL) is None, text
 
 
 def test_ordinary_text_and_unknown_mentions_are_not_commands() -> None:

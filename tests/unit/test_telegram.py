@@ -63,8 +63,30 @@ def test_group_messages_are_taken_only_when_they_address_the_bot() -> None:
     reply = envelope_of(update("and tomorrow?", chat_type="group", reply_to_message={"from": {"username": BOT}}))
     assert reply.text == "and tomorrow?"
     command = envelope_of(update(f"/ask@{BOT} weather", chat_type="group"))
-    assert command.text == "/ask weather"
+    assert command.text == "weather" and command.metadata["command"] == "ask"
+    helper = envelope_of(update(f"/calculate@{BOT} 6*7", chat_type="group"))
+    assert helper.text == "/calculate 6*7"  # a helper command: the core's
     assert envelope_of(update(f"@{BOT}x not us", chat_type="group")) is None
+
+
+@pytest.mark.parametrize(("text", "told", "metadata"), [
+    ("/start", "Hello!", {"command": "start"}),
+    ("/start ref-42", "Hello!", {"command": "start", "start_payload": "ref-42"}),
+    (f"/start@{BOT}", "Hello!", {"command": "start"}),
+    ("/help", "What can you do?", {"command": "help"}),
+    ("/HELP how do I reset?", "how do I reset?", {"command": "help"}),
+    ("/ask", "What can you do?", {"command": "ask"}),
+    ("/ask what is 2+2?", "what is 2+2?", {"command": "ask"}),
+    ("/started", "/started", {}),
+    ("/start.x", "/start.x", {}),
+    ("/shrug", "/shrug", {}),
+])
+def test_telegrams_own_commands_are_the_channels(text: str, told: str, metadata: dict[str, str]) -> None:
+    """Issue 24: "/start" and "/ask@bot" reached the core as helper commands ("I don't know a command
+    called 'start'"); the channel turns them into what the person means."""
+    envelope = envelope_of(update(text))
+    assert envelope.text == told
+    assert {k: v for k, v in envelope.metadata.items() if k in ("command", "start_payload")} == metadata
 
 
 def test_forum_topics_are_their_own_conversations() -> None:
