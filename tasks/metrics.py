@@ -80,6 +80,9 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec("switchboard_admissions_refused_total", "counter", "Messages and uploads refused before admission, by "
          "reason (redis_full: 503, Redis past REDIS_ADMIT_MAX_FILL of its maxmemory; quota_open_messages, "
          "quota_stored_bytes: 429, a caller past its quota).", ("reason",)),
+    Spec("switchboard_mail_ignored_total", "counter", "Mail acknowledged and not answered, by reason "
+         "(RFC 3834: auto_submitted, precedence, list, bounce, system_sender, report; ourselves: our own mail).",
+         ("reason",)),
     Spec("switchboard_thread_time_limits_total", "counter", "Time limits the threads-pool watchdog raised in a "
          "task's thread, by limit (soft: SoftTimeLimitExceeded at TASK_SOFT_TIME_LIMIT; hard: TimeLimitExceeded at "
          "TASK_TIME_LIMIT, which only a blocking call without its own bound can reach).", ("limit",)),

@@ -45,6 +45,7 @@ from edge.channels.email_sendgrid import recipient as sendgrid_recipient
 from edge.channels.email_smtp import build_reply, send_mail
 from edge.errors import BadRequest, Forbidden, NotFound, UnsupportedMedia
 from edge.file_store import FileStore
+from tasks import metrics
 from tasks.schemas import Attachment
 
 __all__ = ["EmailChannel", "IngestResult"]
@@ -53,6 +54,16 @@ log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"^[0-9a-f]{32}\Z")
 _KIND = "mail"  # its files in FILES_DIR/mail
+# Mail that gets no answer, by the label switchboard_mail_ignored_total counts it under (RFC 3834 §2).
+IGNORED = {
+    "auto_submitted": "auto-generated mail (Auto-Submitted, X-Autoreply) is not answered",
+    "precedence": "bulk, list or junk mail (Precedence) is not answered",
+    "list": "mailing-list mail (List-Id, List-Unsubscribe, List-Post) is not answered",
+    "bounce": "a bounce (empty Return-Path) is not answered",
+    "system_sender": "mail from the mail system (MAILER-DAEMON, postmaster, bounces, no-reply) is not answered",
+    "report": "a delivery or disposition report (multipart/report) is not answered",
+    "ourselves": "mail from ourselves",
+}
 Fields = dict[str, bytes]
 
 
@@ -100,8 +111,10 @@ class EmailChannel(Channel):
             log.warning("email: rejected mail %s: %s", label, exc)
             raise
         ours = {a.lower() for a in (settings.smtp_from, our_address) if a}
-        if parsed.auto_submitted or parsed.sender in ours:
-            reason = "auto-generated mail is not answered" if parsed.auto_submitted else "mail from ourselves"
+        ignored = parsed.not_answered or ("ourselves" if parsed.sender in ours else None)
+        if ignored is not None:
+            reason = IGNORED[ignored]
+            metrics.inc("switchboard_mail_ignored_total", reason=ignored)
             log.info("email: ignored %s from %s: %s", parsed.message_id, parsed.sender, reason)
             return IngestResult("ignored", reason=reason)
         key = delivery_key(parsed)

@@ -57,8 +57,14 @@ _REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|antw|fwd?|wg)\s*(\[\d+\])?\s*:\s*)+"
 # Headers worth keeping when a webhook hands us parsed fields instead of the raw mail.
 THREAD_HEADERS = (
     "From", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To", "References", "Auto-Submitted",
-    "Precedence", "X-Autoreply", "X-Autorespond",
+    "Precedence", "X-Autoreply", "X-Autorespond", "Return-Path", "List-Id", "List-Unsubscribe", "List-Post",
 )
+# A webhook's parsed fields lose the MIME structure: the original Content-Type rides along in this header,
+# so a delivery-status report (multipart/report) is still known for one (a sender setting it only stops
+# their own mail being answered).
+ORIGINAL_TYPE = "X-Switchboard-Original-Content-Type"
+# Senders that are the mail system itself (RFC 3834 §2, RFC 5321 §4.5.5): bounces and reports.
+_SYSTEM_SENDERS = re.compile(r"(mailer-daemon|postmaster|mail-daemon|bounces?|no-?reply)(?:[+-][^@]*)?@", re.I)
 
 
 class MailRejected(ValueError):
@@ -87,7 +93,8 @@ class ParsedMail:
     full_text: str  # the whole body as text
     attachments: tuple[MailPart, ...] = ()
     skipped_attachments: int = 0  # beyond MAX_ATTACHMENTS
-    auto_submitted: bool = False  # an auto-reply, bounce or list mail: never answered (mail loops)
+    # Why it must not be answered (RFC 3834: an auto-reply, a bounce, a report, list mail), or None.
+    not_answered: str | None = None
     defects: tuple[str, ...] = field(default=())
 
     @property
@@ -310,14 +317,27 @@ def _body(msg: Message, leaves: list[Message]) -> tuple[str, Message | None]:
     return text.replace("\r\n", "\n").strip(), chosen
 
 
-def _auto_submitted(msg: Message) -> bool:
+def not_to_answer(msg: Message, sender: str) -> str | None:
+    """The reason a mail must get no automatic answer (RFC 3834 §2), as a metric label; None to answer it.
+
+    Answering these makes mail loops, backscatter to forged senders, and replies to a whole list."""
     auto = _header(msg, "Auto-Submitted").lower()
-    precedence = _header(msg, "Precedence").lower()
-    return (
-        (bool(auto) and auto != "no")
-        or precedence in ("bulk", "junk", "list", "auto_reply")
-        or bool(_header(msg, "X-Autoreply") or _header(msg, "X-Autorespond"))
-    )
+    if auto and auto.split(";")[0].strip() != "no":
+        return "auto_submitted"
+    if _header(msg, "X-Autoreply") or _header(msg, "X-Autorespond"):
+        return "auto_submitted"
+    if _header(msg, "Precedence").lower() in ("bulk", "junk", "list", "auto_reply"):
+        return "precedence"
+    if _header(msg, "List-Id") or _header(msg, "List-Unsubscribe") or _header(msg, "List-Post"):
+        return "list"
+    if any(path.replace(" ", "") == "<>" for path in _all_headers(msg, "Return-Path")):
+        return "bounce"  # the null reverse-path: only the mail system sends with it
+    if _SYSTEM_SENDERS.match(sender):
+        return "system_sender"
+    content_type = msg.get_content_type() if hasattr(msg, "get_content_type") else ""
+    if content_type == "multipart/report" or _header(msg, ORIGINAL_TYPE).lower().startswith("multipart/report"):
+        return "report"
+    return None
 
 
 def parse_bytes(raw: bytes) -> Message:
@@ -368,7 +388,7 @@ def parse_mail(source: bytes | Message) -> ParsedMail:
         full_text=full_text,
         attachments=tuple(attachments),
         skipped_attachments=skipped,
-        auto_submitted=_auto_submitted(msg),
+        not_answered=not_to_answer(msg, sender),
         defects=tuple(defects),
     )
 
@@ -384,7 +404,11 @@ def message_from_fields(
     msg = EmailMessage(policy=policy.default)
     wanted = {h.lower() for h in THREAD_HEADERS}
     for name, value in headers:
-        if name.lower() in wanted and name.lower() not in {k.lower() for k in msg}:
+        if name.lower() == "content-type" and ORIGINAL_TYPE.lower() not in {k.lower() for k in msg}:
+            name = ORIGINAL_TYPE
+        elif name.lower() == ORIGINAL_TYPE.lower():
+            continue  # only ever set here, from the webhook's own Content-Type
+        if (name.lower() in wanted or name == ORIGINAL_TYPE) and name.lower() not in {k.lower() for k in msg}:
             try:
                 msg[name] = _clean(value)
             except Exception:  # a header the registry cannot parse is dropped, not fatal

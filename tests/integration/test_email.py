@@ -166,3 +166,37 @@ def test_the_imap_poller_reads_pdf_latin1_and_malformed_mail(make_system: MakeSy
     finally:
         dovecot.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_bounces_reports_and_list_mail_are_acknowledged_never_answered(
+    make_system: MakeSystem, smtp: SmtpRecorder
+) -> None:
+    """Issue 24's reproduction: a MAILER-DAEMON bounce with ``Return-Path: <>`` and a digest with ``List-Id``
+    and ``List-Unsubscribe`` each got a reply. RFC 3834 says not to answer these."""
+    system = start(make_system, smtp)
+    bounce = mail("Delivery to the following recipient failed permanently", "<b1@mx.example.org>",
+                  subject="Undelivered Mail Returned to Sender", Return_Path="<>")
+    bounce.replace_header("From", "Mail Delivery System <MAILER-DAEMON@mx.example.org>")
+    digest = mail("Today's topics: 1. Opening hours", "<l1@lists.example.org>", subject="Digest, Vol 12",
+                  List_Id="Example users <users.lists.example.org>",
+                  List_Unsubscribe="<mailto:users-leave@lists.example.org>")
+    report = EmailMessage()
+    report["From"], report["To"], report["Subject"], report["Message-ID"] = (
+        "alice@example.org", "bot@example.com", "Read: Opening hours", "<r1@example.org>")
+    report.set_content("Your message was read.")
+    report.add_attachment(b"Reporting-UA: mail.example.org\r\nDisposition: manual-action/MDN-sent-manually; displayed",
+                          maintype="message", subtype="disposition-notification")
+    report.replace_header("Content-Type", "multipart/report; report-type=disposition-notification; boundary=x")
+    for name, raw, reason in (("bounce", bounce.as_bytes(), "bounce"), ("digest", digest.as_bytes(), "list")):
+        answered = mailgun(system, raw, f"tok-{name}")
+        assert answered.status_code == 200 and answered.json()["status"] == "ignored", answered.text
+        assert reason in answered.json()["reason"], answered.json()
+    assert sendgrid(system, report.as_bytes()).json()["status"] == "ignored"
+    question = mailgun(system, mail("When do you open?", "<q1@example.org>").as_bytes(), "tok-q")
+    assert question.json()["status"] == "queued"
+    wait_until(lambda: len(smtp.received) >= 1, 30, "the one reply")
+    time.sleep(2)  # a reply to the ignored mail would have come by now
+    assert [m["In-Reply-To"] for m in smtp.received] == ["<q1@example.org>"]
+    metrics = requests.get(f"{system.base_url}/metrics", timeout=10).text
+    for reason in ("bounce", "list", "report"):
+        assert f'switchboard_mail_ignored_total{{reason="{reason}"}} 1.0' in metrics, reason

@@ -99,9 +99,38 @@ def test_attachments_are_kept_for_the_convert_step() -> None:
     assert envelope.attachments == (att,) and envelope.text.endswith("See attached.")
 
 
-def test_auto_replies_are_recognised() -> None:
-    assert parse_mail(mail(Auto_Submitted="auto-replied")).auto_submitted
-    assert not parse_mail(mail(Auto_Submitted="no")).auto_submitted
+@pytest.mark.parametrize(("headers", "reason"), [
+    ({"Auto_Submitted": "auto-replied"}, "auto_submitted"),
+    ({"Auto_Submitted": "auto-generated; owner-email=x@example.org"}, "auto_submitted"),
+    ({"X_Autoreply": "yes"}, "auto_submitted"),
+    ({"Precedence": "bulk"}, "precedence"),
+    ({"Precedence": "list"}, "precedence"),
+    ({"Precedence": "junk"}, "precedence"),
+    ({"List_Id": "Digest <digest.lists.example.org>"}, "list"),
+    ({"List_Unsubscribe": "<mailto:leave@lists.example.org>"}, "list"),
+    ({"Return_Path": "<>"}, "bounce"),
+    ({"From": "MAILER-DAEMON@mx.example.org"}, "system_sender"),
+    ({"From": "Mail Delivery System <postmaster@example.org>"}, "system_sender"),
+    ({"From": "bounces+123@lists.example.org"}, "system_sender"),
+])
+def test_mail_rfc_3834_says_not_to_answer_is_recognised(headers: dict[str, str], reason: str) -> None:
+    assert parse_mail(mail(**headers)).not_answered == reason
+
+
+def test_a_delivery_status_report_is_recognised_raw_and_from_webhook_fields() -> None:
+    raw = (b"From: someone@example.org\r\nTo: bot@example.com\r\nSubject: Delivery report\r\n"
+           b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: text/plain\r\n\r\nYour mail was not delivered.\r\n--b--\r\n")
+    assert parse_mail(raw).not_answered == "report"
+    fields = message_from_fields([("From", "someone@example.org"), ("Content-Type", "multipart/report; b=x")],
+                                 "Your mail was not delivered.", None, [])
+    assert parse_mail(fields).not_answered == "report"
+
+
+def test_ordinary_mail_is_answered() -> None:
+    for headers in ({}, {"Auto_Submitted": "no"}, {"Return_Path": "<alice@example.org>"},
+                    {"Precedence": "first-class"}):
+        assert parse_mail(mail(**headers)).not_answered is None, headers
 
 
 def test_webhook_fields_rebuild_the_same_mail() -> None:
