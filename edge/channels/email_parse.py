@@ -14,6 +14,7 @@ rejected (``MailRejected``): there is nobody to answer.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import re
 from collections.abc import Iterator, Sequence
@@ -52,7 +53,7 @@ MAX_ATTACHMENTS = 10
 REPLY_PARSE_LIMIT = 100_000
 _MSGID = re.compile(r"<[^<>\s]{1,500}>")
 _ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\"\\]{1,64}@[^\s@<>()\[\],;:\"\\]{1,253}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")  # C0 and C1: the stdlib cannot fold a header holding C1
 _REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|antw|fwd?|wg)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 # Headers worth keeping when a webhook hands us parsed fields instead of the raw mail.
 THREAD_HEADERS = (
@@ -118,21 +119,45 @@ class ParsedMail:
 # --- decoding ------------------------------------------------------------------
 
 
+# Codecs a mail may name that are not character sets: they read backslash escapes or shifted base64 out of
+# the bytes, and so can make any code point, lone surrogates included (``\ud800`` in a unicode_escape body
+# crashed tokenisation; a utf-7 encoded word made a subject no reply could be built from).
+UNSAFE_CODECS = frozenset({"unicode-escape", "raw-unicode-escape", "utf-7", "punycode", "idna", "undefined"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD: it can be encoded, stored, tokenised, mailed."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _safe_codec(charset: str | None) -> str | None:
+    if not charset:
+        return None
+    try:
+        name = codecs.lookup(charset).name
+    except (LookupError, ValueError):
+        return None
+    return None if name in UNSAFE_CODECS else name
+
+
 def decode_text(payload: bytes, declared: str | None) -> str:
-    """Bytes to text whatever the charset claims: declared, then UTF-8, then cp1252, then Latin-1."""
-    for charset in (declared, "utf-8", "cp1252"):
+    """Bytes to valid text whatever the charset claims: declared (if it is a character set), then UTF-8, then
+    cp1252, then Latin-1."""
+    for charset in (_safe_codec(declared), "utf-8", "cp1252"):
         if not charset:
             continue
         try:
-            return payload.decode(charset)
+            return valid_unicode(payload.decode(charset))
         except (LookupError, UnicodeError, ValueError):
             continue
     return payload.decode("latin-1")
 
 
 def _clean(value: str) -> str:
-    """One line: folded headers unfolded, control characters (CR/LF included) turned into spaces."""
-    return re.sub(r"\s+", " ", _CONTROL.sub(" ", value)).strip()
+    """One line of valid text: folded headers unfolded, control characters (CR/LF included) turned into
+    spaces, lone surrogates (an encoded word in utf-7 can make them) replaced."""
+    return valid_unicode(re.sub(r"\s+", " ", _CONTROL.sub(" ", value)).strip())
 
 
 def _header(msg: Message, name: str) -> str:
@@ -164,6 +189,15 @@ def _address(value: str) -> tuple[str, str]:
         if _ADDRESS.match(addr) and len(addr) <= 254:
             return _clean(display), addr
     return "", ""
+
+
+def _angle_address(msg: Message) -> str:
+    """The ``<addr>`` ending the From header as it was sent, before any decoding; empty if there is none."""
+    raw = next((str(v) for k, v in (msg.raw_items() if isinstance(msg, EmailMessage) else msg.items())
+                if k.lower() == "from"), "")
+    found = re.search(r"<([^<>\s]+)>\s*\Z", raw)
+    addr = found.group(1).lower() if found else ""
+    return addr if _ADDRESS.match(addr) and len(addr) <= 254 else ""
 
 
 def _message_ids(value: str) -> list[str]:
@@ -353,6 +387,8 @@ def parse_mail(source: bytes | Message) -> ParsedMail:
     msg = source if isinstance(source, Message) else parse_bytes(source)
     defects = [type(d).__name__ for d in getattr(msg, "defects", [])]
     display, sender = _address(_header(msg, "From"))
+    if not sender:  # a display name that decodes to "<", "," or quotes confuses the parser: the raw angle-addr
+        display, sender = "", _angle_address(msg)
     if not sender:
         raise MailRejected("the mail has no usable From address")
     recipients = tuple(

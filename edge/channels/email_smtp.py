@@ -27,7 +27,7 @@ from email.utils import format_datetime, make_msgid
 from typing import Any, NoReturn
 
 from edge.channels.base import PermanentSendError, TemporarySendError
-from edge.channels.email_parse import reply_subject
+from edge.channels.email_parse import reply_subject, valid_unicode
 from tasks.settings import Settings
 
 __all__ = ["build_reply", "send_mail"]
@@ -38,7 +38,11 @@ SECURITY = ("none", "starttls", "ssl")
 
 
 def _one_line(value: object, limit: int = 200) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[\x00-\x1f\x7f]", " ", str(value or ""))).strip()[:limit]
+    """One line of valid text for a header. ``=?`` is broken up: the header registry would decode what looks
+    like an encoded word again (one the mail's parser could not decode stayed literal), into bytes it
+    cannot fold, and no reply could be built."""
+    text = re.sub(r"\s+", " ", re.sub(r"[\x00-\x1f\x7f-\x9f]", " ", str(value or ""))).strip()
+    return valid_unicode(text.replace("=?", "= ?"))[:limit]
 
 
 def _address(addr: object, name: object = "") -> Address:
@@ -71,7 +75,7 @@ def build_reply(context: Mapping[str, Any], text: str, *, from_address: str) -> 
     if ids:
         msg["References"] = " ".join(ids)
     msg["Auto-Submitted"] = "auto-replied"  # RFC 3834: other robots must not answer us (mail loops)
-    body = text.replace("\r\n", "\n").replace("\r", "\n")
+    body = valid_unicode(text).replace("\r\n", "\n").replace("\r", "\n")
     msg.set_content(body if body.endswith("\n") else body + "\n")
     return msg
 

@@ -200,3 +200,23 @@ def test_bounces_reports_and_list_mail_are_acknowledged_never_answered(
     metrics = requests.get(f"{system.base_url}/metrics", timeout=10).text
     for reason in ("bounce", "list", "report"):
         assert f'switchboard_mail_ignored_total{{reason="{reason}"}} 1.0' in metrics, reason
+
+
+def test_a_malformed_encoded_word_or_charset_gets_its_reply_and_blocks_nothing(
+    make_system: MakeSystem, smtp: SmtpRecorder
+) -> None:
+    """Issue 24's reproduction: ``Subject: =?utf-7?q?hi_+2AA-?=`` made ``build_reply`` raise on every retry
+    (the email callback answered 500 for ``DELIVERY_MAX_AGE``) and the thread's next reply waited behind it;
+    a ``charset=unicode_escape`` body carrying ``\\ud800`` crashed tokenisation three times."""
+    system = start(make_system, smtp)
+    head = ("From: =?utf-7?q?Eve_+2AA-?= <alice@example.org>\r\nTo: bot@example.com\r\n"
+            "Subject: =?utf-7?q?hi_+2AA-?=\r\nMessage-ID: <u1@example.org>\r\n")
+    first = (head + "Content-Type: text/plain; charset=utf-8\r\n\r\nWhen do you open?\r\n").encode()
+    assert mailgun(system, first, "tok-u1").json()["status"] == "queued"
+    second = (head.replace("<u1@", "<u2@") + "In-Reply-To: <u1@example.org>\r\nReferences: <u1@example.org>\r\n"
+              "Content-Type: text/plain; charset=unicode_escape\r\n\r\nAnd \\ud800 on Sundays?\r\n").encode()
+    assert mailgun(system, second, "tok-u2").json()["status"] == "queued"
+    wait_until(lambda: len(smtp.received) >= 2, 40, "both replies")
+    replies = {m["In-Reply-To"]: m for m in smtp.received}
+    assert replies["<u1@example.org>"]["Subject"] == "Re: hi \ufffd"
+    assert "And \\ud800 on Sundays?" in replies["<u2@example.org>"].get_content()
