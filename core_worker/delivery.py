@@ -23,6 +23,7 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,13 +60,17 @@ class Outcome(enum.Enum):
 # can outlive its attempt without anyone holding it: a CLAIM sent just before Redis froze runs when Redis
 # thaws, after the worker gave the call up (a socket timeout) and scheduled its retry; with an anonymous
 # claim every retry then waited for it to expire (31 s after the thaw in sigstop-30s runs).
+# But two copies of one task can run at once (an io worker killed between publishing a retry and acking
+# the message it retried: both come back), and both would pass the claim: so each attempt that posts also
+# holds the posting lease, a nonce that lives as long as a POST can (its deadline) and that only its own
+# outcome removes.  A claim without a lease is one nobody is posting under.
 # A reply to a client's reply_url also takes one of its client's delivery slots (a zset of message ids
-# scored by when the slot lapses, as the claim does): a client whose receiver is slow holds at most
+# scored by when the slot lapses, with the posting lease): a client whose receiver is slow holds at most
 # ``slots`` delivery threads, never the whole pool.
-# KEYS: outbox, claim, alive, the client's slots;  ARGV: message_id, claim seconds, alive seconds, owner (the
-#       task id), slots (0: no bound), now
-# -> -1 not in the outbox (done), -2 another worker holds the claim, -3 the client's slots are taken,
-#    0 claimed, n>0 earlier replies first
+# KEYS: outbox, claim, alive, the client's slots, posting lease;  ARGV: message_id, claim seconds, alive
+#       seconds, owner (the task id), slots (0: no bound), now, lease nonce, lease milliseconds
+# -> -1 not in the outbox (done), -2 another worker holds the claim or is posting, -3 the client's slots are
+#    taken, 0 claimed, n>0 earlier replies first
 _CLAIM = """
 local position = redis.call('LPOS', KEYS[1], ARGV[1])
 if not position then return -1 end
@@ -73,31 +78,34 @@ if position > 0 then return position end
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[3])
 local holder = redis.call('GET', KEYS[2])
 if holder and not (ARGV[4] ~= '' and holder == ARGV[4]) then return -2 end
+if redis.call('EXISTS', KEYS[5]) == 1 then return -2 end
 local slots = tonumber(ARGV[5])
 if slots > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[6])
   if not redis.call('ZSCORE', KEYS[4], ARGV[1]) and redis.call('ZCARD', KEYS[4]) >= slots then return -3 end
-  redis.call('ZADD', KEYS[4], tonumber(ARGV[6]) + tonumber(ARGV[2]), ARGV[1])
+  redis.call('ZADD', KEYS[4], tonumber(ARGV[6]) + tonumber(ARGV[8]) / 1000, ARGV[1])
   redis.call('EXPIRE', KEYS[4], ARGV[2])
 end
 redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[2])
+redis.call('SET', KEYS[5], ARGV[7], 'PX', ARGV[8])
 return 0
 """
 
 # One round trip to record the outcome: leave the outbox (delivered or dead), note it on the message
 # record (never resurrecting an expired one) and wake its long polls, drop the claim.
-# KEYS: outbox, claim, record, events, the client's slots;  ARGV: message_id, "1" to leave the outbox,
-#       status ttl, now, field, value, ...
+# KEYS: outbox, claim, record, events, the client's slots, posting lease;  ARGV: message_id, "1" to leave the
+#       outbox, status ttl, now, lease nonce, field, value, ...
 _SETTLE = """
 if ARGV[2] == '1' and redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) end
-if #ARGV > 4 and redis.call('EXISTS', KEYS[3]) == 1 then
-  for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+if #ARGV > 5 and redis.call('EXISTS', KEYS[3]) == 1 then
+  for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
   redis.call('HSET', KEYS[3], 'updated_at', ARGV[4])
   redis.call('EXPIRE', KEYS[3], ARGV[3])
   redis.call('PUBLISH', KEYS[4], 'update')
 end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[5], ARGV[1])
+if redis.call('GET', KEYS[6]) == ARGV[5] then redis.call('DEL', KEYS[6]) end
 return 1
 """
 
@@ -150,9 +158,11 @@ class Deliverer:
         keys = [self.keys.session_outbox(reply.session_id), self.keys.delivery_claim(reply.message_id)]
         claim_seconds = int(self.settings.delivery_timeout * 3) + 1
         alive_seconds = int(self.settings.delivery_backoff_max + self.settings.delivery_timeout) + 5
-        position = int(self._claim(keys=[*keys, self.keys.delivery_alive(reply.message_id), slots_key],
+        lease = [self.keys.delivery_posting(reply.message_id), uuid.uuid4().hex]
+        lease_ms = int((self.settings.delivery_timeout + 2) * 1000)  # a POST is cut at its deadline
+        position = int(self._claim(keys=[*keys, self.keys.delivery_alive(reply.message_id), slots_key, lease[0]],
                                    args=[reply.message_id, claim_seconds, alive_seconds, owner, slots,
-                                         repr(time.time())]))
+                                         repr(time.time()), lease[1], lease_ms]))
         if position == -1:
             return Outcome.DUPLICATE, "already delivered or dead-lettered"
         if position == -2:
@@ -170,18 +180,20 @@ class Deliverer:
                 fields = {"delivery": "dead", "delivery_error": detail}
             return outcome, detail
         finally:
-            self._record(reply.message_id, keys, fields, slots_key)
+            self._record(reply.message_id, keys, fields, slots_key, lease)
 
-    def _record(self, message_id: str, keys: list[str], fields: dict[str, str], slots_key: str) -> None:
+    def _record(self, message_id: str, keys: list[str], fields: dict[str, str], slots_key: str,
+                lease: list[str]) -> None:
         """Leave the outbox iff finished, note the outcome on the record, release the claim: one round trip.
 
         Retried for up to ``DELIVERY_TIMEOUT`` while Redis does not answer: a POST that reached the receiver
         but was never recorded is posted again later (found by the fault suite: Redis frozen right after
         the POST), and an unreleased claim holds the retries back until it expires."""
-        args: list[str | int] = [message_id, "1" if fields else "0", self.messages.status_ttl, repr(time.time())]
+        args: list[str | int] = [message_id, "1" if fields else "0", self.messages.status_ttl, repr(time.time()),
+                                 lease[1]]
         for name, value in fields.items():
             args += [name, value]
-        keys = [*keys, self.keys.message(message_id), self.keys.message_events(message_id), slots_key]
+        keys = [*keys, self.keys.message(message_id), self.keys.message_events(message_id), slots_key, lease[0]]
         deadline = time.monotonic() + self.settings.delivery_timeout
         while True:
             try:

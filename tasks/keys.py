@@ -70,6 +70,10 @@ class Keys:
     def delivery_claim(self, message_id: str) -> str:
         return f"{self.prefix}:deliver:{message_id}:claim"
 
+    def delivery_posting(self, message_id: str) -> str:
+        """The lease of the one attempt posting this reply now (a nonce; it lapses with the POST's deadline)."""
+        return f"{self.prefix}:deliver:{message_id}:posting"
+
     def delivery_alive(self, message_id: str) -> str:
         """Set by each attempt at an outbox head: its delivery task is alive (the sweeper leaves it alone)."""
         return f"{self.prefix}:deliver:{message_id}:alive"

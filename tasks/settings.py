@@ -295,9 +295,9 @@ class Settings:
         10.0, "DELIVERY_TIMEOUT", "Seconds a callback POST may take in all (connect, send, answer), however slow."
     )
     delivery_concurrency_per_client: int = _setting(
-        2, "DELIVERY_CONCURRENCY_PER_CLIENT",
+        4, "DELIVERY_CONCURRENCY_PER_CLIENT",
         "Replies to one client key's reply_url posted at once; the rest wait their turn, so a slow receiver "
-        "holds at most this many delivery threads. 0: no bound.",
+        "holds at most this many delivery threads. Keep it at most half of IO_CONCURRENCY. 0: no bound.",
     )
     delivery_backoff_base: float = _setting(
         1.0, "DELIVERY_BACKOFF_BASE", "First retry delay of a failed callback; doubles each time, with jitter."

@@ -172,13 +172,13 @@ def client_payload(url: str, client: str, session: str = "api:alice") -> dict[st
 def test_a_client_holds_at_most_its_delivery_slots(
     deliverer: Deliverer, receiver: Receiver, fake_redis: fakeredis.FakeRedis, keys: Keys, settings: Settings
 ) -> None:
-    """Two replies to acme's slow receiver are being posted (DELIVERY_CONCURRENCY_PER_CLIENT=2): a third of
+    """Four replies to acme's slow receiver are being posted (DELIVERY_CONCURRENCY_PER_CLIENT=4): a fifth of
     acme's waits without taking a thread, another client's reply goes at once."""
-    assert settings.delivery_concurrency_per_client == 2
+    assert settings.delivery_concurrency_per_client == 4
     slots = keys.owner_deliveries("acme")
-    fake_redis.zadd(slots, {"m8": time.time() + 60, "m9": time.time() + 60})
+    fake_redis.zadd(slots, {f"m{n}": time.time() + 60 for n in range(6, 10)})
     outcome, detail = deliverer.attempt(client_payload(receiver.url, "acme"))
-    assert outcome is Outcome.WAIT and "2 other replies" in detail
+    assert outcome is Outcome.WAIT and "4 other replies" in detail
     assert receiver.requests == []
     assert deliverer.attempt(client_payload(receiver.url, "globex"))[0] is Outcome.DELIVERED
     assert fake_redis.zcard(keys.owner_deliveries("globex")) == 0  # released with the outcome
@@ -188,9 +188,9 @@ def test_a_slot_whose_holder_died_lapses_with_its_claim(
     deliverer: Deliverer, receiver: Receiver, fake_redis: fakeredis.FakeRedis, keys: Keys
 ) -> None:
     slots = keys.owner_deliveries("acme")
-    fake_redis.zadd(slots, {"m8": time.time() - 1, "m9": time.time() + 60})
+    fake_redis.zadd(slots, {"m6": time.time() - 1, **{f"m{n}": time.time() + 60 for n in range(7, 10)}})
     assert deliverer.attempt(client_payload(receiver.url, "acme"))[0] is Outcome.DELIVERED
-    assert fake_redis.zrange(slots, 0, -1) == ["m9"]
+    assert fake_redis.zrange(slots, 0, -1) == ["m7", "m8", "m9"]
 
 
 def test_channel_callbacks_take_no_client_slot(
@@ -198,3 +198,18 @@ def test_channel_callbacks_take_no_client_slot(
 ) -> None:
     fake_redis.zadd(keys.owner_deliveries(""), {"m8": time.time() + 60, "m9": time.time() + 60})
     assert deliverer.attempt(payload(receiver.url))[0] is Outcome.DELIVERED
+
+
+def test_two_copies_of_one_task_never_post_at_once(
+    deliverer: Deliverer, receiver: Receiver, fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    """Found by kill-io-worker with delivery slots: an io worker killed between publishing a retry and acking
+    what it retried brings both copies back, with one task id; the claim lets a task take over its own, so
+    both posted (30 ms apart, 14 s after the kill). Only the attempt holding the posting lease may post."""
+    fake_redis.set(keys.delivery_claim("m1"), "task-1", ex=31)
+    fake_redis.set(keys.delivery_posting("m1"), "the other copy's nonce", px=12_000)
+    outcome, detail = deliverer.attempt(payload(receiver.url), owner="task-1")
+    assert outcome is Outcome.WAIT and "another worker" in detail and receiver.requests == []
+    fake_redis.delete(keys.delivery_posting("m1"))  # its POST's deadline passed (or it settled)
+    assert deliverer.attempt(payload(receiver.url), owner="task-1")[0] is Outcome.DELIVERED
+    assert not fake_redis.exists(keys.delivery_posting("m1"))  # its own lease, released with the outcome
