@@ -22,6 +22,13 @@ from typing import Any
 
 TOKEN = "123456:TEST-token_abcdefghijklmnopqrstuvw"
 BOT_USERNAME = "switchboard_test_bot"
+WEBHOOK_SECRET = "webhook-secret_0123456789"
+
+
+def telegram_env(fake: FakeTelegram) -> dict[str, str]:
+    """The settings of a system whose Telegram channel talks to ``fake`` (no TELEGRAM_BOT_USERNAME: getMe)."""
+    return {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "TELEGRAM_API_BASE_URL": fake.url, "TELEGRAM_API_TIMEOUT": "3"}
 
 
 @dataclass(frozen=True)

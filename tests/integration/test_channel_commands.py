@@ -21,13 +21,12 @@ import pytest
 import requests
 
 from tests.integration.conftest import system_env
-from tests.integration.fake_telegram import BOT_USERNAME, TOKEN, FakeTelegram
+from tests.integration.fake_telegram import BOT_USERNAME, WEBHOOK_SECRET, FakeTelegram, telegram_env
 from tests.integration.harness import RedisServer, System, wait_until
 from tests.integration.scripted_backend import SCRIPTED
 
 pytestmark = pytest.mark.integration
 
-SECRET = "webhook-secret_0123456789"
 REGISTRATION = "test-registration-token"
 _ids = itertools.count(7_000_000)
 
@@ -47,8 +46,7 @@ def system(
     redis_server.client().flushall()
     env = system_env(
         redis_server.url, secret, tiny_model_file, LLM_BACKEND=SCRIPTED, HELPER_REGISTRATION_TOKEN=REGISTRATION,
-        TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_WEBHOOK_SECRET=SECRET, TELEGRAM_API_BASE_URL=fake_telegram.url,
-        TELEGRAM_API_TIMEOUT="3",  # and no TELEGRAM_BOT_USERNAME: the edge asks getMe
+        **telegram_env(fake_telegram),
     )
     system = System(env, tmp_path_factory.mktemp("commands"))
     system.start_all()
@@ -71,7 +69,7 @@ def update(chat_id: int, text: str, chat_type: str = "private", update_id: int |
 
 def hook(system: System, body: dict[str, Any]) -> requests.Response:
     return requests.post(f"{system.base_url}/v1/channels/telegram", json=body,
-                         headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}, timeout=10)
+                         headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}, timeout=10)
 
 
 def answer(fake: FakeTelegram, chat: int) -> str:

@@ -20,14 +20,14 @@ import regex
 import requests
 
 from tests.integration.conftest import system_env
-from tests.integration.fake_telegram import BOT_USERNAME, TOKEN, FakeTelegram
+from tests.integration.fake_telegram import BOT_USERNAME, WEBHOOK_SECRET, FakeTelegram, telegram_env
 from tests.integration.harness import BIN, RedisServer, System, wait_until
 from tests.integration.media_files import SPEECH, flite_wav, word_error_rate
 
 pytestmark = pytest.mark.integration
 FLAG_US = "\U0001f1fa\U0001f1f8"
 
-SECRET = "webhook-secret_0123456789"
+SECRET = WEBHOOK_SECRET
 _ids = itertools.count(1000)
 
 
@@ -47,8 +47,7 @@ def system(
     env = system_env(
         redis_server.url, secret, tiny_model_file,
         LLM_BACKEND="tests.integration.scripted_backend:factory",
-        TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_WEBHOOK_SECRET=SECRET, TELEGRAM_API_BASE_URL=fake_telegram.url,
-        TELEGRAM_API_TIMEOUT="3",
+        **telegram_env(fake_telegram),
     )
     system = System(env, tmp_path_factory.mktemp("telegram"))
     system.start_all()
