@@ -290,6 +290,12 @@ class Settings:
         2.0, "HELPER_SYNC_INTERVAL", "How often io workers start consuming the queues of newly registered helpers."
     )
 
+    callback_claim_seconds: float = _setting(
+        60.0, "CALLBACK_CLAIM_SECONDS",
+        "Life of the claim that keeps one reply's send to one edge request; renewed every third of it while "
+        "the send runs, so a slow provider never sees it twice. An edge that dies mid-send frees it after this.",
+    )
+
     # --- delivery ------------------------------------------------------------
     delivery_timeout: float = _setting(
         10.0, "DELIVERY_TIMEOUT", "Seconds a callback POST may take in all (connect, send, answer), however slow."

@@ -1,6 +1,7 @@
 """``POST /v1/channels/<name>/callback``: the core's signed reply, sent on by the channel, once.
 
 Answers: 204 sent (or already sent); 401 bad signature; 404 unknown channel;
+503 while another request is sending the same reply (``edge/channels/send_claim.py``);
 503 a temporary provider failure (the core retries with backoff); 422 a
 permanent one (the core dead-letters it with our reason).
 
@@ -21,6 +22,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from edge.channels.base import CallbackReply, Channel, PermanentSendError, TemporarySendError
 from edge.channels.partials import PartialUpdate
+from edge.channels.send_claim import SendClaim
 from edge.context import edge
 from edge.errors import BadRequest, NotFound, Unauthorized, Unavailable, Unprocessable
 from tasks.signing import verify
@@ -58,19 +60,20 @@ def callback_blueprint(channels: dict[str, Channel]) -> Blueprint:
         claim_key = f"{sent_key}:claim"
         if ctx.redis.exists(sent_key):
             return "", 204
-        if not ctx.redis.set(claim_key, "1", nx=True, ex=60):
-            raise Unavailable("this reply is being sent right now")
-        try:
-            channel.send(reply)
-        except TemporarySendError as exc:
-            log.warning("%s: temporary failure sending %s: %s", name, reply.message_id, exc)
-            raise Unavailable(f"provider temporarily failed: {exc}") from exc
-        except PermanentSendError as exc:
-            log.warning("%s: permanent failure sending %s: %s", name, reply.message_id, exc)
-            raise Unprocessable(f"provider refused the reply: {exc}") from exc
-        finally:
-            ctx.redis.delete(claim_key)
-        ctx.redis.set(sent_key, "1", ex=ctx.settings.idempotency_ttl_seconds)
+        with SendClaim(ctx.redis, claim_key, ctx.settings.callback_claim_seconds) as held:
+            if not held:
+                raise Unavailable("this reply is being sent right now")
+            if ctx.redis.exists(sent_key):  # sent by the holder we waited behind, just before we claimed
+                return "", 204
+            try:
+                channel.send(reply)
+            except TemporarySendError as exc:
+                log.warning("%s: temporary failure sending %s: %s", name, reply.message_id, exc)
+                raise Unavailable(f"provider temporarily failed: {exc}") from exc
+            except PermanentSendError as exc:
+                log.warning("%s: permanent failure sending %s: %s", name, reply.message_id, exc)
+                raise Unprocessable(f"provider refused the reply: {exc}") from exc
+            ctx.redis.set(sent_key, "1", ex=ctx.settings.idempotency_ttl_seconds)  # before the claim goes
         return "", 204
 
     return blueprint

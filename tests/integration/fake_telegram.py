@@ -47,6 +47,7 @@ class FakeTelegram:
         self.messages: dict[tuple[Any, int], str] = {}  # (chat_id, message_id) -> current text
         self._failures: dict[str, deque[tuple[int, str, int | None]]] = defaultdict(deque)
         self._lock = threading.Lock()
+        self.send_delay = 0.0  # seconds before answering each sendMessage (a slow Bot API)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,6 +59,8 @@ class FakeTelegram:
                     return
                 method = self.path[len(prefix):]
                 payload = json.loads(raw or b"{}")
+                if method == "sendMessage" and fake.send_delay:
+                    time.sleep(fake.send_delay)
                 status, body = fake._answer(method, payload)
                 self._json(status, body)
 

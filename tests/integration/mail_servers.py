@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import grp
 import imaplib
@@ -29,12 +30,25 @@ class SmtpRecorder:
 
     port: int = field(default_factory=free_port)  # aiosmtpd 1.4.6 cannot bind port 0
     received: list[EmailMessage] = field(default_factory=list)
+    step_delay: float = 0.0  # seconds before answering MAIL, RCPT and DATA each (a slow provider)
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
         self.controller: Controller | None = None
 
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        await asyncio.sleep(self.step_delay)
+        envelope.mail_from, envelope.mail_options = address, list(options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        await asyncio.sleep(self.step_delay)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(self.step_delay)
         message = BytesParser(policy=policy.default).parsebytes(envelope.content)
         with self.lock:
             self.received.append(message)

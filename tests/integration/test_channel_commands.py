@@ -1,4 +1,4 @@
-"""Issue 24 items 1 and 2 through the real system: Telegram with no configured username and a helper registered.
+"""Issue 24 items 1, 2 and 6 through the real system: Telegram with no configured username and a helper registered.
 
 - With ``TELEGRAM_BOT_USERNAME`` unset and one ``getMe`` answering 502, a group message mentioning the bot got
   ``200 {}`` and was never queued: Telegram does not redeliver a 2xx. Now it is a 503, and the redelivered
@@ -13,6 +13,7 @@ scripted echo backend (a reply shows what the model was given).
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,8 @@ def system(
     redis_server.client().flushall()
     env = system_env(
         redis_server.url, secret, tiny_model_file, LLM_BACKEND=SCRIPTED, HELPER_REGISTRATION_TOKEN=REGISTRATION,
-        **telegram_env(fake_telegram),
+        **telegram_env(fake_telegram), CALLBACK_CLAIM_SECONDS="3", DELIVERY_TIMEOUT="4",
+        DELIVERY_BACKOFF_BASE="0.5", DELIVERY_BACKOFF_MAX="1",
     )
     system = System(env, tmp_path_factory.mktemp("commands"))
     system.start_all()
@@ -102,3 +104,26 @@ def test_commands_reach_the_model_unless_they_look_like_a_helper_call(
     chat = next(_ids) if chat_type == "private" else -next(_ids)
     assert hook(system, update(chat, text, chat_type)).status_code == 200
     assert answer(fake_telegram, chat) == expected
+
+
+def test_a_long_reply_through_a_bot_api_slower_than_every_deadline_is_sent_once(
+    system: System, fake_telegram: FakeTelegram
+) -> None:
+    """Item 6 with a Bot API answering each sendMessage in TELEGRAM_API_TIMEOUT - 1 s (2 of 3 s): three parts
+    take 6 s, past the core's 4 s callback deadline (it retries while the send runs) and twice the 3 s send
+    claim; every part arrives once, in order."""
+    chat = next(_ids)
+    paragraph = "This sentence is part of a long answer. " * 60
+    text = "\n\n".join([paragraph.strip()] * 3)
+    fake_telegram.send_delay = 2.0
+    try:
+        assert hook(system, update(chat, text)).status_code == 200
+        wait_until(lambda: len(fake_telegram.sent(chat)) >= 3, 60, "every part")
+        time.sleep(7)  # a repeated send of the reply would be under way by now
+    finally:
+        fake_telegram.send_delay = 0.0
+    parts = [s["text"] for s in fake_telegram.sent(chat)]
+    assert len(parts) == 3 and "\n\n".join(parts) == f"echo: {text}"
+    retried = [line for line in system.procs["edge"].log().splitlines()
+               if '"path": "/v1/channels/telegram/callback"' in line and '"status": 503' in line]
+    assert retried, "the core's retries during the send must have met the held claim (503)"

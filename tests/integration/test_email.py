@@ -38,11 +38,11 @@ def smtp() -> Iterator[SmtpRecorder]:
 
 
 def start(make_system: MakeSystem, smtp: SmtpRecorder, **env: str) -> System:
-    system = make_system(
-        LLM_BACKEND="tests.integration.scripted_backend:factory", SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp.port),
-        SMTP_FROM="bot@example.com", SMTP_TIMEOUT="2", MAILGUN_SIGNING_KEY=KEY, SENDGRID_INBOUND_SECRET=SECRET,
-        **env,
-    )
+    system = make_system(**{
+        "LLM_BACKEND": "tests.integration.scripted_backend:factory", "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp.port), "SMTP_FROM": "bot@example.com", "SMTP_TIMEOUT": "2",
+        "MAILGUN_SIGNING_KEY": KEY, "SENDGRID_INBOUND_SECRET": SECRET, **env,
+    })
     system.start_all()
     return system
 
@@ -220,3 +220,28 @@ def test_a_malformed_encoded_word_or_charset_gets_its_reply_and_blocks_nothing(
     replies = {m["In-Reply-To"]: m for m in smtp.received}
     assert replies["<u1@example.org>"]["Subject"] == "Re: hi \ufffd"
     assert "And \\ud800 on Sundays?" in replies["<u2@example.org>"].get_content()
+
+
+def test_a_reply_is_mailed_once_through_an_smtp_server_slower_than_every_deadline(
+    make_system: MakeSystem,
+) -> None:
+    """Issue 24's reproduction: each SMTP step took 9.5 s, under SMTP_TIMEOUT; the callback's 60 s claim lapsed
+    while the send ran, a retry took it and mailed the reply again, and the first send's ``finally`` deleted
+    the second one's claim. Scaled down: steps of 2.5 s under SMTP_TIMEOUT=3, a 3 s claim (so the send
+    outlives it twice), and the core cutting each callback POST at 4 s and retrying while the send runs."""
+    slow = SmtpRecorder(step_delay=2.5)
+    slow.start()
+    try:
+        system = start(make_system, slow, SMTP_TIMEOUT="3", CALLBACK_CLAIM_SECONDS="3", DELIVERY_TIMEOUT="4",
+                       DELIVERY_BACKOFF_BASE="0.5", DELIVERY_BACKOFF_MAX="1")
+        accepted = mailgun(system, mail("When do you open?", "<slow1@example.org>").as_bytes(), "tok-slow")
+        assert accepted.json()["status"] == "queued"
+        message_id = accepted.json()["message_id"]
+        wait_until(lambda: system.channel_status(message_id).get("delivery") == "delivered", 60, "the delivery")
+        time.sleep(10)  # a second send (three slow steps) would have come by now
+        assert [m["In-Reply-To"] for m in slow.received] == ["<slow1@example.org>"]
+        retried = [line for line in system.procs["edge"].log().splitlines()
+                   if '"path": "/v1/channels/email/callback"' in line and '"status": 503' in line]
+        assert retried, "the core's retries during the send must have met the held claim (503)"
+    finally:
+        slow.stop()
