@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.integration.harness import RedisServer, System
 
 pytestmark = pytest.mark.integration
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
@@ -115,6 +118,37 @@ def test_the_answer_is_shown_growing_then_final(make_system: MakeSystem, browser
     assert str(shown).endswith(" …") and f"echo: {question}".startswith(str(shown).removesuffix(" …"))
     WebDriverWait(browser, 30).until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#log li.partial"))
     assert messages(browser) == [("user", question), ("assistant", f"echo: {question}")]
+
+
+def test_a_new_conversation_never_shows_the_old_ones_answer(make_system: MakeSystem, browser: WebDriver) -> None:
+    """Issue 24: "Start a new conversation" clicked before the answer arrived showed the old conversation's
+    answer in the new one, and it stayed after a reload."""
+    system = make_system(LLM_BACKEND="tests.integration.slow_backend:streaming_factory", SLOW_BACKEND_SECONDS="4")
+    system.start_all(io_concurrency=2)
+    open_chat(browser, system)
+    send(browser, "a question for the old conversation")
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#log li.partial"))
+    pending = browser.execute_script(
+        "return JSON.parse(localStorage.getItem('switchboard.chat.v1')).messages[0].id")
+    browser.find_element(By.ID, "new-chat").click()
+    assert messages(browser) == []
+    WebDriverWait(browser, 30).until(lambda d: requests.get(  # the old answer is written, and the page saw it
+        f"{system.base_url}/v1/messages/{pending}", timeout=5, headers=token_of(d)).json()["status"] == "answered")
+    time.sleep(1)  # the page's long poll returns with it now
+    assert messages(browser) == []
+    send(browser, "a question for the new one")
+    WebDriverWait(browser, 30, ignored_exceptions=[StaleElementReferenceException]).until(  # the DOM changes
+        lambda d: len(messages(d)) == 2 and not d.find_elements(By.CSS_SELECTOR, "#log li.partial"))
+    new = [("user", "a question for the new one"), ("assistant", "echo: a question for the new one")]
+    assert messages(browser) == new
+    browser.refresh()
+    open_chat(browser, system)
+    assert messages(browser) == new
+
+
+def token_of(driver: WebDriver) -> dict[str, str]:
+    token = driver.execute_script("return JSON.parse(localStorage.getItem('switchboard.chat.v1')).token")
+    return {"Authorization": f"Bearer {token}"}
 
 
 def test_a_clear_banner_when_the_system_is_down(make_system: MakeSystem, browser: WebDriver, tmp_path: Path) -> None:

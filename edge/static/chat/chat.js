@@ -191,6 +191,7 @@
     let seq = 0; // the last partial shown: the next poll returns as soon as a newer one exists
     try {
       for (;;) {
+        if (!current(message)) return;
         let response;
         try {
           const url = "/v1/messages/" + encodeURIComponent(message.id) + "?wait=" + WAIT + "&partial=" + seq;
@@ -217,6 +218,7 @@
         delay = 1000;
         if (!banner.hidden && banner.textContent.startsWith("Switchboard cannot be reached")) hideBanner();
         const record = await response.json();
+        if (!current(message)) return; // "Start a new conversation" was clicked: this answer is not shown there
         if (record.partial && record.partial.seq > seq && record.status !== "answered" && record.status !== "failed") {
           seq = record.partial.seq;
           showPartial(message, record.partial.text);
@@ -235,6 +237,10 @@
       waiting.delete(message.id);
     }
   }
+  // An answer belongs to the conversation its question was asked in: once the person starts a new one, the
+  // old question is no longer in state.messages, and nothing of its answer is shown or stored.
+  function current(message) { return state.messages.includes(message); }
+
   // The answer while it is written: one element after the question, replaced by the final answer.
   const partials = new Map();
   function showPartial(message, text) {
@@ -254,6 +260,7 @@
   function finish(message, answer) {
     const shown = partials.get(message.id);
     if (shown) { shown.remove(); partials.delete(message.id); }
+    if (!current(message)) return;
     message.state = "done";
     answer.id = message.id + ":reply";
     // Keep the answer right after its question even when several are pending.
@@ -301,6 +308,8 @@
   $("new-chat").addEventListener("click", () => {
     state.session = randomId();
     state.messages = [];
+    partials.forEach((item) => item.remove());
+    partials.clear();
     save();
     redraw();
     updateThinking();
