@@ -81,7 +81,8 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
          "reason (redis_full: 503, Redis past REDIS_ADMIT_MAX_FILL of its maxmemory; quota_open_messages, "
          "quota_stored_bytes: 429, a caller past its quota).", ("reason",)),
     Spec("switchboard_mail_ignored_total", "counter", "Mail acknowledged and not answered, by reason "
-         "(RFC 3834: auto_submitted, precedence, list, bounce, system_sender, report; ourselves: our own mail).",
+         "(RFC 3834: auto_submitted, precedence, list, bounce, system_sender, report; ourselves: our own mail; "
+         "sender_failed: its From failed SPF/DKIM/DMARC; sender_unverified: no verdict, EMAIL_UNVERIFIED=refuse).",
          ("reason",)),
     Spec("switchboard_thread_time_limits_total", "counter", "Time limits the threads-pool watchdog raised in a "
          "task's thread, by limit (soft: SoftTimeLimitExceeded at TASK_SOFT_TIME_LIMIT; hard: TimeLimitExceeded at "

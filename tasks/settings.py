@@ -290,6 +290,17 @@ class Settings:
         2.0, "HELPER_SYNC_INTERVAL", "How often io workers start consuming the queues of newly registered helpers."
     )
 
+    email_authserv_id: str = _setting(
+        "", "EMAIL_AUTHSERV_ID",
+        "The host whose Authentication-Results header (SPF, DKIM, DMARC) IMAP mail is judged by, e.g. "
+        "`mx.example.com`; empty: IMAP mail has no verdict. Webhook mail uses Mailgun's and SendGrid's own.",
+    )
+    email_unverified: str = _setting(
+        "fresh", "EMAIL_UNVERIFIED",
+        "Mail with no sender verdict: `fresh` answers it in a session of its own (never an existing thread), "
+        "`refuse` dead-letters it unanswered, `thread` trusts it like verified mail. Failing mail is never "
+        "answered.",
+    )
     callback_claim_seconds: float = _setting(
         60.0, "CALLBACK_CLAIM_SECONDS",
         "Life of the claim that keeps one reply's send to one edge request; renewed every third of it while "

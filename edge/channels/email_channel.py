@@ -37,9 +37,18 @@ from werkzeug.formparser import MultiPartParser
 from werkzeug.http import parse_options_header
 
 from edge.channels.base import CallbackReply, Channel
+from edge.channels.email_auth import SenderCheck, from_authentication_results, from_mailgun, from_sendgrid
 from edge.channels.email_mailgun import SignatureRejected, message_from_mailgun, verify_signature
 from edge.channels.email_mailgun import recipient as mailgun_recipient
-from edge.channels.email_parse import MailPart, MailRejected, delivery_key, normalize, parse_mail
+from edge.channels.email_parse import (
+    MailPart,
+    MailRejected,
+    ParsedMail,
+    delivery_key,
+    normalize,
+    parse_bytes,
+    parse_mail,
+)
 from edge.channels.email_sendgrid import credentials_ok, message_from_sendgrid
 from edge.channels.email_sendgrid import recipient as sendgrid_recipient
 from edge.channels.email_smtp import build_reply, send_mail
@@ -91,14 +100,18 @@ class EmailChannel(Channel):
 
     # --- intake, shared by the webhooks and the IMAP poller ------------------
 
-    def ingest(self, mail: bytes | Message, *, source: str, our_address: str = "") -> IngestResult:
-        """Parse, store attachments, queue durably (dedupe on Message-ID).
+    def ingest(self, mail: bytes | Message, *, source: str, our_address: str = "",
+               check: Callable[[Message, str], SenderCheck] | None = None) -> IngestResult:
+        """Parse, judge the sender, store attachments, queue durably (dedupe on Message-ID).
 
-        Raises ``MailRejected`` for a mail nobody can be answered for (after
-        recording it as a dead letter), ``Unavailable``/Redis errors when the
-        queue cannot take it — the caller must then not acknowledge the mail.
+        ``check`` gives the receiving provider's verdict on the sender (``email_auth``); without one, the
+        mail's ``Authentication-Results`` from ``EMAIL_AUTHSERV_ID`` (IMAP). Raises ``MailRejected`` for a
+        mail nobody can be answered for (after recording it as a dead letter), ``Unavailable``/Redis errors
+        when the queue cannot take it — the caller must then not acknowledge the mail.
         """
         settings = self.ctx.settings
+        if isinstance(mail, bytes):
+            mail = parse_bytes(mail)
         try:
             parsed = parse_mail(mail)
         except MailRejected as exc:
@@ -117,6 +130,11 @@ class EmailChannel(Channel):
             metrics.inc("switchboard_mail_ignored_total", reason=ignored)
             log.info("email: ignored %s from %s: %s", parsed.message_id, parsed.sender, reason)
             return IngestResult("ignored", reason=reason)
+        from_domain = parsed.sender.rpartition("@")[2]
+        sender = (check(mail, from_domain) if check is not None
+                  else from_authentication_results(mail, settings.email_authserv_id, from_domain))
+        if sender.verdict == "fail" or (sender.verdict == "none" and settings.email_unverified == "refuse"):
+            return self._unanswered(parsed, sender)
         key = delivery_key(parsed)
         earlier = self._seen(key)
         if earlier is not None:
@@ -124,9 +142,21 @@ class EmailChannel(Channel):
         attachments = [self.store_attachment(part) for part in parsed.attachments]
         our = settings.smtp_from or our_address or (parsed.recipients[0] if parsed.recipients else "")
         envelope = normalize(parsed, source=source, callback_url=self.callback_url, our_address=our,
-                             attachments=attachments, max_text_chars=settings.max_text_chars)
+                             attachments=attachments, max_text_chars=settings.max_text_chars,
+                             thread=sender.verdict == "pass" or settings.email_unverified == "thread")
         accepted = self.accept(envelope, key)
         return IngestResult("duplicate" if accepted.duplicate else "queued", accepted.message_id, accepted.session_id)
+
+    def _unanswered(self, parsed: ParsedMail, sender: SenderCheck) -> IngestResult:
+        """A mail whose From is forged, or unverified where EMAIL_UNVERIFIED=refuse: a dead letter, no answer
+        (answering would mail a stranger's words to whoever the From names)."""
+        label = "sender_failed" if sender.verdict == "fail" else "sender_unverified"
+        reason = (f"the sender {parsed.sender} could not be verified ({sender.detail})" if sender.verdict == "fail"
+                  else f"the sender {parsed.sender} has no verdict and EMAIL_UNVERIFIED=refuse ({sender.detail})")
+        self.ctx.dead_letters.add("mail", f"{parsed.sender}:{parsed.message_id or parsed.fingerprint}", reason)
+        metrics.inc("switchboard_mail_ignored_total", reason=label)
+        log.warning("email: not answered %s: %s", parsed.message_id, reason)
+        return IngestResult("refused", reason=reason)
 
     def _seen(self, key: str) -> tuple[str, str] | None:
         """A delivery seen before, checked before storing its attachments again (``accept`` re-checks)."""
@@ -179,8 +209,9 @@ class EmailChannel(Channel):
             token_key = f"{self.ctx.keys.prefix}:email:mailgun-token:{hashlib.sha256(fields['token']).hexdigest()}"
             if not self.ctx.redis.set(token_key, "1", nx=True, ex=int(settings.mailgun_max_age * 2) + 60):
                 raise Forbidden("this Mailgun token was used before (replay)")
-            return self._answer(lambda: self.ingest(message_from_mailgun(fields, files), source="mailgun",
-                                                    our_address=mailgun_recipient(fields)), release=token_key)
+            return self._answer(lambda: self.ingest(
+                message_from_mailgun(fields, files), source="mailgun", our_address=mailgun_recipient(fields),
+                check=lambda msg, domain: from_mailgun(fields, msg, domain)), release=token_key)
 
         @blueprint.post("/v1/channels/email/sendgrid")
         def sendgrid() -> ResponseReturnValue:
@@ -194,8 +225,9 @@ class EmailChannel(Channel):
             if not credentials_ok(authorization, settings.sendgrid_inbound_secret):
                 raise Forbidden("wrong SendGrid inbound credentials")
             fields, files = _read_form(settings.max_mail_bytes)
-            return self._answer(lambda: self.ingest(message_from_sendgrid(fields, files), source="sendgrid",
-                                                    our_address=sendgrid_recipient(fields)))
+            return self._answer(lambda: self.ingest(
+                message_from_sendgrid(fields, files), source="sendgrid", our_address=sendgrid_recipient(fields),
+                check=lambda _msg, domain: from_sendgrid(fields, domain)))
 
         @blueprint.get("/v1/channels/email/attachments/<token>")
         def attachment(token: str) -> ResponseReturnValue:

@@ -501,8 +501,12 @@ def normalize(
     our_address: str,
     attachments: Sequence[Attachment] = (),
     max_text_chars: int = 16_000,
+    thread: bool = True,
 ) -> Envelope:
-    """The envelope the core answers: the new text, the subject on a thread's first mail, files noted."""
+    """The envelope the core answers: the new text, the subject on a thread's first mail, files noted.
+
+    ``thread=False`` (a sender nobody vouched for): the mail starts a session of its own, whatever thread it
+    names, so it can never write into an existing conversation."""
     parts: list[str] = []
     if parsed.subject and parsed.starts_thread:
         parts.append(f"Subject: {parsed.subject}")
@@ -526,7 +530,8 @@ def normalize(
         channel=CHANNEL,
         channel_message_id=(parsed.message_id or f"sha256:{parsed.fingerprint}")[:256],
         sender=parsed.sender,
-        session_id=session_id_for(parsed.sender, parsed.thread_root, parsed.fingerprint),
+        session_id=session_id_for(parsed.sender, parsed.thread_root if thread else parsed.message_id,
+                                  parsed.fingerprint),
         text=text[:max_text_chars],
         attachments=tuple(attachments),
         metadata={
