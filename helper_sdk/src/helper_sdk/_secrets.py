@@ -3,6 +3,12 @@
 In one process it is an attribute. Under gunicorn only the master registers,
 so it writes the secret to a file (0600, in a private temporary directory)
 and every worker reads it back, re-reading only when the file changes.
+
+The file is read and written as bytes. Opening it as text looked the codec up,
+and the first lookup imports ``encodings.ascii``: the master's registration
+thread did that just as gunicorn forked a worker, and the worker was left with
+a lookup that failed for good ("LookupError: unknown encoding: ascii" on every
+``/healthz`` and call). ``bytes.decode("ascii")`` never consults the registry.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ class FileSecret:
         with self._lock:
             if seen != self._seen:
                 try:
-                    self._secret = self.path.read_text(encoding="ascii").strip() or None
+                    self._secret = self.path.read_bytes().decode("ascii").strip() or None
                 except FileNotFoundError:
                     return None
                 self._seen = seen
@@ -66,8 +72,8 @@ class FileSecret:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".secret-")  # mode 0600
         try:
-            with os.fdopen(fd, "w", encoding="ascii") as file:
-                file.write(secret)
+            with os.fdopen(fd, "wb") as file:
+                file.write(secret.encode("ascii"))
             os.replace(temporary, self.path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
