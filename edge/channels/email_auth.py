@@ -10,8 +10,11 @@ its verdict:
 - IMAP: the ``Authentication-Results`` header (RFC 8601) added by the host named in ``EMAIL_AUTHSERV_ID``.
   Any other such header could have been written by the sender, so it is never read.
 
-``pass``: DMARC passed, or DKIM passed for the From domain (or a parent or child of it: relaxed alignment),
-or SPF passed. ``fail``: DMARC failed, or every check given failed. ``none``: no verdict to go by.
+``pass``: DMARC passed, or DKIM passed for the From domain, or SPF passed for an envelope sender in the From
+domain (a parent or child of it counts: relaxed alignment). A pass for another domain, or one naming no
+domain, says nothing about the From: a spammer's own domain passes SPF and DKIM while the From names a
+victim. ``fail``: DMARC failed, or checks ran and none passed for the From domain. ``none``: no check ran
+(or only ``none``, ``neutral``, ``temperror``).
 """
 
 from __future__ import annotations
@@ -34,26 +37,33 @@ class SenderCheck:
 
 def _aligned(domain: str | None, from_domain: str) -> bool:
     if not domain:
-        return True  # the provider's own verdict names no domain: it checked the mail's signature domain
+        return False  # a pass that names no domain cannot vouch for the From
     domain, from_domain = domain.lower().strip("."), from_domain.lower().strip(".")
     return domain == from_domain or from_domain.endswith("." + domain) or domain.endswith("." + from_domain)
 
 
 def judge(spf: str | None, dkim: Sequence[tuple[str | None, str]], dmarc: str | None, from_domain: str,
-          source: str) -> SenderCheck:
-    """The verdict from SPF's result, DKIM's (domain, result) pairs and DMARC's result, all lowercase."""
-    given = [f"spf={spf}"] if spf else []
+          source: str, spf_domain: str | None = None) -> SenderCheck:
+    """The verdict from SPF's result (for the envelope sender's ``spf_domain``), DKIM's (domain, result) pairs
+    and DMARC's result, all lowercase."""
+    given = [f"spf={spf}" + (f" ({spf_domain})" if spf_domain else "")] if spf else []
     given += [f"dkim={result}" + (f" ({domain})" if domain else "") for domain, result in dkim]
     given += [f"dmarc={dmarc}"] if dmarc else []
     detail = f"{source}: " + (", ".join(given) or "no verdict")
     if dmarc == "fail":
         return SenderCheck("fail", detail)
-    if dmarc == "pass" or spf == "pass" or any(r == "pass" and _aligned(d, from_domain) for d, r in dkim):
+    if (dmarc == "pass" or (spf == "pass" and _aligned(spf_domain, from_domain))
+            or any(r == "pass" and _aligned(d, from_domain) for d, r in dkim)):
         return SenderCheck("pass", detail)
-    results = ([spf] if spf else []) + [r for _, r in dkim]
-    if results and all(r in FAILED or r == "pass" for r in results) and any(r in FAILED for r in results):
-        return SenderCheck("fail", detail)  # every check given failed (a DKIM pass for another domain too)
-    return SenderCheck("none", detail)
+    if any(r == "pass" or r in FAILED for r in [spf, *(r for _, r in dkim)]):
+        return SenderCheck("fail", detail)  # checks ran, and none vouches for the From domain
+    return SenderCheck("none", detail)  # only none/neutral/temperror: nothing to go by
+
+
+def _domain(address: str | None) -> str | None:
+    """The domain of an envelope sender (``<bounce@lists.example.org>``), or None."""
+    found = re.search(r"@([\w.-]+)>?\s*\Z", address or "")
+    return found.group(1).lower() if found else None
 
 
 def _word(value: str | None) -> str | None:
@@ -72,14 +82,17 @@ def _field(fields: Fields, name: str) -> str | None:
 def from_mailgun(fields: Fields, msg: Message, from_domain: str) -> SenderCheck:
     spf = _field(fields, "X-Mailgun-Spf") or msg.get("X-Mailgun-Spf")
     dkim = _field(fields, "X-Mailgun-Dkim-Check-Result") or msg.get("X-Mailgun-Dkim-Check-Result")
+    envelope = _field(fields, "sender") or msg.get("Return-Path")  # Mailgun posts the envelope sender as "sender"
     return judge(_word(str(spf) if spf else None), [(None, w) for w in [_word(str(dkim) if dkim else None)] if w],
-                 None, from_domain, "mailgun")
+                 None, from_domain, "mailgun", spf_domain=_domain(str(envelope) if envelope else None))
 
 
 def from_sendgrid(fields: Fields, from_domain: str) -> SenderCheck:
     pairs = re.findall(r"@([\w.-]+)\s*:\s*([A-Za-z]+)", _field(fields, "dkim") or "")
     dkim = [(domain, result.lower()) for domain, result in pairs]
-    return judge(_word(_field(fields, "SPF")), dkim, None, from_domain, "sendgrid")
+    envelope = re.search(r'"from"\s*:\s*"([^"]*)"', _field(fields, "envelope") or "")  # {"to": [...], "from": "..."}
+    return judge(_word(_field(fields, "SPF")), dkim, None, from_domain, "sendgrid",
+                 spf_domain=_domain(envelope.group(1)) if envelope else None)
 
 
 def from_authentication_results(msg: Message, authserv_id: str, from_domain: str) -> SenderCheck:
@@ -93,9 +106,11 @@ def from_authentication_results(msg: Message, authserv_id: str, from_domain: str
         if host != authserv_id.lower():
             continue
         spf = re.search(r"\bspf=([a-z]+)", results, re.I)
+        mailfrom = re.search(r"\bsmtp\.mailfrom=([^\s;]+)", results, re.I)
         dmarc = re.search(r"\bdmarc=([a-z]+)", results, re.I)
         dkim = [(d or None, r.lower()) for r, d in re.findall(
             r"\bdkim=([a-z]+)(?:[^;]*?\bheader\.[di]=@?([\w.-]+))?", results, re.I)]
         return judge(spf.group(1).lower() if spf else None, dkim, dmarc.group(1).lower() if dmarc else None,
-                     from_domain, f"imap ({authserv_id})")
+                     from_domain, f"imap ({authserv_id})",
+                     spf_domain=(mailfrom.group(1).rpartition("@")[2].lower() or None) if mailfrom else None)
     return SenderCheck("none", f"imap: no Authentication-Results from {authserv_id}")

@@ -9,22 +9,27 @@ import pytest
 from edge.channels.email_auth import from_authentication_results, from_mailgun, from_sendgrid, judge
 
 
-@pytest.mark.parametrize(("spf", "dkim", "dmarc", "verdict"), [
-    ("pass", [], None, "pass"),
-    (None, [("example.org", "pass")], None, "pass"),
-    (None, [("mail.example.org", "pass")], None, "pass"),  # relaxed alignment: a subdomain signs
-    (None, [("evil.example", "pass")], None, "none"),  # a valid signature of another domain says nothing
-    ("fail", [("evil.example", "pass")], None, "fail"),
-    ("fail", [("example.org", "fail")], None, "fail"),
-    ("softfail", [], None, "fail"),
-    ("neutral", [], None, "none"),
-    ("none", [], None, "none"),
-    (None, [], None, "none"),
-    ("pass", [("example.org", "pass")], "fail", "fail"),  # DMARC's word is the last
-    ("fail", [], "pass", "pass"),
+@pytest.mark.parametrize(("spf", "envelope", "dkim", "dmarc", "verdict"), [
+    ("pass", "example.org", [], None, "pass"),
+    ("pass", "bounces.example.org", [], None, "pass"),  # relaxed alignment: a subdomain sends
+    (None, None, [("example.org", "pass")], None, "pass"),
+    (None, None, [("mail.example.org", "pass")], None, "pass"),
+    # A spammer's own domain passes SPF and DKIM while the From names the victim: that is no pass for the From
+    # (before this was "pass" for SPF, "none" for DKIM, and either was answered to the victim).
+    ("pass", "spammer.example", [("spammer.example", "pass")], None, "fail"),
+    ("pass", None, [], None, "fail"),  # an SPF pass naming no domain vouches for nobody
+    (None, None, [(None, "pass")], None, "fail"),
+    ("fail", None, [("example.org", "fail")], None, "fail"),
+    ("softfail", None, [], None, "fail"),
+    ("neutral", None, [], None, "none"),
+    ("none", None, [], None, "none"),
+    (None, None, [], None, "none"),
+    ("pass", "example.org", [("example.org", "pass")], "fail", "fail"),  # DMARC's word is the last
+    ("fail", None, [], "pass", "pass"),
 ])
-def test_the_verdict(spf: str | None, dkim: list[tuple[str | None, str]], dmarc: str | None, verdict: str) -> None:
-    assert judge(spf, dkim, dmarc, "example.org", "test").verdict == verdict
+def test_the_verdict(spf: str | None, envelope: str | None, dkim: list[tuple[str | None, str]], dmarc: str | None,
+                     verdict: str) -> None:
+    assert judge(spf, dkim, dmarc, "example.org", "test", spf_domain=envelope).verdict == verdict
 
 
 def test_mailguns_verdicts_from_its_fields_or_the_mails_headers() -> None:
@@ -32,12 +37,17 @@ def test_mailguns_verdicts_from_its_fields_or_the_mails_headers() -> None:
     assert from_mailgun({"X-Mailgun-Spf": b"Fail", "X-Mailgun-Dkim-Check-Result": b"Fail"}, msg,
                         "third-party.example").verdict == "fail"  # the forged mail
     msg["X-Mailgun-Spf"], msg["X-Mailgun-Dkim-Check-Result"] = "Pass", "Fail"
-    assert from_mailgun({}, msg, "example.org").verdict == "pass"
+    assert from_mailgun({"sender": b"alice@example.org"}, msg, "example.org").verdict == "pass"
+    assert from_mailgun({"sender": b"bulk@spammer.example"}, msg, "example.org").verdict == "fail"
     assert from_mailgun({}, EmailMessage(), "example.org").verdict == "none"
 
 
 def test_sendgrids_spf_and_dkim_fields() -> None:
     assert from_sendgrid({"SPF": b"pass", "dkim": b"{@example.org : pass}"}, "example.org").verdict == "pass"
+    envelope = b'{"to": ["bot@example.com"], "from": "alice@example.org"}'
+    assert from_sendgrid({"SPF": b"pass", "envelope": envelope}, "example.org").verdict == "pass"
+    assert from_sendgrid({"SPF": b"pass", "dkim": b"{@spammer.example : pass}",
+                          "envelope": b'{"from": "x@spammer.example"}'}, "example.org").verdict == "fail"
     assert from_sendgrid({"SPF": "fail", "dkim": "{@example.org : fail}"}, "example.org").verdict == "fail"
     assert from_sendgrid({"SPF": "none", "dkim": "none"}, "example.org").verdict == "none"
 
