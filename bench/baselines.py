@@ -20,8 +20,8 @@ from celery import Celery
 from flask import Flask
 from kombu import Queue
 
+from redis_stores.redis_client import redis_client
 from tasks.celery_factory import celery_config
-from tasks.redis_client import redis_client
 from tasks.settings import Settings, load_settings
 
 BARE_QUEUE = "bench"

@@ -5,7 +5,7 @@ same run, prints its tables and writes ``bench/results/<name>.json`` (read by
 ``bench/plots.py``).  Processes are started through
 ``tests/integration/harness.py`` so they run exactly as the integration tests
 run them: real redis-server, gunicorn with ``edge.gunicorn_conf``, Celery
-workers from ``core_worker.worker``.
+workers from the Procfile's entry modules.
 """
 
 from __future__ import annotations

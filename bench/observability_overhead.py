@@ -25,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.keys import Keys
-from tasks.logs import ContextFilter, JsonFormatter, bound_message
-from tasks.metrics import Recorder
+from telemetry.logs import ContextFilter, JsonFormatter, bound_message
+from telemetry.metrics import Recorder
 from tests.integration.harness import RedisServer
 
 N = 20_000

@@ -64,7 +64,7 @@ def direct(server: RedisServer, n: int = 3000) -> dict[str, float]:
     from flask import Flask
 
     from edge.ratelimit import RateLimits
-    from tasks.redis_client import redis_client
+    from redis_stores.redis_client import redis_client
     from tasks.settings import load_settings
 
     settings = load_settings({}, redis_url=server.url)

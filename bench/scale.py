@@ -95,7 +95,7 @@ class Redis:
     """redis-server as the harness starts it, listening on loopback and (if given) the veth address too."""
 
     def __init__(self, run: Run, extra_bind: str | None) -> None:
-        from tasks.embedded_redis import redis_server_command
+        from operator_tools.embedded_redis import redis_server_command
         from tests.integration.harness import free_port
 
         self.port = free_port()
@@ -154,7 +154,7 @@ class Senders:
 
 
 def core_worker(system: System, name: str, netns: bool, redis_url: str) -> Proc:
-    argv = [str(BIN / "celery"), "-A", "core_worker.worker", "worker", "-Q", "core", "--pool", "prefork",
+    argv = [str(BIN / "celery"), "-A", "core_worker.llm_worker", "worker", "-Q", "core", "--pool", "prefork",
             "--concurrency", "1", "--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-gossip",
             "--without-mingle"]
     env = dict(system.env)

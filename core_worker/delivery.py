@@ -31,9 +31,9 @@ from typing import Any
 import redis
 
 from core_worker.outbound_post import post
+from outbound_http.host_policy import BlockedURL, HostPolicy, OutboundError
+from redis_stores.messages import MessageStore
 from tasks.keys import Keys
-from tasks.messages import MessageStore
-from tasks.outbound import BlockedURL, HostPolicy, OutboundError
 from tasks.schemas import Reply
 from tasks.settings import Settings
 from tasks.signing import sign_headers

@@ -23,12 +23,12 @@ from typing import Any
 from core_worker.delivery import backoff_delay
 from core_worker.helper_answers import Verdict, judge
 from core_worker.outbound_post import post
-from tasks import metrics
-from tasks.helpers import HelperRegistry
-from tasks.messages import MessageStore
-from tasks.outbound import BlockedURL, HostPolicy, OutboundError
+from outbound_http.host_policy import BlockedURL, HostPolicy, OutboundError
+from redis_stores.helper_registry import HelperRegistry
+from redis_stores.messages import MessageStore
 from tasks.settings import Settings
 from tasks.signing import sign_headers
+from telemetry import metrics
 
 __all__ = ["HelperCaller", "call_deadline"]
 

@@ -35,7 +35,7 @@ from core_worker.routing import (
     tool_choice_prompt,
     tool_choice_schema,
 )
-from tasks.helpers import Capability, HelperRegistry
+from redis_stores.helper_registry import Capability, HelperRegistry
 from tasks.schemas import Attachment, Envelope
 
 __all__ = [

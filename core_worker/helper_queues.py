@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any
 
-from tasks.helpers import HelperRegistry
+from redis_stores.helper_registry import HelperRegistry
 from tasks.names import helper_queue
 
 __all__ = ["HelperQueueSync"]

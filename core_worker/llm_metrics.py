@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from core_worker.llm import ChatMessage, Completion, LLMBackend
-from tasks import metrics
+from telemetry import metrics
 
 __all__ = ["InstrumentedBackend", "instrument", "last_generation"]
 

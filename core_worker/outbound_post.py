@@ -1,6 +1,6 @@
 """The core's outbound POSTs (reply callbacks, helper calls): allow-listed, pooled, over by a total deadline.
 
-Every URL is checked by ``tasks.outbound.HostPolicy`` and the connection goes to the address it checked;
+Every URL is checked by ``outbound_http.host_policy.HostPolicy`` and the connection goes to the address it checked;
 redirects are never followed.  urllib3's ``Timeout(total=…)`` bounds each socket operation, not the call: a
 receiver that sends its answer one byte every few seconds never lets one read time out, and held a
 delivery thread for as long as it liked.  So every POST has a total deadline, kept by one thread per process
@@ -28,7 +28,7 @@ from typing import Any
 import urllib3
 import urllib3.connection
 
-from tasks.outbound import HostPolicy, OutboundError, Target
+from outbound_http.host_policy import HostPolicy, OutboundError, Target
 
 __all__ = ["DeadlineCutter", "HTTPResult", "post"]
 

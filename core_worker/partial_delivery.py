@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core_worker.outbound_post import post
-from tasks.outbound import BlockedURL, HostPolicy, OutboundError
+from outbound_http.host_policy import BlockedURL, HostPolicy, OutboundError
 from tasks.schemas import utcnow_iso
 from tasks.settings import Settings
 from tasks.signing import sign_headers

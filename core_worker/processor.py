@@ -32,13 +32,13 @@ from core_worker.llm.base import chat_with_progress
 from core_worker.routing import ToolCall
 from core_worker.sessions import Lease, LeaseLost, SessionStore, Turn
 from core_worker.streaming import PartialPublisher
-from tasks.deadletters import DeadLetters
+from redis_stores.deadletters import DeadLetters
+from redis_stores.messages import TERMINAL, MessageRecord, MessageStore, public_error
 from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
-from tasks.logs import bind_message
-from tasks.messages import TERMINAL, MessageRecord, MessageStore, public_error
 from tasks.schemas import Envelope, Reply, ReplyRoute, utcnow_iso
 from tasks.settings import Settings
+from telemetry.logs import bind_message
 
 __all__ = ["LeaseKeeper", "SessionProcessor"]
 
@@ -130,7 +130,7 @@ class SessionProcessor:
         The attempt is counted before anything of the record is parsed, and whatever fails in the step
         (loading, history, routing, generation, recording, queueing the delivery) counts as that attempt:
         the ``max_attempts``-th failure fails the message from its raw fields, so no record can loop."""
-        bind_message(message_id, lease.session_id)  # log lines name the message being answered (tasks/logs.py)
+        bind_message(message_id, lease.session_id)  # log lines name the message being answered (telemetry/logs.py)
         raw = self.messages.get_raw(message_id)
         if not raw:  # expired (older than STATUS_TTL_SECONDS)
             log.warning("dropping unknown message %s from session %s", message_id, lease.session_id)

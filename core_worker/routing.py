@@ -31,7 +31,7 @@ from typing import Any
 
 import jsonschema
 
-from tasks.helpers import Capability
+from redis_stores.helper_registry import Capability
 from tasks.schemas import Attachment
 
 __all__ = [

@@ -19,14 +19,14 @@ from core_worker.partial_delivery import PartialPoster
 from core_worker.processor import SessionProcessor
 from core_worker.sessions import SessionStore
 from core_worker.streaming import PartialPublisher
-from tasks.deadletters import DeadLetters
+from outbound_http.host_policy import HostPolicy
+from redis_stores.deadletters import DeadLetters
+from redis_stores.helper_registry import registry_from_settings
+from redis_stores.messages import MessageStore
+from redis_stores.redis_client import redis_client
 from tasks.enqueue import QueuedTask, task_message
-from tasks.helpers import registry_from_settings
 from tasks.keys import Keys
-from tasks.messages import MessageStore
 from tasks.names import CALL_HELPER, DELIVER_PARTIAL, DELIVER_REPLY, HANDLE_MESSAGE, helper_queue
-from tasks.outbound import HostPolicy
-from tasks.redis_client import redis_client
 from tasks.settings import Settings
 
 __all__ = ["CoreRuntime", "backend_config", "model_threads"]

@@ -25,7 +25,7 @@ then) can be handed to that dead connection before Redis reads its close:
 popped, never recorded as unacknowledged, lost.  It cost a conversation the
 full backstop (118.9 s in one of five ``sigstop-30s`` runs).  So each time a
 worker's broker connection is re-established (``after_reconnect``, from
-core_worker/broker_recovery.py), the sweeper makes one recovery pass
+celery_runtime/broker_recovery.py), the sweeper makes one recovery pass
 ``RECOVERY_GRACE`` seconds later, counting as stalled whatever has not moved
 since the connection came back, instead of waiting ``SWEEP_AGE``.
 """
@@ -39,8 +39,8 @@ from collections.abc import Callable
 
 import redis
 
+from redis_stores.messages import TERMINAL, MessageRecord, MessageStore
 from tasks.keys import Keys
-from tasks.messages import TERMINAL, MessageRecord, MessageStore
 
 __all__ = ["RECOVERY_GRACE", "Sweeper"]
 

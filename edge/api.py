@@ -18,9 +18,9 @@ from edge.context import edge
 from edge.errors import BadRequest, NotFound
 from edge.intake import accept
 from edge.ratelimit import client_ip
+from outbound_http.host_policy import BlockedURL
+from redis_stores.messages import settled
 from tasks.keys import scoped
-from tasks.messages import settled
-from tasks.outbound import BlockedURL
 from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
 
 __all__ = ["attachment_name", "blueprint", "session_id_for"]

@@ -15,13 +15,13 @@ from edge.file_store import FileStore
 from edge.ratelimit import RateLimits
 from edge.redis_fill import RedisFill
 from edge.waits import WaitSlots
+from outbound_http.host_policy import HostPolicy
+from redis_stores.deadletters import DeadLetters
+from redis_stores.helper_registry import registry_from_settings
+from redis_stores.messages import MessageStore
+from redis_stores.redis_client import redis_client
 from tasks.celery_factory import create_celery
-from tasks.deadletters import DeadLetters
-from tasks.helpers import registry_from_settings
 from tasks.keys import Keys
-from tasks.messages import MessageStore
-from tasks.outbound import HostPolicy
-from tasks.redis_client import redis_client
 from tasks.settings import Settings, load_settings
 
 __all__ = ["create_app"]

@@ -9,11 +9,11 @@ import redis
 from celery import Celery
 from flask import current_app
 
-from tasks.deadletters import DeadLetters
-from tasks.helpers import HelperRegistry
+from outbound_http.host_policy import HostPolicy
+from redis_stores.deadletters import DeadLetters
+from redis_stores.helper_registry import HelperRegistry
+from redis_stores.messages import MessageStore
 from tasks.keys import Keys
-from tasks.messages import MessageStore
-from tasks.outbound import HostPolicy
 from tasks.settings import Settings
 
 if TYPE_CHECKING:

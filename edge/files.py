@@ -37,8 +37,8 @@ from edge.media.registry import converter_for
 from edge.media.step import max_bytes_for
 from edge.observability import note_refused
 from edge.tokens import Signer
+from outbound_http.host_policy import BlockedURL
 from tasks.keys import scoped
-from tasks.outbound import BlockedURL
 from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
 from tasks.settings import Settings
 

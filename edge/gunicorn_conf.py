@@ -30,8 +30,8 @@ if _json_logs:
     logconfig_dict = {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": "tasks.logs.ContextFilter", "role": "edge"}},
-        "formatters": {"json": {"()": "tasks.logs.JsonFormatter"}},
+        "filters": {"context": {"()": "telemetry.logs.ContextFilter", "role": "edge"}},
+        "formatters": {"json": {"()": "telemetry.logs.JsonFormatter"}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context"],
                                 "stream": "ext://sys.stderr"}},
         # gunicorn merges this over its defaults key by key: root and both loggers must be given whole.

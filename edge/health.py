@@ -15,7 +15,7 @@ from edge.context import edge
 from edge.errors import Unavailable
 from edge.operator import operator_route
 from edge.status import Snapshot, gauges, snapshot, status_body
-from tasks.metrics_render import metric_families
+from telemetry.metrics_render import metric_families
 
 __all__ = ["blueprint"]
 

@@ -21,7 +21,7 @@ from marshmallow import ValidationError
 from edge.bodies import json_object
 from edge.context import edge
 from edge.errors import BadRequest, Conflict, NotFound, Unauthorized
-from tasks.helpers import NameTaken, validate_manifest
+from redis_stores.helper_registry import NameTaken, validate_manifest
 from tasks.signing import new_secret
 
 __all__ = ["blueprint"]

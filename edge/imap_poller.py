@@ -29,8 +29,8 @@ from kombu.exceptions import OperationalError
 
 from edge.channels.email_parse import MailRejected
 from edge.errors import ApiError, TooManyRequests
-from tasks.logs import configure_logging
 from tasks.settings import Settings, load_settings
+from telemetry.logs import configure_logging
 
 __all__ = ["REJECTED_FLAG", "ImapPoller", "main"]
 

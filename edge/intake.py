@@ -15,8 +15,8 @@ from edge.context import EdgeContext
 from edge.errors import TooManyRequests, Unavailable, Unprocessable
 from edge.observability import note_accepted, note_refused
 from edge.redis_fill import StorageFull, out_of_memory
+from redis_stores.messages import QuotaExceeded
 from tasks.enqueue import task_message
-from tasks.messages import QuotaExceeded
 from tasks.names import CONVERT_ATTACHMENTS, HANDLE_MESSAGE
 from tasks.schemas import MAX_ATTACHMENT_NAME, Attachment, Envelope, envelope_errors
 

@@ -17,11 +17,11 @@ import time
 import redis
 from flask import Flask, Response, g, request
 
-from tasks import metrics
 from tasks.keys import Keys
-from tasks.logs import bind_message, configure_logging, current_role, unbind_message
 from tasks.schemas import Envelope
 from tasks.settings import Settings
+from telemetry import metrics
+from telemetry.logs import bind_message, configure_logging, current_role, unbind_message
 
 __all__ = ["channel_of", "install", "install_logging", "note_accepted"]
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.context import EdgeContext
-from tasks.heartbeat import alive_per_queue, read_workers
-from tasks.metrics_render import Gauge, counter_sums, histogram_sums
 from tasks.names import QUEUE_CONVERT, QUEUE_CORE, QUEUE_DELIVER, helper_queue
+from telemetry.heartbeat import alive_per_queue, read_workers
+from telemetry.metrics_render import Gauge, counter_sums, histogram_sums
 
 __all__ = ["Snapshot", "gauges", "key_numbers", "snapshot", "status_body"]
 

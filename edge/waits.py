@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from edge.errors import TooManyRequests
-from tasks import metrics
+from telemetry import metrics
 
 __all__ = ["WaitSlots"]
 

@@ -38,7 +38,7 @@ if [ -z "${REDIS_URL:-}" ]; then
   port=${EMBEDDED_REDIS_PORT:-6390}
   export REDIS_URL="redis://127.0.0.1:${port}/0"
   procfile=.run/Procfile
-  { echo "redis: $PY -m tasks.embedded_redis --port ${port} --dir .run/redis"; cat Procfile; } > "$procfile"
+  { echo "redis: $PY -m operator_tools.embedded_redis --port ${port} --dir .run/redis"; cat Procfile; } > "$procfile"
   echo "run: embedded Redis (AOF on) at ${REDIS_URL}"
 fi
 export EDGE_PORT=${PORT:-8000}

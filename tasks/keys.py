@@ -101,7 +101,7 @@ class Keys:
     # operations
     @property
     def metrics_counters(self) -> str:
-        """Hash: one field per counter series (``tasks/metrics.py``), summed over every process."""
+        """Hash: one field per counter series (``telemetry/metrics.py``), summed over every process."""
         return f"{self.prefix}:metrics:counters"
 
     @property
@@ -111,7 +111,7 @@ class Keys:
 
     @property
     def workers(self) -> str:
-        """Hash: one heartbeat record per worker process (``tasks/heartbeat.py``)."""
+        """Hash: one heartbeat record per worker process (``telemetry/heartbeat.py``)."""
         return f"{self.prefix}:workers"
 
     @property

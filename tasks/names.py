@@ -13,6 +13,7 @@ __all__ = [
     "DELIVER_PARTIAL",
     "DELIVER_REPLY",
     "HANDLE_MESSAGE",
+    "HELPER_QUEUE_PREFIX",
     "QUEUE_CONVERT",
     "QUEUE_CORE",
     "QUEUE_DELIVER",

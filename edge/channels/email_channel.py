@@ -54,8 +54,8 @@ from edge.channels.email_sendgrid import recipient as sendgrid_recipient
 from edge.channels.email_smtp import build_reply, send_mail
 from edge.errors import BadRequest, Forbidden, NotFound, UnsupportedMedia
 from edge.file_store import FileStore
-from tasks import metrics
 from tasks.schemas import Attachment
+from telemetry import metrics
 
 __all__ = ["EmailChannel", "IngestResult"]
 

@@ -56,7 +56,7 @@ from edge.channels.partials import PartialBackoff, PartialBusy, PartialUpdate, S
 from edge.channels.splitting import split_text
 from edge.context import EdgeContext
 from edge.errors import BadRequest, Forbidden, NotFound, Unavailable
-from tasks.messages import TERMINAL
+from redis_stores.messages import TERMINAL
 from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
 from tasks.settings import Settings, load_settings
 

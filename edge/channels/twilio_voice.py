@@ -30,7 +30,7 @@ from edge.channels.base import CallbackReply, Channel
 from edge.channels.splitting import clip
 from edge.channels.twilio_common import ROUTE_PREFIX, caller_session, require, twiml, verify_twilio_request
 from edge.errors import BadRequest
-from tasks.messages import MessageRecord
+from redis_stores.messages import MessageRecord
 from tasks.schemas import Envelope, ReplyRoute, new_message_id
 from tasks.settings import Settings
 

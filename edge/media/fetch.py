@@ -29,7 +29,7 @@ from urllib.parse import urljoin, urlsplit
 import urllib3
 import urllib3.connection
 
-from tasks.outbound import BlockedURL, HostPolicy, OutboundError
+from outbound_http.host_policy import BlockedURL, HostPolicy, OutboundError
 
 __all__ = ["FetchError", "Fetched", "Fetcher", "TooLarge", "TooSlow", "Transient"]
 

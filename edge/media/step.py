@@ -1,6 +1,6 @@
 """The convert step for one message: fetch each attachment, convert it with limits, write the text back.
 
-Kept free of Celery so it can be tested directly; ``edge/convert_tasks.py``
+Kept free of Celery so it can be tested directly; ``edge/convert_worker.py``
 wraps it in the ``convert.attachments`` task.  Progress is saved on the
 message record after every attachment, so a redelivered or continued task
 never converts the same file twice, and a message is never left stuck: every
@@ -24,9 +24,9 @@ from edge.media.image import NO_TEXT
 from edge.media.registry import kind_for
 from edge.media.runner import Limits, run_converter
 from edge.media.stt import NO_SPEECH
-from tasks.helpers import HelperRegistry
-from tasks.messages import TERMINAL, MessageStore
-from tasks.outbound import HostPolicy
+from outbound_http.host_policy import HostPolicy
+from redis_stores.helper_registry import HelperRegistry
+from redis_stores.messages import TERMINAL, MessageStore
 from tasks.schemas import Attachment, Envelope
 from tasks.settings import Settings
 

@@ -95,7 +95,7 @@ def test_dripping_attachments_leave_replies_and_helper_calls_to_everyone_else(
     make_system: MakeSystem, callbacks: CallbackReceiver, drip: DripServer
 ) -> None:
     system = make_system(LLM_BACKEND=SCRIPTED, HELPER_REGISTRATION_TOKEN=TOKEN)
-    system.start_all(io_concurrency=DRIPS, bulkheads=True)
+    system.start_all(io_concurrency=DRIPS)
     helpers = Helpers(system)
     try:
         helpers.start("calculator", CALCULATOR)

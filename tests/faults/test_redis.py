@@ -1,7 +1,7 @@
 """Redis killed, frozen, and its queue lost under load: nothing accepted is lost, nothing answered twice.
 
 Each scenario runs its own redis-server (AOF on, ``appendfsync everysec``,
-as ``tasks/embedded_redis.py`` starts it) so it can be killed without
+as ``operator_tools/embedded_redis.py`` starts it) so it can be killed without
 touching the session's shared one.
 """
 

@@ -54,7 +54,7 @@ def test_a_slow_reply_url_holds_only_its_clients_slots(
     make_system: MakeSystem, callbacks: CallbackReceiver, slow_receiver: CallbackReceiver
 ) -> None:
     system = make_system(LLM_BACKEND=SCRIPTED, DELIVERY_CONCURRENCY_PER_CLIENT=str(SLOTS))
-    system.start_all(io_concurrency=THREADS, bulkheads=True)
+    system.start_all(io_concurrency=THREADS)
     slow: list[str] = []
     for n in range(REPLIES):
         accepted = requests.post(f"{system.base_url}/v1/messages", headers=OTHER_AUTH, timeout=15, json={

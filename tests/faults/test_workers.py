@@ -116,10 +116,11 @@ def test_sigterm_to_every_worker_under_load_loses_and_repeats_nothing(
     load = Load(system.base_url, book, callbacks.url, sessions=20, per_session=10).start()
     load.wait_sent(50)
     stopped_at = time.time()
-    for name in ("core", "io"):
+    workers = ("core", "io", "convert", "helpers")
+    for name in workers:
         system.procs[name].stop(timeout=30)  # SIGTERM to the process group, as a supervisor stops a service
-    exit_codes = {n: system.procs[n].popen.returncode for n in ("core", "io")}  # type: ignore[union-attr]
-    for name in ("core", "io"):
+    exit_codes = {n: system.procs[n].popen.returncode for n in workers}  # type: ignore[union-attr]
+    for name in workers:
         restart_worker(system, name)
     load.join()
     wait_all_answered(book, [callbacks], 180, system.logs)

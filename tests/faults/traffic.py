@@ -170,11 +170,11 @@ FAULT_BACKEND = "tests.faults.fault_backend:factory"
 
 def start_system(system: System, *, core_workers: int = 1, core_concurrency: int = 2, io_concurrency: int = 4
                  ) -> System:
-    """The edge, ``core_workers`` core workers (``core``, ``core2``, ...) and one io worker, started together."""
+    """The edge, ``core_workers`` core workers (``core``, ``core2``, ...) and the three io workers, started together."""
     system.start_edge()
     names = ["core"] + [f"core{i}" for i in range(2, core_workers + 1)]
     procs = [system._worker(name, "core", "prefork", core_concurrency) for name in names]
-    procs.append(system._worker("io", "deliver,convert,helpers", "threads", io_concurrency))
+    procs += system.io_workers(io_concurrency)
     for proc in procs:
         system._wait_ready(proc)
     return system
@@ -192,7 +192,7 @@ HELD_RESTORED = re.compile(r"(\d+) task\(s\) held on the lost connection put bac
 
 
 def held_restored(system: System) -> int:
-    """Tasks the workers put back in their queues after reconnecting (``core_worker/broker_recovery.py`` logs)."""
+    """Tasks the workers put back in their queues after reconnecting (``celery_runtime/broker_recovery.py`` logs)."""
     return sum(int(n) for proc in system.procs.values() for n in HELD_RESTORED.findall(proc.log()))
 
 

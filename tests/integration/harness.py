@@ -21,12 +21,15 @@ import redis
 import requests
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tasks.embedded_redis import redis_server_command
+from operator_tools.embedded_redis import redis_server_command
 from tasks.keys import Keys
 from tests.factories import AUTH
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# Each queue's worker entry module, as the Procfile starts them.
+WORKER_APPS = {"core": "core_worker.llm_worker", "deliver": "core_worker.delivery_worker",
+               "convert": "edge.convert_worker", "helpers": "core_worker.helper_worker"}
 
 
 def free_port() -> int:
@@ -182,30 +185,29 @@ class System:
         wait_until(lambda: requests.get(f"{self.base_url}/healthz", timeout=1).ok, 30, "the edge")
         return proc
 
-    def start_worker(self, name: str, queues: str, *, pool: str = "prefork", concurrency: int = 1) -> Proc:
-        proc = self._worker(name, queues, pool, concurrency)
+    def start_worker(self, name: str, queue: str, *, pool: str = "prefork", concurrency: int = 1) -> Proc:
+        proc = self._worker(name, queue, pool, concurrency)
         self._wait_ready(proc)
         return proc
 
-    def start_all(self, *, io_concurrency: int = 4, bulkheads: bool = False) -> System:
-        """The edge, a core worker and the io work: one worker for deliver, convert and helpers (a small
-        install's shape, and half the start-up time), or with ``bulkheads`` three, as the Procfile runs them.
-        The workers start together, since their start-up is most of a test module's time."""
+    def start_all(self, *, io_concurrency: int = 4) -> System:
+        """The edge, the LLM worker and the three io workers, as the Procfile runs them.  The workers start
+        together, since their start-up is most of a test module's time."""
         self.start_edge()
-        workers = [self._worker("core", "core", "prefork", 1)]
-        if bulkheads:
-            workers += [self._worker("io", "deliver", "threads", io_concurrency),
-                        self._worker("convert", "convert", "threads", io_concurrency),
-                        self._worker("helpers", "helpers", "threads", io_concurrency)]
-        else:
-            workers.append(self._worker("io", "deliver,convert,helpers", "threads", io_concurrency))
+        workers = [self._worker("core", "core", "prefork", 1), *self.io_workers(io_concurrency)]
         for proc in workers:
             self._wait_ready(proc)
         return self
 
-    def _worker(self, name: str, queues: str, pool: str, concurrency: int) -> Proc:
+    def io_workers(self, concurrency: int) -> list[Proc]:
+        """The delivery, convert and helper workers, started (not yet ready)."""
+        return [self._worker("io", "deliver", "threads", concurrency),
+                self._worker("convert", "convert", "threads", concurrency),
+                self._worker("helpers", "helpers", "threads", concurrency)]
+
+    def _worker(self, name: str, queue: str, pool: str, concurrency: int) -> Proc:
         argv = [
-            str(BIN / "celery"), "-A", "core_worker.worker", "worker", "-Q", queues, "--pool", pool,
+            str(BIN / "celery"), "-A", WORKER_APPS[queue], "worker", "-Q", queue, "--pool", pool,
             "--concurrency", str(concurrency), "--hostname", f"{name}@%h", "--loglevel", "INFO",
             "--without-gossip", "--without-mingle",
         ]
@@ -240,7 +242,7 @@ class System:
 
     def stored(self, message_id: str) -> dict[str, Any] | None:
         """A message's public view read from Redis: for a channel's message, which no client key may read."""
-        from tasks.messages import MessageStore
+        from redis_stores.messages import MessageStore
 
         client = redis.Redis.from_url(self.env["REDIS_URL"], decode_responses=True)
         try:

@@ -1,5 +1,5 @@
 """A worker that loses Redis: its connection closes cleanly (``tasks/broker_transport.py``) and the tasks it
-held go back to their queue on the next one (``core_worker/broker_recovery.py``).
+held go back to their queue on the next one (``celery_runtime/broker_recovery.py``).
 
 A real redis-server and kombu's real Redis transport, used the way a Celery worker uses them: consume with
 ack emulation, lose Redis (SIGKILL, AOF restart), close the connection as Celery's consumer does after a
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kombu import Connection, Exchange, Queue
 
-from core_worker.broker_recovery import held_tags, restore
+from celery_runtime.broker_recovery import held_tags, restore
 from tasks.celery_factory import BROKER_TRANSPORT
 from tests.integration.harness import RedisServer
 

@@ -1,4 +1,4 @@
-"""Dead-letter inspection and replay with real processes: ``python -m tasks.deadletters``.
+"""Dead-letter inspection and replay with real processes: ``python -m operator_tools.deadletter_cli``.
 
 - a reply its callback refused is delivered again, once, under the same
   ``webhook-id``; a second replay is refused;
@@ -27,7 +27,7 @@ MakeSystem = Callable[..., System]
 
 
 def cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tasks.deadletters", *args], env=system.env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "redis_stores.deadletters", *args], env=system.env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -115,7 +115,8 @@ def test_status_metrics_and_logs_follow_one_message(make_system: MakeSystem, cal
 def test_a_killed_worker_shows_as_not_alive_and_a_stopped_one_disappears(make_system: MakeSystem) -> None:
     system = make_system(WORKER_HEARTBEAT_INTERVAL="0.5", LLM_BACKEND="tests.integration.scripted_backend:factory")
     system.start_edge()
-    system.start_worker("io", "deliver,convert,helpers", pool="threads", concurrency=2)
+    for proc in system.io_workers(2):
+        system._wait_ready(proc)
     core = system.start_worker("core", "core")
 
     def workers() -> list[dict[str, Any]]:
@@ -135,10 +136,11 @@ def test_a_killed_worker_shows_as_not_alive_and_a_stopped_one_disappears(make_sy
 
 def test_flower_starts_against_the_broker_and_sees_the_workers(make_system: MakeSystem) -> None:
     system = make_system(LLM_BACKEND="tests.integration.scripted_backend:factory")
-    system.start_worker("io", "deliver,convert,helpers", pool="threads", concurrency=2)
+    for proc in system.io_workers(2):
+        system._wait_ready(proc)
     port = free_port()
     env = {**system.env, "FLOWER_PORT": str(port), "FLOWER_UNAUTHENTICATED_API": "1"}
-    argv = [str(BIN / "celery"), "-A", "tasks.flower_app", "flower", "--address=127.0.0.1", f"--port={port}",
+    argv = [str(BIN / "celery"), "-A", "operator_tools.flower_app", "flower", "--address=127.0.0.1", f"--port={port}",
             "--enable-events"]
     flower = system.procs["flower"] = Proc("flower", argv, env, system.log_dir)
     base = f"http://127.0.0.1:{port}"
@@ -169,7 +171,8 @@ def test_a_converted_upload_keeps_its_message_id_through_conversion_and_answer(
         return any(line.get("message_id") == message_id and task in line["message"] for line in lines)
 
     # The callback arrives while the delivery task still runs: its own line follows a moment later.
-    for name, task in (("io", "convert.attachments"), ("core", "core.handle_message"), ("io", "deliver.deliver_reply")):
+    for name, task in (("convert", "convert.attachments"), ("core", "core.handle_message"),
+                       ("io", "deliver.deliver_reply")):
         wait_until(functools.partial(tagged, name, task), 10, f"a {task} line with the id in {name}")
 
 
@@ -198,10 +201,10 @@ def test_helper_calls_show_in_status_metrics_and_logs(make_system: MakeSystem) -
         assert helper["name"] == "calculator" and helper["queue"] == "helper.calculator"
         assert body["queues"]["helper.calculator"] == 0
         wait_until(lambda: requests.get(f"{system.base_url}/v1/status", timeout=10).json()["workers_alive"]
-                   .get("helper.calculator") == 1, 20, "the io worker consuming the helper's queue")
+                   .get("helper.calculator") == 1, 20, "the helper worker consuming the helper's queue")
 
         def helper_lines(message_id: str) -> list[dict[str, Any]]:
-            return [line for line in json_lines(system.procs["io"].log())
+            return [line for line in json_lines(system.procs["helpers"].log())
                     if line.get("message_id") == message_id and "helper.call" in line["message"]]
 
         wait_until(lambda: bool(helper_lines(ok)) and bool(helper_lines(failed)), 10, "helper.call lines with ids")

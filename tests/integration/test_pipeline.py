@@ -111,7 +111,7 @@ def test_redis_down_gets_503_and_the_edge_recovers_when_it_returns(
 
 def test_a_delivery_worker_refuses_to_start_without_a_signing_secret(make_system: MakeSystem) -> None:
     system = make_system(SWITCHBOARD_SECRET="")
-    argv = [str(BIN / "celery"), "-A", "core_worker.worker", "worker", "-Q", "deliver", "--pool", "threads"]
+    argv = [str(BIN / "celery"), "-A", "core_worker.delivery_worker", "worker", "-Q", "deliver", "--pool", "threads"]
     proc = Proc("io-nosecret", argv, system.env, system.log_dir)
     assert proc.popen is not None
     assert proc.popen.wait(timeout=60) != 0

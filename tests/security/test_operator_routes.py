@@ -45,7 +45,7 @@ def test_with_a_token_every_caller_must_present_it(make_app: Any, route: str) ->
 
 def test_the_message_ids_of_dead_letters_are_not_public(make_app: Any, fake_redis: Any) -> None:
     """The reproduction: an unauthenticated /v1/status listed recent dead letters with their message ids."""
-    from tasks.deadletters import DeadLetters
+    from redis_stores.deadletters import DeadLetters
     from tasks.keys import Keys
 
     DeadLetters(fake_redis, Keys("sec")).add("poison", "m-secret-id", "boom")

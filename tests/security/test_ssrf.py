@@ -1,7 +1,7 @@
 """SSRF through ``reply_url``, attachment URLs and helper URLs.
 
 Every outbound call (callbacks, helper calls, attachment fetches) goes
-through ``tasks.outbound.HostPolicy.check``: the resolved addresses must all
+through ``outbound_http.host_policy.HostPolicy.check``: the resolved addresses must all
 be allowed, the connection goes to the checked address (one resolution, no
 rebinding), and ``post`` never follows a redirect.  The resolver is replaced
 in the tests of names; literal addresses go through the system's own
@@ -22,8 +22,8 @@ from flask.testing import FlaskClient
 
 from core_worker.outbound_post import post
 from edge.media.fetch import Fetcher, FetchError
-from tasks import outbound
-from tasks.outbound import BlockedURL, HostPolicy
+from outbound_http import host_policy as outbound
+from outbound_http.host_policy import BlockedURL, HostPolicy
 from tests.factories import keyed
 from tests.security import providers
 

@@ -5,8 +5,8 @@ from collections.abc import Iterator
 import fakeredis
 import pytest
 
+from redis_stores.messages import MessageStore
 from tasks.keys import Keys
-from tasks.messages import MessageStore
 from tasks.settings import Settings, load_settings
 from tests.factories import API_KEYS
 

@@ -12,10 +12,10 @@ import pytest
 import redis
 
 from core_worker.delivery import Deliverer, Outcome, backoff_delay
-from tasks.deadletters import DeadLetters
+from outbound_http.host_policy import HostPolicy
+from redis_stores.deadletters import DeadLetters
+from redis_stores.messages import MessageStore
 from tasks.keys import Keys
-from tasks.messages import MessageStore
-from tasks.outbound import HostPolicy
 from tasks.schemas import Reply, ReplyRoute
 from tasks.settings import Settings
 from tasks.signing import verify

@@ -6,8 +6,8 @@ import json
 
 import fakeredis
 
-from tasks.heartbeat import Heartbeat, alive_per_queue, read_workers
 from tasks.keys import Keys
+from telemetry.heartbeat import Heartbeat, alive_per_queue, read_workers
 
 
 def beat(client: fakeredis.FakeRedis, keys: Keys, field: str, ts: float, **record: object) -> None:

@@ -1,4 +1,4 @@
-"""The circuit breaker's cycle (tasks/helpers.py): one trial call when half-open, claimed once, by the call."""
+"""The circuit breaker's cycle (redis_stores/helper_registry.py): one trial call when half-open, claimed once."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 import fakeredis
 import pytest
 
-from tasks.helpers import HelperRegistry
+from redis_stores.helper_registry import HelperRegistry
 from tasks.keys import Keys
 
 

@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from edge.app import create_app
-from tasks.helpers import HelperRegistry, NameTaken
+from redis_stores.helper_registry import HelperRegistry, NameTaken
 from tasks.keys import Keys
 from tasks.settings import Settings
 from tests.unit.test_edge_api import RecordingCelery

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tasks.logs import ContextFilter, JsonFormatter, bind_message, bound_message, ids_from_task_args, unbind_message
+from telemetry.logs import ContextFilter, JsonFormatter, bind_message, bound_message, ids_from_task_args, unbind_message
 
 
 def formatted(message: str, *args: object, exc: bool = False, **extra: object) -> dict[str, object]:

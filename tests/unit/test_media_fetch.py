@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from edge.media.fetch import Fetcher, FetchError, TooLarge, TooSlow, Transient
-from tasks.outbound import HostPolicy
+from outbound_http.host_policy import HostPolicy
 
 SEEN: list[dict[str, str]] = []
 

@@ -15,10 +15,10 @@ from core_worker.processor import CONVERT_TIMEOUT_TEXT, SessionProcessor
 from core_worker.sessions import SessionStore
 from edge.media.fetch import Fetched, FetchError, Transient
 from edge.media.step import ConvertStep, Retry, compose_text, trimmed
-from tasks.deadletters import DeadLetters
-from tasks.helpers import registry_from_settings
+from redis_stores.deadletters import DeadLetters
+from redis_stores.helper_registry import registry_from_settings
+from redis_stores.messages import MessageStore
 from tasks.keys import Keys
-from tasks.messages import MessageStore
 from tasks.schemas import Attachment, Envelope
 from tasks.settings import Settings
 from tests.factories import QueuedDeliveries, delivery_task, envelope

@@ -5,9 +5,9 @@ import time
 
 import fakeredis
 
+from redis_stores.messages import MessageStore
 from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
-from tasks.messages import MessageStore
 from tests.factories import envelope
 
 

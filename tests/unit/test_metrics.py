@@ -11,8 +11,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tasks.keys import Keys
-from tasks.metrics import Recorder
-from tasks.metrics_render import Gauge, metric_families
+from telemetry.metrics import Recorder
+from telemetry.metrics_render import Gauge, metric_families
 
 
 class _Families:

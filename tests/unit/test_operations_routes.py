@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge.app import create_app
 from edge.observability import channel_of
-from tasks import metrics
 from tasks.keys import Keys
 from tasks.settings import Settings
+from telemetry import metrics
 from tests.factories import keyed
 from tests.unit.test_edge_api import RecordingCelery
 
@@ -95,7 +95,7 @@ def test_a_request_is_counted_under_its_routes_channel(rule: str | None, channel
 def test_status_and_metrics_show_each_helper_with_its_circuit_and_queue(
     client: FlaskClient, fake_redis: fakeredis.FakeRedis, settings: Settings
 ) -> None:
-    from tasks.helpers import registry_from_settings
+    from redis_stores.helper_registry import registry_from_settings
 
     registry = registry_from_settings(fake_redis, Keys("test"), settings)
     manifest = {"name": "calc", "url": "http://127.0.0.1:8100", "version": "1.0", "description": "math",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.outbound import BlockedURL, HostPolicy
+from outbound_http.host_policy import BlockedURL, HostPolicy
 
 LOOPBACK = HostPolicy(["127.0.0.0/8", "::1", "localhost"])
 

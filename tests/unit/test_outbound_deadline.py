@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from core_worker.outbound_post import DeadlineCutter, post
-from tasks.outbound import HostPolicy, OutboundError
+from outbound_http.host_policy import HostPolicy, OutboundError
 
 POLICY = HostPolicy(["127.0.0.0/8"])
 DRIP = 0.2  # seconds between two bytes

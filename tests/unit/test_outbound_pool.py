@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from core_worker.outbound_post import post
-from tasks.outbound import HostPolicy
+from outbound_http.host_policy import HostPolicy
 
 POLICY = HostPolicy(["127.0.0.0/8"])
 

@@ -8,7 +8,7 @@ import pytest
 import redis
 from celery.exceptions import Reject, Retry
 
-from core_worker.tasks import patient_retry
+from core_worker.task_handlers import patient_retry
 
 
 class FlakyBroker:

@@ -17,10 +17,10 @@ import pytest
 from core_worker.helper_flow import HelperFlow
 from core_worker.processor import FAILURE_TEXT, SessionProcessor
 from core_worker.sessions import LeaseLost, SessionStore
-from tasks.deadletters import DeadLetters
-from tasks.helpers import registry_from_settings
+from redis_stores.deadletters import DeadLetters
+from redis_stores.helper_registry import registry_from_settings
+from redis_stores.messages import MessageStore
 from tasks.keys import Keys
-from tasks.messages import MessageStore
 from tasks.schemas import Envelope
 from tasks.settings import Settings
 from tests.factories import CALCULATOR, QueuedDeliveries, ScriptedLLM, delivery_task, envelope

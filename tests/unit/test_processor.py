@@ -11,10 +11,10 @@ from core_worker.helper_flow import HelperFlow, unavailable_text
 from core_worker.helper_limits import HelperCallLimit
 from core_worker.processor import FAILURE_TEXT, SessionProcessor
 from core_worker.sessions import SessionStore
-from tasks.deadletters import DeadLetters
-from tasks.helpers import registry_from_settings
+from redis_stores.deadletters import DeadLetters
+from redis_stores.helper_registry import registry_from_settings
+from redis_stores.messages import MessageStore
 from tasks.keys import Keys
-from tasks.messages import MessageStore
 from tasks.schemas import Attachment
 from tasks.settings import Settings
 from tests.factories import CALCULATOR, QueuedDeliveries, ScriptedLLM, delivery_task, envelope

@@ -18,10 +18,10 @@ from core_worker.helper_flow import HelperFlow
 from core_worker.llm import ChatMessage
 from core_worker.processor import SessionProcessor
 from core_worker.sessions import SessionStore, Turn
-from tasks.deadletters import DeadLetters
-from tasks.helpers import registry_from_settings
+from redis_stores.deadletters import DeadLetters
+from redis_stores.helper_registry import registry_from_settings
+from redis_stores.messages import MessageStore
 from tasks.keys import Keys
-from tasks.messages import MessageStore
 from tasks.settings import Settings
 from tests.factories import CALCULATOR, ScriptedLLM, delivery_task, envelope
 

@@ -8,11 +8,11 @@ import fakeredis
 import pytest
 import redis
 
-from tasks.helpers import HelperRegistry
+from redis_stores.helper_registry import HelperRegistry
+from redis_stores.messages import MessageStore
+from redis_stores.replay import Replayer, ReplayRefused
 from tasks.keys import Keys
-from tasks.messages import MessageStore
 from tasks.names import DELIVER_REPLY, HANDLE_MESSAGE
-from tasks.replay import Replayer, ReplayRefused
 from tasks.schemas import ReplyRoute
 from tests.factories import envelope
 from tests.unit.test_edge_api import RecordingCelery

@@ -14,7 +14,7 @@ from core_worker.routing import (
     parse_tool_choice,
     tool_choice_schema,
 )
-from tasks.helpers import Capability
+from redis_stores.helper_registry import Capability
 from tasks.schemas import Attachment
 
 

@@ -7,8 +7,8 @@ import fakeredis
 import pytest
 
 from core_worker.sessions import LeaseLost, SessionStore, Turn
+from redis_stores.messages import MessageStore
 from tasks.keys import Keys
-from tasks.messages import MessageStore
 from tests.factories import envelope
 
 

@@ -14,8 +14,8 @@ from core_worker.llm.base import Progress, chat_with_progress, hold_back_stop
 from core_worker.partial_delivery import partial_body, partial_webhook_id
 from core_worker.sessions import Lease, SessionStore
 from core_worker.streaming import PartialPublisher, PartialStream, PartialThrottle, complete_word
+from redis_stores.messages import MessageStore
 from tasks.keys import Keys
-from tasks.messages import MessageStore
 from tasks.schemas import Envelope, ReplyRoute
 
 # --- the throttle (pure) ------------------------------------------------------------------

@@ -6,9 +6,9 @@ import fakeredis
 
 from core_worker.sessions import SessionStore
 from core_worker.sweeper import Sweeper
+from redis_stores.messages import MessageStore
 from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
-from tasks.messages import MessageStore
 from tests.factories import envelope
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
-from core_worker.thread_limits import ThreadTimeLimits
+from celery_runtime.thread_limits import ThreadTimeLimits
 
 
 def run_task(limits: ThreadTimeLimits, task_id: str, body: list[BaseException], swallow_soft: bool) -> threading.Thread:

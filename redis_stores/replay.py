@@ -34,10 +34,10 @@ from typing import Any
 import redis
 from celery import Celery
 
+from redis_stores.helper_registry import HelperRegistry
+from redis_stores.messages import TERMINAL, MessageRecord, MessageStore
 from tasks.enqueue import task_message
-from tasks.helpers import HelperRegistry
 from tasks.keys import Keys
-from tasks.messages import TERMINAL, MessageRecord, MessageStore
 from tasks.names import CONVERT_ATTACHMENTS, DELIVER_REPLY, HANDLE_MESSAGE
 from tasks.schemas import Envelope, Reply, utcnow_iso
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
-from tasks import metrics
+from telemetry import metrics
 
 __all__ = ["ThreadTimeLimits"]
 

@@ -1,8 +1,8 @@
-"""The workers' side of observability: logs tagged with the message, heartbeats, task metrics.
+"""Every worker's observability: logs tagged with the message, heartbeats, task metrics.
 
-``install(app, settings, runtime)`` connects Celery signals:
+``install(app, settings, model_info)`` connects Celery signals:
 - ``setup_logging``: our JSON/text logging instead of Celery's;
-- ``celeryd_after_setup``: the process role (``core``/``io`` from ``core@%h``);
+- ``celeryd_after_setup``: the process role (``core``/``io``/``convert``/``helpers`` from ``core@%h``);
 - ``worker_ready`` / ``worker_process_init``: a heartbeat thread in the main process and in each
   prefork child (the child is where the model lives);
 - ``task_prerun`` / ``task_postrun``: bind the task's message id to the log lines of its thread,
@@ -30,17 +30,14 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from core_worker.delivery import Outcome
-from core_worker.runtime import CoreRuntime
-from tasks import metrics
-from tasks.heartbeat import Heartbeat
+from redis_stores.redis_client import redis_client
 from tasks.keys import Keys
-from tasks.logs import bind_message, configure_logging, ids_from_task_args, set_role, unbind_message
-from tasks.names import QUEUE_CORE
-from tasks.redis_client import redis_client
 from tasks.settings import Settings
+from telemetry import metrics
+from telemetry.heartbeat import Heartbeat
+from telemetry.logs import bind_message, configure_logging, ids_from_task_args, set_role, unbind_message
 
-__all__ = ["install", "reply_outcome"]
+__all__ = ["ModelInfo", "install"]
 
 log = logging.getLogger("switchboard.worker")
 
@@ -49,34 +46,19 @@ _POOL_NAMES = {"thread": "threads"}  # module of the pool class -> the name `--p
 _state: dict[str, Any] = {"hostname": "", "pool": "", "concurrency": 0, "heartbeat": None, "started": {}}
 
 
-def reply_outcome(payload: dict[str, Any], outcome: Outcome) -> None:
-    """Count a delivery's end (one line in the deliver task); latency is read at flush time, not here."""
-    channel = str(payload.get("channel") or "")
-    if outcome is Outcome.DELIVERED:
-        metrics.inc("switchboard_replies_total", channel=channel, outcome="delivered")
-        metrics.observe_since_admission("switchboard_reply_latency_seconds", str(payload["message_id"]),
-                                        channel=channel)
-    elif outcome is Outcome.DEAD:
-        metrics.inc("switchboard_replies_total", channel=channel, outcome="dead")
+ModelInfo = Callable[[], dict[str, Any]]
 
 
-def install(app: Celery, settings: Settings, loaded_runtime: Callable[[], CoreRuntime | None]) -> None:
-    """Connect the signals; ``loaded_runtime`` gives this process's runtime if built (never builds one)."""
+def install(app: Celery, settings: Settings, model_info: ModelInfo | None = None) -> None:
+    """Connect the signals; ``model_info`` (the LLM worker's only) says what its heartbeats report of the model."""
     keys = Keys(settings.key_prefix)
     metrics.configure(lambda: redis_client(settings), keys, settings.metrics_flush_interval)
 
     def queues(consumer_app: Celery) -> list[str]:
         return sorted(consumer_app.amqp.queues.consume_from)
 
-    def model(consumer_app: Celery) -> dict[str, Any] | None:
-        if QUEUE_CORE not in queues(consumer_app):
-            return None
-        rt = loaded_runtime()
-        if rt is not None:
-            return rt.model_info()
-        path = settings.model_path or settings.model_file
-        return {"backend": settings.llm_backend, "model": os.path.basename(path) if path else None,
-                "loaded": False, "last_generation": None}
+    def model() -> dict[str, Any] | None:
+        return model_info() if model_info is not None else None
 
     def start_heartbeat(describe: Callable[[], dict[str, Any]]) -> None:
         beat = Heartbeat(redis_client(settings), keys, _state["hostname"], settings.worker_heartbeat_interval,
@@ -107,13 +89,13 @@ def install(app: Celery, settings: Settings, loaded_runtime: Callable[[], CoreRu
         in_children = _state["pool"] == "prefork"
         start_heartbeat(lambda: {
             "kind": "worker", "queues": queues(consumer_app), "pool": _state["pool"],
-            "concurrency": _state["concurrency"], "model": None if in_children else model(consumer_app),
+            "concurrency": _state["concurrency"], "model": None if in_children else model(),
         })
 
     @worker_process_init.connect(weak=False)
     def _child_heartbeat(**_: Any) -> None:
         start_heartbeat(lambda: {"kind": "pool", "parent_pid": os.getppid(), "queues": queues(app),
-                                 "model": model(app)})
+                                 "model": model()})
 
     @worker_process_shutdown.connect(weak=False)
     def _child_exit(**_: Any) -> None:

@@ -5,7 +5,7 @@ Celery pool children).  Each process counts into a dict under a lock (a
 microsecond or two, no I/O on the message path); a daemon thread flushes the
 deltas every ``METRICS_FLUSH_INTERVAL`` in one pipelined round trip
 (``HINCRBYFLOAT`` into two Redis hashes), and ``GET /metrics`` on any edge
-renders the sums (``tasks/metrics_render.py``).  Counters held in Redis
+renders the sums (``telemetry/metrics_render.py``).  Counters held in Redis
 outlive process restarts, so they only ever grow; Prometheus copes with the
 rare reset (a FLUSHALL) as usual.
 

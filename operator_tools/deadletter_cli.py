@@ -1,4 +1,4 @@
-"""``python -m tasks.deadletters list|show <id>|replay <id>|purge``: the operator's dead-letter tool.
+"""``python -m operator_tools.deadletter_cli list|show <id>|replay <id>|purge``: the operator's dead-letter tool.
 
 Reads the same settings as every process (``REDIS_URL``, ``SWITCHBOARD_KEY_PREFIX``)
 and sends tasks by name, like the edge.  Exit status: 0 done, 1 refused or
@@ -13,21 +13,22 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from redis_stores.deadletters import DeadLetters
+from redis_stores.helper_registry import registry_from_settings
+from redis_stores.messages import MessageStore
+from redis_stores.redis_client import redis_client
+from redis_stores.replay import Replayer, ReplayRefused
 from tasks.celery_factory import create_celery
-from tasks.deadletters import DeadLetters
-from tasks.helpers import registry_from_settings
 from tasks.keys import Keys
-from tasks.logs import configure_logging
-from tasks.messages import MessageStore
-from tasks.redis_client import redis_client
-from tasks.replay import Replayer, ReplayRefused
 from tasks.settings import load_settings
+from telemetry.logs import configure_logging
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tasks.deadletters", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m operator_tools.deadletter_cli",
+                                     description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="the newest dead letters, one per line")
     listing.add_argument("--limit", type=int, default=50)

@@ -13,7 +13,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError
 
 from core_worker.delivery import Outcome, backoff_delay
-from core_worker.observability import reply_outcome
+from core_worker.reply_metrics import reply_outcome
 from core_worker.runtime import CoreRuntime
 from core_worker.sessions import LeaseLost
 from tasks.names import CALL_HELPER, DELIVER_PARTIAL, DELIVER_REPLY, HANDLE_MESSAGE, helper_queue

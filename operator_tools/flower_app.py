@@ -1,4 +1,4 @@
-"""The Celery app Flower watches: ``celery -A tasks.flower_app flower`` (see ``Procfile.flower``).
+"""The Celery app Flower watches: ``celery -A operator_tools.flower_app flower`` (see ``Procfile.flower``).
 
 Only the broker settings: Flower learns task names from the workers' events,
 so it need not import the worker code (nor a model library).

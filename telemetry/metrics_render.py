@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from tasks.metrics import SPECS
+from telemetry.metrics import SPECS
 
 __all__ = ["Gauge", "HistogramSums", "counter_sums", "histogram_sums", "metric_families"]
 

@@ -29,8 +29,8 @@ import jsonschema
 import redis
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates, validates_schema
 
+from outbound_http.host_policy import BlockedURL, HostPolicy
 from tasks.keys import Keys
-from tasks.outbound import BlockedURL, HostPolicy
 from tasks.settings import Settings
 
 __all__ = [

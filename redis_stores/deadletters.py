@@ -4,8 +4,8 @@ Each entry is ``{"kind", "message_id", "reason", "at"}``, newest first, at most
 ``KEEP``.  Kinds: ``poison`` (a message that crashed or timed out its workers
 ``MAX_ATTEMPTS`` times), ``delivery`` (a reply its callback refused or never
 took), and channel-specific ones (``mail``: an inbound mail that could not be
-queued).  Inspect and replay them with ``python -m tasks.deadletters``
-(``tasks/deadletter_cli.py``, ``tasks/replay.py``).
+queued).  Inspect and replay them with ``python -m operator_tools.deadletter_cli``
+(``operator_tools/deadletter_cli.py``, ``redis_stores/replay.py``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 
 import redis
 
-from tasks import metrics
 from tasks.keys import Keys
 from tasks.schemas import utcnow_iso
+from telemetry import metrics
 
 __all__ = ["DeadLetters"]
 
@@ -67,10 +67,3 @@ class DeadLetters:
         count, _ = pipe.execute()
         return int(count)
 
-
-if __name__ == "__main__":
-    import sys
-
-    from tasks.deadletter_cli import main
-
-    sys.exit(main())
