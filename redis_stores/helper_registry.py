@@ -25,9 +25,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
 import redis
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates, validates_schema
+from helper_sdk.manifest import manifest_problems, normalized
+from marshmallow import ValidationError
 
 from outbound_http.host_policy import BlockedURL, HostPolicy
 from tasks.keys import Keys
@@ -38,14 +38,10 @@ __all__ = [
     "CircuitState",
     "HelperRecord",
     "HelperRegistry",
-    "ManifestSchema",
     "NameTaken",
     "validate_manifest",
 ]
 
-NAME = validate.Regexp(r"^[a-z][a-z0-9_-]{0,31}\Z", error="use 1-32 of a-z, 0-9, _ and -, starting with a letter")
-MIME = validate.Regexp(r"^[\w.+-]+/(\*|[\w.+-]+)\Z", error="not a MIME type or pattern like image/*")
-MAX_TYPES = 32  # MIME types one capability may list in accepts or produces
 CircuitState = str  # "closed" | "open" | "half-open"
 
 
@@ -85,76 +81,13 @@ class NameTaken(Exception):
         self.name, self.retry_after = name, retry_after
 
 
-class _JSONSchemaField(fields.Dict):
-    """A JSON Schema object, checked against the metaschema it declares (2020-12 by default)."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        schema = super()._deserialize(value, attr, data, **kwargs)
-        validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-        try:
-            validator.check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise ValidationError(f"not a valid JSON Schema: {exc.message}") from exc
-        if schema.get("type", "object") != "object":
-            raise ValidationError("must describe a JSON object (type: object)")
-        return schema
-
-
-class CapabilitySchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    name = fields.String(required=True, validate=NAME)
-    description = fields.String(required=True, validate=validate.Length(min=1, max=1000))
-    input_schema = _JSONSchemaField(required=True)
-    output_schema = _JSONSchemaField(required=True)
-    accepts = fields.List(fields.String(validate=MIME), load_default=list, validate=validate.Length(max=MAX_TYPES))
-    produces = fields.List(fields.String(validate=MIME), load_default=list, validate=validate.Length(max=MAX_TYPES))
-    reply = fields.String(load_default="model", validate=validate.OneOf(["model", "direct"]))
-    timeout = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0.1))
-
-    @validates_schema
-    def _direct_needs_text(self, data: dict[str, Any], **_: Any) -> None:
-        if data.get("reply") == "direct":
-            props = data.get("output_schema", {}).get("properties", {})
-            if props.get("text", {}).get("type") != "string":
-                raise ValidationError("a direct-reply capability's output_schema needs a string property 'text'",
-                                      field_name="output_schema")
-
-
-class ManifestSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    name = fields.String(required=True, validate=NAME)
-    url = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
-    version = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    description = fields.String(load_default="", validate=validate.Length(max=2000))
-    capabilities = fields.List(fields.Nested(CapabilitySchema), required=True, validate=validate.Length(min=1, max=32))
-
-    @validates("capabilities")
-    def _unique(self, value: list[dict[str, Any]], **_: Any) -> None:
-        names = [c["name"] for c in value]
-        if len(names) != len(set(names)):
-            raise ValidationError("capability names must be unique")
-
-
 def validate_manifest(body: Any, policy: HostPolicy, *, wildcard_accepts: bool = False) -> dict[str, Any]:
-    """The manifest, validated; raises ValidationError naming each problem.
-
-    ``accepts`` lists concrete types unless the operator allows patterns (HELPER_WILDCARD_ACCEPTS): a helper
-    accepting ``image/*`` or ``*/*`` would be handed every such upload of every person.
-    """
-    manifest: dict[str, Any] = ManifestSchema().load(body)
-    if not wildcard_accepts:
-        wild = {
-            index: {"accepts": [f"{mime!r} is a pattern: list concrete types (HELPER_WILDCARD_ACCEPTS allows "
-                                "patterns)" for mime in capability["accepts"] if "*" in mime]}
-            for index, capability in enumerate(manifest["capabilities"])
-            if any("*" in mime for mime in capability["accepts"])
-        }
-        if wild:
-            raise ValidationError({"capabilities": wild})
+    """The manifest, validated by the rules the SDK's fake core uses too (``helper_sdk.manifest``), with its
+    defaults filled in; raises ValidationError naming each problem, or the URL this deployment refuses."""
+    problems = manifest_problems(body, wildcard_accepts=wildcard_accepts)
+    if problems:
+        raise ValidationError(problems)
+    manifest = normalized(body)
     try:
         policy.check(manifest["url"])
     except BlockedURL as exc:

@@ -56,7 +56,7 @@ def test_the_fake_core_refuses_what_the_core_refuses(fake_core: FakeCore, sample
     refused = register(fake_core, bad)
     assert refused.status_code == 400
     assert refused.json()["fields"] == {
-        "name": ["must match ^[a-z][a-z0-9_-]{0,31}$"],
+        "name": ["use 1-32 of a-z, 0-9, _ and -, starting with a letter"],
         "capabilities": {"0": {"reply": ["must be 'model' or 'direct'"]}},
     }
     secret = register(fake_core, manifest).json()["secret"]

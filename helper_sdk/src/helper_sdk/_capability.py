@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ._errors import ManifestError
 from ._schemas import SchemaAdapter, adapt
+from .manifest import SCHEMA, capability_problems, pattern
 
 __all__ = ["NAME_PATTERN", "Capability", "Handler", "InvocationContext", "Reply", "check_name", "declare"]
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-_MIME_PATTERN = re.compile(r"^[a-z0-9_.+-]+/(?:\*|[a-z0-9_.+-]+)$")  # text/plain, image/* (the core has no */*)
-MAX_DESCRIPTION = 1000
-MIN_TIMEOUT = 0.1
+# The manifest schema's own values (helper_sdk/manifest.schema.json), so a declaration is held to the core's rules.
+NAME_PATTERN = pattern("name")
+_MIME_PATTERN = pattern("mime")  # text/plain, image/*
+_CAPABILITY = SCHEMA["$defs"]["capability"]["properties"]
+MAX_DESCRIPTION = int(_CAPABILITY["description"]["maxLength"])
+MIN_TIMEOUT = float(_CAPABILITY["timeout"]["minimum"])
 
 Reply = Literal["model", "direct"]
 
@@ -66,8 +68,8 @@ class Capability:
 
 
 def check_name(name: Any, what: str) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise ManifestError(f"{what} {name!r} must match {NAME_PATTERN.pattern}")
+    if not isinstance(name, str) or not NAME_PATTERN.search(name):
+        raise ManifestError(f"{what} {name!r}: {SCHEMA['$defs']['name']['x-message']}")
     return name
 
 
@@ -104,7 +106,7 @@ def declare(
         raise ManifestError(
             f"capability {cap_name!r} replies directly, so its output schema needs a required string property 'text'"
         )
-    return Capability(
+    capability = Capability(
         name=cap_name,
         description=text,
         handler=handler,
@@ -115,6 +117,10 @@ def declare(
         reply="direct" if reply == "direct" else "model",
         timeout=float(timeout) if timeout is not None else None,
     )
+    problems = capability_problems(capability.manifest())  # whatever the checks above do not name
+    if problems:
+        raise ManifestError(f"capability {cap_name!r}: the core would refuse it: {problems}")
+    return capability
 
 
 def _check_handler(handler: Handler, name: str) -> None:
@@ -141,7 +147,7 @@ def _mime_types(values: Iterable[str], name: str, what: str) -> tuple[str, ...]:
     out = []
     for value in values:
         mime = value.strip().lower() if isinstance(value, str) else value
-        if not isinstance(mime, str) or not _MIME_PATTERN.fullmatch(mime):
+        if not isinstance(mime, str) or not _MIME_PATTERN.search(mime):
             raise ManifestError(
                 f"capability {name!r}: {what} entry {value!r} is not a MIME type like text/plain or image/*"
             )

@@ -16,7 +16,6 @@ import base64
 import hmac
 import json
 import math
-import re
 import secrets
 import threading
 import time
@@ -26,12 +25,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import requests
 from flask import Flask, Response, jsonify, request
 from standardwebhooks.webhooks import Webhook
 from werkzeug.serving import BaseWSGIServer, make_server
+
+from .manifest import manifest_problems
 
 if TYPE_CHECKING:
     from ._helper import Helper
@@ -46,8 +46,6 @@ __all__ = [
     "signed_invocation",
 ]
 
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-_MIME = re.compile(r"^[\w.+-]+/(\*|[\w.+-]+)$")
 
 
 def new_secret() -> str:
@@ -272,7 +270,7 @@ class FakeCore:
             if not _bearer_is(self.token):
                 return _answer(401, {"error": "bad registration token"})
             body = request.get_json(silent=True)
-            problems = _manifest_problems(body, wildcard_accepts=self.wildcard_accepts)
+            problems = manifest_problems(body, wildcard_accepts=self.wildcard_accepts)
             if problems:
                 return _answer(400, {"error": "malformed manifest", "fields": problems})
             assert isinstance(body, dict)
@@ -349,63 +347,3 @@ def _answer(status: int, body: Any) -> Response:
 def _bearer_is(expected: str) -> bool:
     given = request.headers.get("Authorization", "")
     return bool(expected) and hmac.compare_digest(given.encode(), f"Bearer {expected}".encode())
-
-
-def _manifest_problems(body: Any, *, wildcard_accepts: bool = False) -> dict[str, Any]:
-    """What the core would reject in a registration body, marshmallow style; empty when acceptable."""
-    if not isinstance(body, dict):
-        return {"_schema": ["the body must be a JSON object"]}
-    problems: dict[str, Any] = {}
-    if not isinstance(body.get("name"), str) or not _NAME.fullmatch(body["name"]):
-        problems["name"] = [f"must match {_NAME.pattern}"]
-    url = body.get("url")
-    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-        problems["url"] = ["must be an http(s) URL"]
-    if not isinstance(body.get("version"), str) or not body["version"]:
-        problems["version"] = ["must be a non-empty string"]
-    if not isinstance(body.get("description", ""), str):
-        problems["description"] = ["must be a string"]
-    capabilities = body.get("capabilities")
-    if not isinstance(capabilities, list) or not 1 <= len(capabilities) <= 32:
-        problems["capabilities"] = ["must be a list of 1 to 32 capabilities"]
-        return problems
-    seen: set[str] = set()
-    for index, capability in enumerate(capabilities):
-        if errors := _capability_problems(capability, seen, wildcard_accepts):
-            problems.setdefault("capabilities", {})[index] = errors
-    return problems
-
-
-def _capability_problems(capability: Any, seen: set[str], wildcard_accepts: bool) -> dict[str, list[str]]:
-    if not isinstance(capability, dict):
-        return {"_schema": ["must be an object"]}
-    errors: dict[str, list[str]] = {}
-    name = capability.get("name")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        errors["name"] = [f"must match {_NAME.pattern}"]
-    elif name in seen:
-        errors["name"] = ["duplicate capability name"]
-    else:
-        seen.add(name)
-    if not isinstance(capability.get("description"), str) or not 1 <= len(capability["description"]) <= 1000:
-        errors["description"] = ["must be a string of 1 to 1000 characters"]
-    for key in ("input_schema", "output_schema"):
-        if not isinstance(capability.get(key), dict):
-            errors[key] = ["must be a JSON Schema object"]
-    for key in ("accepts", "produces"):
-        values = capability.get(key, [])
-        if not isinstance(values, list) or not all(isinstance(v, str) and _MIME.fullmatch(v) for v in values):
-            errors[key] = ["must be a list of MIME types or patterns like image/*"]
-        elif key == "accepts" and not wildcard_accepts and any("*" in v for v in values):
-            errors[key] = ["patterns like image/* need the core's HELPER_WILDCARD_ACCEPTS: list concrete types"]
-    timeout = capability.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0.1):
-        errors["timeout"] = ["must be at least 0.1 seconds"]
-    reply = capability.get("reply", "model")
-    if reply not in ("model", "direct"):
-        errors["reply"] = ["must be 'model' or 'direct'"]
-    elif reply == "direct" and isinstance(capability.get("output_schema"), dict):
-        text = capability["output_schema"].get("properties", {}).get("text")
-        if not isinstance(text, dict) or text.get("type") != "string":
-            errors["output_schema"] = ["a direct reply needs a string property 'text'"]
-    return errors
