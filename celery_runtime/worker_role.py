@@ -43,11 +43,15 @@ class WorkerRole:
                              f" it was started with {sorted(queues)}")
 
 
-def install_role(app: Celery, settings: Settings, role: WorkerRole, *,
+def install_role(app: Celery, settings: Settings, role: WorkerRole, *, concurrency: int,
                  model_info: worker_signals.ModelInfo | None = None,
                  on_setup: Callable[[Any], None] | None = None,
                  on_ready: Callable[[Any], None] | None = None) -> None:
-    """Connect the role's signals: ``on_setup(instance)`` before any task, ``on_ready(consumer)`` after."""
+    """Connect the role's signals: ``on_setup(instance)`` before any task, ``on_ready(consumer)`` after.
+
+    ``concurrency`` (a setting, e.g. ``IO_CONCURRENCY``) is the worker's unless ``--concurrency`` overrides it.
+    """
+    app.conf.worker_concurrency = concurrency
     limits: dict[str, ThreadTimeLimits] = {}
     worker_signals.install(app, settings, model_info)  # logs, heartbeats, metrics (docs/operations.md)
     app.steps["consumer"].add(RestoreHeldTasks)  # a lost broker connection's held tasks go back at once

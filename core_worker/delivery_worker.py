@@ -33,4 +33,4 @@ def _start_sweeper(consumer: Any) -> None:
     sweeper.start()
 
 
-install_role(app, settings, ROLE, on_setup=_need_secret, on_ready=_start_sweeper)
+install_role(app, settings, ROLE, concurrency=settings.io_concurrency, on_setup=_need_secret, on_ready=_start_sweeper)

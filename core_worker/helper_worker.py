@@ -23,4 +23,4 @@ def _consume_helper_queues(consumer: Any) -> None:
     HelperQueueSync(consumer, runtime().helpers, settings.helper_sync_interval).start()
 
 
-install_role(app, settings, ROLE, on_ready=_consume_helper_queues)
+install_role(app, settings, ROLE, concurrency=settings.helper_concurrency, on_ready=_consume_helper_queues)

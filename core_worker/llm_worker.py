@@ -45,7 +45,8 @@ def _check_threads(instance: Any) -> None:
         )
 
 
-install_role(app, settings, ROLE, model_info=model_info, on_setup=_check_threads)
+install_role(app, settings, ROLE, concurrency=settings.core_concurrency, model_info=model_info,
+             on_setup=_check_threads)
 
 
 @worker_process_init.connect

@@ -95,4 +95,4 @@ def _convert_runtime() -> ConvertRuntime:
 
 register_convert_tasks(app, _convert_runtime)
 ROLE = WorkerRole("convert", QUEUE_CONVERT)
-install_role(app, settings, ROLE)
+install_role(app, settings, ROLE, concurrency=settings.convert_concurrency)

@@ -6,25 +6,22 @@ threads (``LONG_POLL_SLOTS``, edge/waits.py), so the rest always serve
 everything else.
 """
 
-import os
-
 from tasks.settings import load_settings
 
 _settings = load_settings()  # a setting that cannot be used stops gunicorn here, with its message
 
 # honcho assigns each process its own PORT, so `make run` passes the edge's port as EDGE_PORT.
-_port = os.environ.get("EDGE_PORT") or os.environ.get("PORT") or "8000"
-bind = f"{os.environ.get('EDGE_HOST', '127.0.0.1')}:{_port}"
-workers = int(os.environ.get("EDGE_WORKERS", "2"))
+bind = f"{_settings.edge_host}:{_settings.edge_port or _settings.port}"
+workers = _settings.edge_workers
 worker_class = "gthread"
 threads = _settings.edge_threads
-timeout = int(os.environ.get("EDGE_TIMEOUT", "60"))
+timeout = _settings.edge_timeout
 graceful_timeout = 20
 keepalive = 5
 control_socket_disable = True
 # LOG_FORMAT=json (the default): gunicorn's own lines are JSON too, and the app logs one JSON line per request
 # (edge/observability.py, with the message id when there is one) instead of the text access log.
-_json_logs = os.environ.get("LOG_FORMAT", "json") != "text"
+_json_logs = _settings.log_format != "text"
 accesslog = None if _json_logs else "-"
 if _json_logs:
     logconfig_dict = {
@@ -39,4 +36,4 @@ if _json_logs:
         "loggers": {"gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
                     "gunicorn.access": {"handlers": [], "level": "INFO", "propagate": False}},
     }
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+forwarded_allow_ips = _settings.forwarded_allow_ips

@@ -57,7 +57,7 @@ def redis_server_command(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=6390)
+    parser.add_argument("--port", type=int, default=load_settings().embedded_redis_port)
     parser.add_argument("--dir", type=Path, default=Path(".run/redis"))
     args = parser.parse_args()
     command = redis_server_command(args.port, args.dir, maxmemory=load_settings().redis_maxmemory)

@@ -1,9 +1,11 @@
 """Message records in Redis: admission, status and waiting for an answer.
 
 A message is admitted in one atomic step (Lua): its record, its place at
-the end of its session's inbox and its idempotency key are written together,
-so a crash can never leave half of them.  The edge then sends the Celery
-task; if that fails the admission is rolled back and the client gets 503.
+the end of its session's inbox, its idempotency key, its owner's open-message
+count and its Celery task message (pushed straight onto the broker's queue,
+``tasks/enqueue.py``) are written together, so a crash can never leave half
+of them and no admitted message lacks its task.  A Redis that cannot take
+the step leaves nothing written, and the client gets 503.
 
 Status moves queued -> processing -> answered | failed; every change is
 published on the message's channel so long polls wake at once.

@@ -35,7 +35,7 @@ echo "run: model ${MODEL_PATH:-(served by ${OPENAI_BASE_URL:-the OpenAI-compatib
 
 procfile=Procfile
 if [ -z "${REDIS_URL:-}" ]; then
-  port=${EMBEDDED_REDIS_PORT:-6390}
+  port=$("$PY" -c 'from tasks.settings import load_settings; print(load_settings().embedded_redis_port)')
   export REDIS_URL="redis://127.0.0.1:${port}/0"
   procfile=.run/Procfile
   { echo "redis: $PY -m operator_tools.embedded_redis --port ${port} --dir .run/redis"; cat Procfile; } > "$procfile"

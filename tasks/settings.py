@@ -61,7 +61,20 @@ class Settings:
     )
 
     # --- edge ----------------------------------------------------------------
-    port: int = _setting(8000, "PORT", "Port the edge (gunicorn) listens on.")
+    port: int = _setting(8000, "PORT", "Port the edge (gunicorn) listens on when `EDGE_PORT` is 0.")
+    edge_port: int = _setting(
+        0, "EDGE_PORT",
+        "Port the edge listens on, over `PORT` (honcho gives every process its own `PORT`, so `make run` sets this).",
+    )
+    edge_host: str = _setting("127.0.0.1", "EDGE_HOST", "Address the edge binds; `0.0.0.0` to serve other machines.")
+    edge_workers: int = _setting(2, "EDGE_WORKERS", "Edge (gunicorn) processes; each has `EDGE_THREADS` threads.")
+    edge_timeout: int = _setting(
+        60, "EDGE_TIMEOUT", "Seconds gunicorn lets one request run before it restarts the edge process serving it."
+    )
+    forwarded_allow_ips: str = _setting(
+        "127.0.0.1", "FORWARDED_ALLOW_IPS",
+        "Comma list of proxies whose X-Forwarded-For/-Proto gunicorn trusts (the client address of rate limits).",
+    )
     public_base_url: str = _setting(
         "http://127.0.0.1:8000", "PUBLIC_BASE_URL",
         "The URL people and providers reach the edge at; used for status URLs and provider signatures.",
@@ -570,7 +583,22 @@ class Settings:
         "Comma list of hosts that get Twilio basic auth (TWILIO_ACCOUNT_SID/TOKEN) when fetching media.",
     )
 
+    # --- worker processes -----------------------------------------------------
+    core_concurrency: int = _setting(
+        1, "CORE_CONCURRENCY", "LLM worker processes (prefork): each loads its own model; see `LLM_THREADS`."
+    )
+    io_concurrency: int = _setting(8, "IO_CONCURRENCY", "Threads of the delivery worker (queue `deliver`).")
+    convert_concurrency: int = _setting(
+        4, "CONVERT_CONCURRENCY", "Threads of the convert worker (queue `convert`); each runs one conversion."
+    )
+    helper_concurrency: int = _setting(
+        8, "HELPER_CONCURRENCY", "Threads of the helper worker (queues `helper.<name>`); each holds one call."
+    )
+
     # --- operations ----------------------------------------------------------
+    embedded_redis_port: int = _setting(
+        6390, "EMBEDDED_REDIS_PORT", "Port of the embedded Redis that `make run` starts when `REDIS_URL` is unset."
+    )
     log_format: str = _setting(
         "json", "LOG_FORMAT",
         "`json` (one object per line: ts, level, logger, role, message, message_id, session_id) or `text`.",
@@ -645,6 +673,10 @@ class Settings:
             raise SettingsError("HELPER_MAX_TIMEOUT x (HELPER_RETRIES + 1) must stay below VISIBILITY_TIMEOUT")
         if self.delivery_backoff_max >= self.visibility_timeout:
             raise SettingsError("DELIVERY_BACKOFF_MAX must stay below VISIBILITY_TIMEOUT")
+        if min(self.core_concurrency, self.io_concurrency, self.convert_concurrency, self.helper_concurrency,
+               self.edge_workers) < 1:
+            raise SettingsError("EDGE_WORKERS and the worker concurrencies (CORE_, IO_, CONVERT_, HELPER_CONCURRENCY) "
+                                "must be at least 1")
         if self.edge_threads < 2:
             raise SettingsError("EDGE_THREADS must be at least 2 (one for long polls, one for everything else)")
         if not 0 <= self.long_poll_slots < self.edge_threads or self.long_poll_per_client < 1:

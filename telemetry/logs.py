@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -39,7 +38,7 @@ __all__ = [
 
 _message_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("message_id", default=None)
 _session_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("session_id", default=None)
-_role = {"name": os.environ.get("SWITCHBOARD_ROLE", "")}
+_role = {"name": ""}  # set by the process's entry module (configure_logging, set_role)
 
 # Attributes every LogRecord has; anything else passed as ``extra=`` becomes a JSON field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
