@@ -27,7 +27,7 @@ MakeSystem = Callable[..., System]
 
 
 def cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "redis_stores.deadletters", *args], env=system.env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "operator_tools.deadletter_cli", *args], env=system.env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 
