@@ -1,6 +1,6 @@
 """The fault suite's model: echoes at a chosen speed, records each run, and can crash on purpose.
 
-Select it with ``LLM_BACKEND=tests.faults.fault_backend:factory``.
+Select it with ``LLM_BACKEND=tests.support.fault_backend:factory``.
 
 - It echoes the last user message, so a reply says which message it answers.
 - Each generation takes ``FAULT_BACKEND_SECONDS`` (default 0) of real time in

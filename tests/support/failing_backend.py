@@ -1,6 +1,6 @@
 """A model that fails while a flag file exists, then echoes: poison messages on demand.
 
-``LLM_BACKEND=tests.integration.failing_backend:factory`` with
+``LLM_BACKEND=tests.support.failing_backend:factory`` with
 ``FAILING_BACKEND_FLAG=<path>``: every generation raises ``GenerationError``
 while the file exists (the message is retried, then dead-lettered as poison);
 once the test removes it, the model answers ``echo: <last message>`` — a

@@ -1,6 +1,7 @@
 """Fixtures for the LLM backend tests: a generated tiny model, a real OpenAI-compatible
 server (``python -m llama_cpp.server``) on loopback, and an echo backend for the
-``module:factory`` path.  Import the fixtures into a test module to use them."""
+``module:factory`` path.  A pytest plugin (``pytest_plugins`` in tests/conftest.py): its fixtures
+are found by name in every test directory."""
 
 from __future__ import annotations
 
@@ -139,5 +140,5 @@ class EchoBackend:
 
 
 def make_echo_backend(config: BackendConfig) -> EchoBackend:
-    """Factory for ``BackendConfig(backend="tests.integration.llm_fixtures:make_echo_backend")``."""
+    """Factory for ``BackendConfig(backend="tests.support.llm_fixtures:make_echo_backend")``."""
     return EchoBackend(config)

@@ -1,11 +1,11 @@
 """A slow, predictable model: waits ``SLOW_BACKEND_SECONDS`` and then echoes the last user message.
 
 Channels that must hold a person while the model thinks (voice) are tested
-with it (``LLM_BACKEND=tests.integration.slow_backend:factory``): the delay is
+with it (``LLM_BACKEND=tests.support.slow_backend:factory``): the delay is
 real time in a real core worker, and the echo lets a test see which turn an
 answer belongs to.
 
-``tests.integration.slow_backend:streaming_factory`` writes the same echo word by
+``tests.support.slow_backend:streaming_factory`` writes the same echo word by
 word over those seconds and reports its progress like the llama.cpp backend
 does (``streams = True``, ``chat(on_progress=…)``), so tests can watch a reply
 being shown while it is written.

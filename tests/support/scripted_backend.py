@@ -2,7 +2,7 @@
 
 A random-weight test model cannot choose tools meaningfully, so the tests
 that check *where* a message goes use this backend (``LLM_BACKEND=
-tests.integration.scripted_backend:factory``); registration, queues, the
+tests.support.scripted_backend:factory``); registration, queues, the
 helper processes, signatures and composing the reply are all real.  A
 separate test runs routing through llama.cpp's real grammar on the tiny model.
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from core_worker.llm import BackendConfig, ChatMessage, Completion
 
-SCRIPTED = "tests.integration.scripted_backend:factory"  # the LLM_BACKEND that picks this backend
+SCRIPTED = "tests.support.scripted_backend:factory"  # the LLM_BACKEND that picks this backend
 
 
 class ScriptedBackend:
