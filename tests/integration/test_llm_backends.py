@@ -155,6 +155,6 @@ def test_openai_http_errors_become_generation_errors(llama_server: LlamaServer) 
 def test_custom_factory_backend() -> None:
     spec = f"{llm_fixtures.__name__}:make_echo_backend"
     backend = load_backend(BackendConfig(backend=spec, model_path=None, n_ctx=512, max_tokens=3))
-    assert isinstance(backend, llm_fixtures.EchoBackend)
+    assert isinstance(backend, llm_fixtures.WordEchoBackend)
     result = backend.chat([ChatMessage("user", "one two three four")])
     assert (result.text, result.finish_reason, backend.context_length) == ("one two three", "length", 512)

@@ -21,29 +21,22 @@ from typing import Any
 
 from core_worker.llm import BackendConfig, ChatMessage, Completion
 from core_worker.llm.base import Progress
+from tests.support.echo_backend import EchoBackend
 
 
-class SlowBackend:
+class SlowBackend(EchoBackend):
     name = "slow"
-    constrains_json = False
 
     def __init__(self, config: BackendConfig) -> None:
-        self.context_length = config.n_ctx
+        super().__init__(config)
         self.delay = float(os.environ.get("SLOW_BACKEND_SECONDS", "2"))
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 1
 
     def chat(
         self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, stop: Sequence[str] = (),
         json_schema: dict[str, Any] | None = None,
     ) -> Completion:
         time.sleep(self.delay)
-        text = f"echo: {messages[-1].content}"
-        return Completion(text, self.count_tokens(" ".join(m.content for m in messages)), len(text.split()), "stop")
-
-    def close(self) -> None:
-        pass
+        return super().chat(messages, max_tokens=max_tokens, stop=stop, json_schema=json_schema)
 
 
 class SlowStreamingBackend(SlowBackend):
@@ -54,13 +47,13 @@ class SlowStreamingBackend(SlowBackend):
         self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, stop: Sequence[str] = (),
         json_schema: dict[str, Any] | None = None, on_progress: Progress | None = None,
     ) -> Completion:
-        text = f"echo: {messages[-1].content}"
+        text = self.answer(self.last_text(messages))
         words = text.split(" ")
         for count in range(1, len(words) + 1):
             time.sleep(self.delay / len(words))
             if on_progress is not None:
                 on_progress(partial(" ".join, words[:count]))
-        return Completion(text, self.count_tokens(" ".join(m.content for m in messages)), len(words), "stop")
+        return Completion(text, self.prompt_tokens(messages), len(words), "stop")
 
 
 def factory(config: BackendConfig) -> SlowBackend:
