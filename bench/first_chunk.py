@@ -3,7 +3,7 @@
 Run ``.venv/bin/python bench/first_chunk.py [--rounds N] [--max-tokens T] [--json OUT]`` from the
 repository root.  It starts a real redis-server, the edge (gunicorn), a core worker (llama_cpp
 backend, 2 threads) and an io worker (``deliver``) through ``tests/support/harness.py``, with
-local fake Telegram and Slack servers (``tests/integration/fake_*.py``, real HTTP).  The model is
+local fake Telegram and Slack servers (``tests/support/fake_*.py``, real HTTP).  The model is
 the TinyLlama-1.1B-shaped random Q4_0 model (``core_worker/tiny_model.py``, cached in
 ``bench/.cache``), generating up to ``--max-tokens`` (default 128) tokens.
 
