@@ -3,7 +3,7 @@
 Each script in ``bench/`` measures one thing next to a baseline measured in the
 same run, prints its tables and writes ``bench/results/<name>.json`` (read by
 ``bench/plots.py``).  Processes are started through
-``tests/integration/harness.py`` so they run exactly as the integration tests
+``tests/support/harness.py`` so they run exactly as the integration tests
 run them: real redis-server, gunicorn with ``edge.gunicorn_conf``, Celery
 workers from the Procfile's entry modules.
 """
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `bench`, `tests` and the product importable
     sys.path.insert(0, str(ROOT))
 
-from tests.integration.harness import Proc, RedisServer, System, wait_until  # noqa: E402
+from tests.support.harness import Proc, RedisServer, System, wait_until  # noqa: E402
 
 BIN = Path(sys.executable).parent
 CACHE = ROOT / "bench" / ".cache"
@@ -242,7 +242,7 @@ def bench_env(redis_url: str, secret: str, model: Path, **overrides: str) -> dic
     ``system_env`` sets ``EDGE_WORKERS=1``/``EDGE_THREADS=8`` for tests; the benchmarks use the product's
     defaults (``edge/gunicorn_conf.py``) unless a script overrides them.
     """
-    from tests.integration.conftest import system_env
+    from tests.support.harness import system_env
 
     env = system_env(redis_url, secret, model)
     env.pop("EDGE_WORKERS", None)

@@ -2,8 +2,8 @@
 
 Run ``.venv/bin/python bench/first_chunk.py [--rounds N] [--max-tokens T] [--json OUT]`` from the
 repository root.  It starts a real redis-server, the edge (gunicorn), a core worker (llama_cpp
-backend, 2 threads) and an io worker (``deliver``) through ``tests/integration/harness.py``, with
-local fake Telegram and Slack servers (``tests/integration/fake_*.py``, real HTTP).  The model is
+backend, 2 threads) and an io worker (``deliver``) through ``tests/support/harness.py``, with
+local fake Telegram and Slack servers (``tests/support/fake_*.py``, real HTTP).  The model is
 the TinyLlama-1.1B-shaped random Q4_0 model (``core_worker/tiny_model.py``, cached in
 ``bench/.cache``), generating up to ``--max-tokens`` (default 128) tokens.
 
@@ -50,9 +50,9 @@ if str(ROOT) not in sys.path:  # run as a script: make `tests` and the product i
 import requests  # noqa: E402
 
 from edge.channels.telegram import EMPTY_REPLY  # noqa: E402  (Slack's is the same sentence)
-from tests.integration.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackEvents  # noqa: E402
-from tests.integration.fake_telegram import TOKEN, FakeTelegram  # noqa: E402
-from tests.integration.harness import RedisServer, System, wait_until  # noqa: E402
+from tests.support.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackEvents  # noqa: E402
+from tests.support.fake_telegram import TOKEN, FakeTelegram  # noqa: E402
+from tests.support.harness import RedisServer, System, wait_until  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
 RESULTS = ROOT / "bench" / "results" / "first_chunk.json"
@@ -78,7 +78,7 @@ def model_file() -> Path:
 
 def environment(redis_url: str, secret: str, model: Path, telegram: FakeTelegram, slack: FakeSlack,
                 max_tokens: int, backend: str, threads: int) -> dict[str, str]:
-    from tests.integration.conftest import system_env
+    from tests.support.harness import system_env
 
     return system_env(
         redis_url, secret, model,

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tasks.keys import Keys
 from telemetry.logs import ContextFilter, JsonFormatter, bound_message
 from telemetry.metrics import Recorder
-from tests.integration.harness import RedisServer
+from tests.support.harness import RedisServer
 
 N = 20_000
 

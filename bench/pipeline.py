@@ -233,7 +233,7 @@ def plan(quick: bool) -> dict[int, dict[str, int]]:
 
 def run_bench(run: Run) -> dict[str, Any]:
     from tasks.signing import new_secret
-    from tests.integration.harness import CallbackReceiver
+    from tests.support.harness import CallbackReceiver
 
     rounds = 2 if run.quick else 3
     secret = new_secret()

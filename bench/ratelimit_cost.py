@@ -24,8 +24,7 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 
 from tasks.signing import new_secret  # noqa: E402
-from tests.integration.conftest import system_env  # noqa: E402
-from tests.integration.harness import RedisServer, System  # noqa: E402
+from tests.support.harness import RedisServer, System, system_env  # noqa: E402
 
 HIGH = "100000000/minute"
 ON = {"RATE_LIMIT_IP": HIGH, "RATE_LIMIT_USER": HIGH, "RATE_LIMIT_UPLOADS": HIGH, "RATE_LIMIT_SENDER": HIGH}

@@ -35,10 +35,9 @@ if str(ROOT) not in sys.path:  # run as a script: make `bench`, `tests` and the 
 
 from bench.common import Run, markdown_table, model_file, python_path, redis_server, running_system  # noqa: E402
 from tasks.signing import new_secret  # noqa: E402
-from tests.faults.fates import FateBook  # noqa: E402
-from tests.faults.traffic import FAULT_BACKEND, Load, settle, start_system  # noqa: E402
-from tests.integration.conftest import system_env  # noqa: E402
-from tests.integration.harness import CallbackReceiver, RedisServer, System, wait_until  # noqa: E402
+from tests.support.fates import FateBook  # noqa: E402
+from tests.support.harness import CallbackReceiver, RedisServer, System, system_env, wait_until  # noqa: E402
+from tests.support.traffic import FAULT_BACKEND, Load, settle, start_system  # noqa: E402
 
 # The fault suite's short test timeouts, dropped so that the product's defaults (tasks/settings.py) apply.
 TEST_TIMINGS = (

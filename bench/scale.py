@@ -96,7 +96,7 @@ class Redis:
 
     def __init__(self, run: Run, extra_bind: str | None) -> None:
         from operator_tools.embedded_redis import redis_server_command
-        from tests.integration.harness import free_port
+        from tests.support.harness import free_port
 
         self.port = free_port()
         argv = redis_server_command(self.port, run.tmp / "redis")
@@ -197,7 +197,7 @@ def measure(system: System, receiver_url: str, arrivals: Arrivals, run: Run, con
 
 def run_bench(run: Run) -> dict[str, Any]:
     from tasks.signing import new_secret
-    from tests.integration.harness import CallbackReceiver
+    from tests.support.harness import CallbackReceiver
 
     warm, window = (3.0, 6.0) if run.quick else (5.0, 15.0)
     configs = [{"label": f"{n} worker{'s' if n > 1 else ''}", "host": n, "netns": 0} for n in (1, 2, 4)]

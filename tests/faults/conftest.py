@@ -1,20 +1,10 @@
-"""The fault suite reuses the integration fixtures (real Redis, real processes) and prints its summary."""
+"""The fault suite prints its summary; its fixtures (real Redis, real processes) are tests/support/fixtures.py's."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.faults.traffic import SUMMARY
-from tests.integration.conftest import (  # noqa: F401 - fixtures are found by name
-    callbacks,
-    clean_redis,
-    make_system,
-    own_redis,
-    pytest_runtest_makereport,
-    redis_server,
-    secret,
-    tiny_model_file,
-)
+from tests.support.traffic import SUMMARY
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -20,9 +20,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.faults.traffic import report
-from tests.integration.harness import CallbackReceiver, System, wait_until
-from tests.integration.test_helpers import CALCULATOR, SCRIPTED, TOKEN, Helpers
+from tests.support.harness import CallbackReceiver, System, wait_until
+from tests.support.helper_processes import CALCULATOR, TOKEN, Helpers
+from tests.support.scripted_backend import SCRIPTED
+from tests.support.traffic import report
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -26,15 +26,15 @@ from functools import partial
 import pytest
 import requests
 
-from tests.factories import AUTH
-from tests.faults.fates import FateBook
-from tests.faults.traffic import report, start_system
-from tests.integration.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackEvents
-from tests.integration.fake_telegram import TOKEN as TELEGRAM_TOKEN
-from tests.integration.fake_telegram import FakeTelegram
-from tests.integration.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, TwilioWebhooks
-from tests.integration.harness import CallbackReceiver, System, wait_until
-from tests.integration.mail_servers import SmtpRecorder
+from tests.support.factories import AUTH
+from tests.support.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackEvents
+from tests.support.fake_telegram import TOKEN as TELEGRAM_TOKEN
+from tests.support.fake_telegram import FakeTelegram
+from tests.support.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, TwilioWebhooks
+from tests.support.fates import FateBook
+from tests.support.harness import CallbackReceiver, System, wait_until
+from tests.support.mail_servers import SmtpRecorder
+from tests.support.traffic import report, start_system
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -139,7 +139,7 @@ def test_every_provider_webhook_delivered_three_times_is_answered_once(
 ) -> None:
     twilio, telegram, slack, smtp = providers
     system = make_system(
-        LLM_BACKEND="tests.integration.scripted_backend:factory",
+        LLM_BACKEND="tests.support.scripted_backend:factory",
         TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN, TWILIO_API_BASE_URL=twilio.url,
         TELEGRAM_BOT_TOKEN=TELEGRAM_TOKEN, TELEGRAM_WEBHOOK_SECRET=TELEGRAM_SECRET, TELEGRAM_API_BASE_URL=telegram.url,
         SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_BASE_URL=slack.url,

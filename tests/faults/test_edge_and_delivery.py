@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.faults.fates import FateBook
-from tests.faults.traffic import (
+from tests.support.fates import FateBook
+from tests.support.harness import CallbackReceiver, RedisServer, System, wait_until
+from tests.support.traffic import (
     FAULT_BACKEND,
     Load,
     report,
@@ -18,7 +19,6 @@ from tests.faults.traffic import (
     start_system,
     wait_all_answered,
 )
-from tests.integration.harness import CallbackReceiver, RedisServer, System, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -7,8 +7,8 @@ import json
 import fakeredis
 import pytest
 
-from tests.faults.fates import FateBook, Run, overlapping_runs
-from tests.faults.traffic import runs_from_redis
+from tests.support.fates import FateBook, Run, overlapping_runs
+from tests.support.traffic import runs_from_redis
 
 
 def book_with(sent: dict[str, list[str]], replies: list[str]) -> FateBook:

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-from tests.faults.fates import FateBook
-from tests.faults.traffic import Load, report, settle, start_system, wait_all_answered
-from tests.integration.harness import CallbackReceiver, System, wait_until
-from tests.integration.test_helpers import SCRIPTED, TOKEN, Helpers
+from tests.support.fates import FateBook
+from tests.support.harness import CallbackReceiver, System, wait_until
+from tests.support.helper_processes import CALCULATOR, CONVERTER, TOKEN, Helpers
+from tests.support.scripted_backend import SCRIPTED
+from tests.support.traffic import Load, report, settle, start_system, wait_all_answered
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 MakeSystem = Callable[..., System]
-CALCULATOR, CONVERTER = "examples/helpers/calculator.py:helper", "examples/helpers/converter.py:helper"
 
 
 @pytest.fixture
@@ -30,15 +30,6 @@ def system(make_system: MakeSystem) -> System:
     # Heartbeats may be missed for long: a hung helper stays registered, so its calls time out and trip the circuit.
     return start_system(make_system(LLM_BACKEND=SCRIPTED, HELPER_REGISTRATION_TOKEN=TOKEN,
                                     HELPER_MISSED_HEARTBEATS="600", CIRCUIT_RESET_SECONDS="3"))
-
-
-@pytest.fixture
-def helpers(system: System) -> Iterator[Helpers]:
-    started = Helpers(system)
-    yield started
-    for proc in started.procs.values():
-        proc.signal_group(signal.SIGCONT)
-    started.stop()
 
 
 def ask(session: str, n: int) -> str:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from tests.factories import AUTH
-from tests.faults.traffic import report
-from tests.integration.harness import System, wait_until
+from tests.support.factories import AUTH
+from tests.support.harness import System, wait_until
+from tests.support.traffic import report
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.faults.fates import FateBook
-from tests.faults.traffic import (
+from tests.support.fates import FateBook
+from tests.support.harness import CallbackReceiver, RedisServer, System
+from tests.support.traffic import (
     FAULT_BACKEND,
     Load,
     held_restored,
@@ -25,7 +26,6 @@ from tests.faults.traffic import (
     wait_all_answered,
     worker_pids,
 )
-from tests.integration.harness import CallbackReceiver, RedisServer, System
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

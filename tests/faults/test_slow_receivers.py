@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from tests.factories import OTHER_AUTH
-from tests.faults.traffic import report
-from tests.integration.harness import Callback, CallbackReceiver, System, wait_until
-from tests.integration.scripted_backend import SCRIPTED
+from tests.support.factories import OTHER_AUTH
+from tests.support.harness import Callback, CallbackReceiver, System, wait_until
+from tests.support.scripted_backend import SCRIPTED
+from tests.support.traffic import report
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -1,6 +1,6 @@
 """Core workers killed, stopped and crashed under load: every accepted message answered once, in order.
 
-Real processes throughout (tests/integration/harness.py): gunicorn, Celery
+Real processes throughout (tests/support/harness.py): gunicorn, Celery
 prefork core workers running the fault backend (a real-time echo that records
 its runs), a threaded io worker posting signed callbacks to a receiver.
 """
@@ -18,8 +18,9 @@ import pytest
 from tasks.celery_factory import create_celery
 from tasks.names import HANDLE_MESSAGE
 from tasks.settings import load_settings
-from tests.faults.fates import FateBook, overlapping_runs
-from tests.faults.traffic import (
+from tests.support.fates import FateBook, overlapping_runs
+from tests.support.harness import CallbackReceiver, RedisServer, System, wait_until
+from tests.support.traffic import (
     FAULT_BACKEND,
     Load,
     child_pids,
@@ -30,7 +31,6 @@ from tests.faults.traffic import (
     start_system,
     wait_all_answered,
 )
-from tests.integration.harness import CallbackReceiver, RedisServer, System, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

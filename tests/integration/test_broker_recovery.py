@@ -15,7 +15,7 @@ from kombu import Connection, Exchange, Queue
 
 from celery_runtime.broker_recovery import held_tags, restore
 from tasks.celery_factory import BROKER_TRANSPORT
-from tests.integration.harness import RedisServer
+from tests.support.harness import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -21,22 +21,14 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.conftest import system_env
-from tests.integration.fake_telegram import BOT_USERNAME, WEBHOOK_SECRET, FakeTelegram, telegram_env
-from tests.integration.harness import RedisServer, System, wait_until
-from tests.integration.scripted_backend import SCRIPTED
+from tests.support.fake_telegram import BOT_USERNAME, WEBHOOK_SECRET, FakeTelegram, telegram_env
+from tests.support.harness import RedisServer, System, system_env, wait_until
+from tests.support.scripted_backend import SCRIPTED
 
 pytestmark = pytest.mark.integration
 
 REGISTRATION = "test-registration-token"
 _ids = itertools.count(7_000_000)
-
-
-@pytest.fixture(scope="module")
-def fake_telegram() -> Iterator[FakeTelegram]:
-    fake = FakeTelegram()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.harness import ROOT, CallbackReceiver, System, wait_until
+from tests.support.harness import ROOT, CallbackReceiver, System, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def status(system: System) -> dict[str, Any]:
 
 
 def test_an_undeliverable_reply_is_delivered_again_once(make_system: MakeSystem, callbacks: CallbackReceiver) -> None:
-    system = make_system(LLM_BACKEND="tests.integration.scripted_backend:factory")
+    system = make_system(LLM_BACKEND="tests.support.scripted_backend:factory")
     system.start_all(io_concurrency=2)
     callbacks.status = 400  # a permanent refusal: dead-lettered at once
     message_id = system.post(user="dora", text="first", reply_url=callbacks.url).json()["message_id"]
@@ -73,7 +73,7 @@ def test_a_poison_message_is_answered_again_as_a_new_message_once(
 ) -> None:
     flag = tmp_path / "model-broken"
     flag.write_text("yes")
-    system = make_system(LLM_BACKEND="tests.integration.failing_backend:factory",
+    system = make_system(LLM_BACKEND="tests.support.failing_backend:factory",
                          FAILING_BACKEND_FLAG=str(flag), MAX_ATTEMPTS="2")
     system.start_all(io_concurrency=2)
     message_id = system.post(user="eve", text="are you there?", reply_url=callbacks.url).json()["message_id"]

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.harness import BIN, Proc, System, wait_until
-from tests.integration.mail_servers import Dovecot, SmtpRecorder
-from tests.integration.media_files import pdf_bytes
+from tests.support.harness import BIN, Proc, System, wait_until
+from tests.support.mail_servers import Dovecot, SmtpRecorder
+from tests.support.media_files import pdf_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def smtp() -> Iterator[SmtpRecorder]:
 
 def start(make_system: MakeSystem, smtp: SmtpRecorder, **env: str) -> System:
     system = make_system(**{
-        "LLM_BACKEND": "tests.integration.scripted_backend:factory", "SMTP_HOST": "127.0.0.1",
+        "LLM_BACKEND": "tests.support.scripted_backend:factory", "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp.port), "SMTP_FROM": "bot@example.com", "SMTP_TIMEOUT": "2",
         "MAILGUN_SIGNING_KEY": KEY, "SENDGRID_INBOUND_SECRET": SECRET, **env,
     })

@@ -14,7 +14,7 @@ from tasks.celery_factory import create_celery
 from tasks.enqueue import queue_for, task_message
 from tasks.names import CONVERT_ATTACHMENTS, DELIVER_REPLY, HANDLE_MESSAGE, QUEUE_CONVERT, QUEUE_CORE, QUEUE_DELIVER
 from tasks.settings import load_settings
-from tests.integration.harness import RedisServer
+from tests.support.harness import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -14,68 +14,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
-from tests.integration.harness import BIN, ROOT, Proc, RedisServer, System, free_port, wait_until
-from tests.integration.helper_apps import flaky_calls
-from tests.integration.scripted_backend import SCRIPTED
+from tests.support.harness import ROOT, RedisServer, System, wait_until
+from tests.support.helper_apps import flaky_calls
+from tests.support.helper_processes import CALCULATOR, CONVERTER, TOKEN, Helpers, ask
+from tests.support.scripted_backend import SCRIPTED
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "test-registration-token"
-CALCULATOR, CONVERTER = "examples/helpers/calculator.py:helper", "examples/helpers/converter.py:helper"
 DIVISION_BY_ZERO = "The calculator couldn't do that: division by zero."
 MakeSystem = Callable[..., System]
-
-
-class Helpers:
-    """Starts helpers with ``switchboard-helper run`` against a running system."""
-
-    def __init__(self, system: System, cli: Path = BIN / "switchboard-helper") -> None:
-        self.system, self.cli = system, cli
-        self.procs: dict[str, Proc] = {}
-
-    def start(
-        self, name: str, target: str, port: int | None = None, cli: Path | None = None,
-        env: dict[str, str] | None = None, token: str = TOKEN,
-    ) -> Proc:
-        port = port or free_port()
-        argv = [str(cli or self.cli), "run", target, "--port", str(port), "--core-url", self.system.base_url,
-                "--token", token]
-        # The secret is kept across restarts, as a deployment's state directory would: a helper killed and started
-        # again proves the name is its own and is back at once (a held name is renewed only with its secret).
-        secret_file = str(self.system.log_dir / f"helper-{name}.secret")
-        env = {**self.system.env, "PYTHONPATH": str(ROOT), "HELPER_SECRET_FILE": secret_file, **(env or {})}
-        env.pop("PORT", None)
-        proc = self.procs[name] = Proc(f"helper-{name}", argv, env, self.system.log_dir)
-        proc.port = port  # type: ignore[attr-defined]
-        self.wait_listed(name)
-        # Listed once the core stored the registration; the helper holds its secret a moment later.
-        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()["registered"], 30,
-                   f"helper {name} to hold its secret", 0.05)
-        return proc
-
-    def listed(self) -> dict[str, Any]:
-        helpers = requests.get(f"{self.system.base_url}/v1/helpers", timeout=5).json()["helpers"]
-        return {h["name"]: h for h in helpers}
-
-    def wait_listed(self, name: str, timeout: float = 30) -> None:
-        wait_until(lambda: name in self.listed(), timeout, f"helper {name} to register", 0.1)
-
-    def health(self, name: str) -> dict[str, Any]:
-        health: dict[str, Any] = self.listed()[name]["health"]
-        return health
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.stop()
 
 
 @pytest.fixture
@@ -83,21 +38,6 @@ def system(make_system: MakeSystem) -> System:
     system = make_system(LLM_BACKEND=SCRIPTED, HELPER_REGISTRATION_TOKEN=TOKEN)
     system.start_all()
     return system
-
-
-@pytest.fixture
-def helpers(system: System) -> Iterator[Helpers]:
-    started = Helpers(system)
-    yield started
-    started.stop()
-
-
-def ask(system: System, text: str, user: str = "alice", **extra: Any) -> dict[str, Any]:
-    response = system.post(user=user, text=text, **extra)
-    assert response.status_code == 202, response.text
-    record = system.status(response.json()["message_id"], wait=30)
-    assert record["status"] == "answered", system.logs()
-    return record
 
 
 def test_a_slash_command_calls_the_helper_and_its_answer_is_the_reply(system: System, helpers: Helpers) -> None:
@@ -126,7 +66,7 @@ def test_an_attachment_goes_to_the_helper_that_accepts_its_type(
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        helpers.start("fileinfo", "tests.integration.helper_apps:helper")
+        helpers.start("fileinfo", "tests.support.helper_apps:helper")
         url = f"http://127.0.0.1:{server.server_address[1]}/notes.txt"
         record = ask(system, "what is in this file?", attachments=[{"url": url, "mime": "text/plain"}])
         assert record["reply"]["text"] == "notes.txt has 5 words"
@@ -191,7 +131,7 @@ def test_a_failing_helper_opens_its_circuit_and_exactly_one_trial_call_closes_or
     state = tmp_path / "flaky"
     state.mkdir()
     (state / "fail_until").write_text("3")  # a helper that answers 500 three times, then works
-    helpers.start("flaky", "tests.integration.helper_apps:flaky", env={"FLAKY_DIR": str(state)})
+    helpers.start("flaky", "tests.support.helper_apps:flaky", env={"FLAKY_DIR": str(state)})
 
     def say(text: str, user: str) -> str:
         return str(ask(system, f"/echo {text}", user=user)["reply"]["text"])
@@ -315,7 +255,7 @@ def test_a_20000_character_message_with_3_helpers_fits_the_real_models_context(m
     try:
         helpers.start("calculator", CALCULATOR)
         helpers.start("converter", CONVERTER)
-        helpers.start("fileinfo", "tests.integration.helper_apps:helper")
+        helpers.start("fileinfo", "tests.support.helper_apps:helper")
         record = ask(system, "word " * 4000)  # 20,000 characters; the context holds 2,048 tokens
         assert record["reply"]["text"]
         assert "context holds" not in system.procs["core"].log()

@@ -12,8 +12,8 @@ import pytest
 from core_worker.chat_template import load_chat_template
 from core_worker.llm import BackendConfig, ChatMessage, GenerationError, LLMBackend, load_backend
 from core_worker.llm.openai_backend import OpenAIBackend
-from tests.integration import llm_fixtures
-from tests.integration.llm_fixtures import LlamaServer, llama_server, tiny_gguf  # noqa: F401 - fixtures
+from tests.support import llm_fixtures
+from tests.support.llm_fixtures import LlamaServer
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ def _config(backend: str, model: Path, **changes: Any) -> BackendConfig:
 
 
 @pytest.fixture(scope="module", params=LOCAL_BACKENDS)
-def local_backend(request: pytest.FixtureRequest, tiny_gguf: Path) -> Iterator[Any]:  # noqa: F811
+def local_backend(request: pytest.FixtureRequest, tiny_gguf: Path) -> Iterator[Any]:
     backend = load_backend(_config(request.param, tiny_gguf))
     yield backend
     backend.close()
@@ -86,7 +86,7 @@ def test_prompt_longer_than_context_is_a_generation_error(local_backend: Any) ->
         local_backend.chat(huge)
 
 
-def test_both_backends_see_the_same_prompt(tiny_gguf: Path) -> None:  # noqa: F811
+def test_both_backends_see_the_same_prompt(tiny_gguf: Path) -> None:
     backends = [load_backend(_config(name, tiny_gguf)) for name in LOCAL_BACKENDS]
     try:
         prompts = [b.render_prompt(MESSAGES) for b in backends]  # type: ignore[attr-defined]
@@ -105,7 +105,7 @@ def test_both_backends_see_the_same_prompt(tiny_gguf: Path) -> None:  # noqa: F8
 
 
 @pytest.mark.parametrize("name", LOCAL_BACKENDS)
-def test_closed_backend_refuses_work(tiny_gguf: Path, name: str) -> None:  # noqa: F811
+def test_closed_backend_refuses_work(tiny_gguf: Path, name: str) -> None:
     backend = load_backend(_config(name, tiny_gguf))
     backend.close()
     backend.close()  # idempotent
@@ -113,7 +113,7 @@ def test_closed_backend_refuses_work(tiny_gguf: Path, name: str) -> None:  # noq
         backend.chat(MESSAGES)
 
 
-def test_openai_backend_against_real_server(llama_server: LlamaServer) -> None:  # noqa: F811
+def test_openai_backend_against_real_server(llama_server: LlamaServer) -> None:
     backend = load_backend(BackendConfig(backend="openai", model_path=None, openai_base_url=llama_server.base_url,
                                          n_ctx=2048, max_tokens=16, request_timeout=60.0))
     try:
@@ -129,7 +129,7 @@ def test_openai_backend_against_real_server(llama_server: LlamaServer) -> None: 
         backend.close()
 
 
-def test_openai_streaming_gives_the_same_text_as_a_plain_request(llama_server: LlamaServer) -> None:  # noqa: F811
+def test_openai_streaming_gives_the_same_text_as_a_plain_request(llama_server: LlamaServer) -> None:
     backend = load_backend(BackendConfig(backend="openai", model_path=None, openai_base_url=llama_server.base_url,
                                          n_ctx=2048, max_tokens=16, seed=7, request_timeout=60.0))
     try:
@@ -144,7 +144,7 @@ def test_openai_streaming_gives_the_same_text_as_a_plain_request(llama_server: L
         backend.close()
 
 
-def test_openai_http_errors_become_generation_errors(llama_server: LlamaServer) -> None:  # noqa: F811
+def test_openai_http_errors_become_generation_errors(llama_server: LlamaServer) -> None:
     wrong = llama_server.base_url.replace("/v1", "/nope")
     backend = load_backend(BackendConfig(backend="openai", model_path=None, openai_base_url=wrong))
     with pytest.raises(GenerationError, match="HTTP 404"):
@@ -155,6 +155,6 @@ def test_openai_http_errors_become_generation_errors(llama_server: LlamaServer) 
 def test_custom_factory_backend() -> None:
     spec = f"{llm_fixtures.__name__}:make_echo_backend"
     backend = load_backend(BackendConfig(backend=spec, model_path=None, n_ctx=512, max_tokens=3))
-    assert isinstance(backend, llm_fixtures.EchoBackend)
+    assert isinstance(backend, llm_fixtures.WordEchoBackend)
     result = backend.chat([ChatMessage("user", "one two three four")])
     assert (result.text, result.finish_reason, backend.context_length) == ("one two three", "length", 512)

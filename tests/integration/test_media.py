@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.factories import AUTH
-from tests.integration import media_files as mf
-from tests.integration.harness import System
+from tests.support import media_files as mf
+from tests.support.factories import AUTH
+from tests.support.harness import System
 
 pytestmark = [
     pytest.mark.integration,
@@ -34,7 +34,7 @@ def upload(system: System, user: str, name: str, mime: str, data: bytes, text: s
 
 def test_files_of_every_kind_are_converted_and_reach_the_model(make_system: MakeSystem, tmp_path: Path) -> None:
     system = make_system(
-        LLM_BACKEND="tests.integration.scripted_backend:factory", LLM_MAX_TOKENS="400",
+        LLM_BACKEND="tests.support.scripted_backend:factory", LLM_MAX_TOKENS="400",
         TASK_SOFT_TIME_LIMIT="20", TASK_TIME_LIMIT="25", VISIBILITY_TIMEOUT="30", MEDIA_CONVERT_TIMEOUT="15",
         MEDIA_MAX_IMAGE_BYTES="200000",
     )

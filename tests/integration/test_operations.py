@@ -19,8 +19,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.factories import AUTH
-from tests.integration.harness import BIN, CallbackReceiver, Proc, System, free_port, wait_until
+from tests.support.factories import AUTH
+from tests.support.harness import BIN, CallbackReceiver, Proc, System, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +113,7 @@ def test_status_metrics_and_logs_follow_one_message(make_system: MakeSystem, cal
 
 
 def test_a_killed_worker_shows_as_not_alive_and_a_stopped_one_disappears(make_system: MakeSystem) -> None:
-    system = make_system(WORKER_HEARTBEAT_INTERVAL="0.5", LLM_BACKEND="tests.integration.scripted_backend:factory")
+    system = make_system(WORKER_HEARTBEAT_INTERVAL="0.5", LLM_BACKEND="tests.support.scripted_backend:factory")
     system.start_edge()
     for proc in system.io_workers(2):
         system._wait_ready(proc)
@@ -135,7 +135,7 @@ def test_a_killed_worker_shows_as_not_alive_and_a_stopped_one_disappears(make_sy
 
 
 def test_flower_starts_against_the_broker_and_sees_the_workers(make_system: MakeSystem) -> None:
-    system = make_system(LLM_BACKEND="tests.integration.scripted_backend:factory")
+    system = make_system(LLM_BACKEND="tests.support.scripted_backend:factory")
     for proc in system.io_workers(2):
         system._wait_ready(proc)
     port = free_port()
@@ -157,7 +157,7 @@ def test_flower_starts_against_the_broker_and_sees_the_workers(make_system: Make
 def test_a_converted_upload_keeps_its_message_id_through_conversion_and_answer(
     make_system: MakeSystem, callbacks: CallbackReceiver
 ) -> None:
-    system = make_system(LLM_BACKEND="tests.integration.scripted_backend:factory")
+    system = make_system(LLM_BACKEND="tests.support.scripted_backend:factory")
     system.start_all(io_concurrency=2)
     response = requests.post(f"{system.base_url}/v1/files", data={"user": "gil", "reply_url": callbacks.url},
                              files={"file": ("notes.txt", b"The meeting is on Tuesday.", "text/plain")},
@@ -177,7 +177,8 @@ def test_a_converted_upload_keeps_its_message_id_through_conversion_and_answer(
 
 
 def test_helper_calls_show_in_status_metrics_and_logs(make_system: MakeSystem) -> None:
-    from tests.integration.test_helpers import SCRIPTED, TOKEN, Helpers
+    from tests.support.helper_processes import TOKEN, Helpers
+    from tests.support.scripted_backend import SCRIPTED
 
     system = make_system(LLM_BACKEND=SCRIPTED, HELPER_REGISTRATION_TOKEN=TOKEN, METRICS_FLUSH_INTERVAL="0.2",
                          WORKER_HEARTBEAT_INTERVAL="0.5")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.harness import BIN, CallbackReceiver, Proc, RedisServer, System, wait_until
+from tests.support.harness import BIN, CallbackReceiver, Proc, RedisServer, System, wait_until
 
 pytestmark = pytest.mark.integration
 

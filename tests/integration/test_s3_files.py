@@ -21,8 +21,8 @@ import requests
 
 from edge.file_blobs import S3Blobs
 from edge.file_store import FileStore
-from tests.factories import AUTH
-from tests.integration.harness import ROOT, Proc, RedisServer, System, free_port, wait_until
+from tests.support.factories import AUTH
+from tests.support.harness import ROOT, Proc, RedisServer, System, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def test_uploads_go_through_the_bucket_end_to_end(make_system: MakeSystem, s3: t
     endpoint, client = s3
     files_dir = Path(make_system().env["FILES_DIR"])  # a directory of its own, to see it stays empty
     system = make_system(FILES_STORE="s3", FILES_S3_BUCKET=BUCKET, FILES_S3_ENDPOINT_URL=endpoint,
-                         FILES_DIR=str(files_dir), LLM_BACKEND="tests.integration.scripted_backend:factory",
+                         FILES_DIR=str(files_dir), LLM_BACKEND="tests.support.scripted_backend:factory",
                          LLM_MAX_TOKENS="200", **CREDENTIALS)
     system.start_all()
     response = requests.post(f"{system.base_url}/v1/files", data={"user": "alice", "text": "what is in it?"},

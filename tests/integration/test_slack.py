@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import system_env
-from tests.integration.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackEvents
-from tests.integration.harness import RedisServer, System, wait_until
+from tests.support.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackEvents
+from tests.support.harness import RedisServer, System, system_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +36,7 @@ def fake_slack() -> Iterator[FakeSlack]:
 
 
 def slack_env(redis_url: str, secret: str, model: Path, fake: FakeSlack) -> dict[str, str]:
-    return system_env(redis_url, secret, model, LLM_BACKEND="tests.integration.scripted_backend:factory",
+    return system_env(redis_url, secret, model, LLM_BACKEND="tests.support.scripted_backend:factory",
                       SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_BASE_URL=fake.url,
                       SLACK_API_TIMEOUT="3")
 

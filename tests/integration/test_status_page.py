@@ -15,8 +15,7 @@ pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.integration.harness import CallbackReceiver, System, wait_until
-from tests.integration.test_webchat_browser import browser  # noqa: F401 - the Chromium driver fixture
+from tests.support.harness import CallbackReceiver, System, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -40,9 +39,9 @@ def number(driver: WebDriver, name: str) -> str:
 
 
 def test_the_status_page_shows_workers_queues_numbers_and_dead_letters(
-    make_system: MakeSystem, browser: WebDriver, callbacks: CallbackReceiver  # noqa: F811
+    make_system: MakeSystem, browser: WebDriver, callbacks: CallbackReceiver
 ) -> None:
-    system = make_system(LLM_BACKEND="tests.integration.scripted_backend:factory", STATUS_PAGE_REFRESH="0.5",
+    system = make_system(LLM_BACKEND="tests.support.scripted_backend:factory", STATUS_PAGE_REFRESH="0.5",
                          WORKER_HEARTBEAT_INTERVAL="0.5", METRICS_FLUSH_INTERVAL="0.2")
     system.start_all(io_concurrency=2)
     answered = system.post(user="fay", text="hello", reply_url=callbacks.url).json()["message_id"]
@@ -78,12 +77,12 @@ def test_the_status_page_shows_workers_queues_numbers_and_dead_letters(
 
 
 def test_with_an_operator_token_the_page_works_through_the_browsers_login(
-    make_system: MakeSystem, browser: WebDriver  # noqa: F811
+    make_system: MakeSystem, browser: WebDriver
 ) -> None:
     """The page and its ``/v1/status`` reads are refused without the token; the browser's Basic login (here
     the credentials in the URL, as a person typing them into the prompt) opens both."""
     token = "operator-token-for-the-page"
-    system = make_system(LLM_BACKEND="tests.integration.scripted_backend:factory", STATUS_PAGE_REFRESH="0.5",
+    system = make_system(LLM_BACKEND="tests.support.scripted_backend:factory", STATUS_PAGE_REFRESH="0.5",
                          WORKER_HEARTBEAT_INTERVAL="0.5", OPERATOR_TOKEN=token)
     system.start_all(io_concurrency=1)
     import requests

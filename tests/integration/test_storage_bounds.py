@@ -16,8 +16,8 @@ import pytest
 import redis
 import requests
 
-from tests.factories import AUTH, OTHER_AUTH
-from tests.integration.harness import RedisServer, System, wait_until
+from tests.support.factories import AUTH, OTHER_AUTH
+from tests.support.harness import RedisServer, System, wait_until
 
 pytestmark = pytest.mark.integration
 

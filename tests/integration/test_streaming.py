@@ -18,11 +18,10 @@ from typing import Any
 import pytest
 import requests
 
-from tests.factories import AUTH
-from tests.integration.conftest import system_env
-from tests.integration.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackEvents
-from tests.integration.fake_telegram import TOKEN, FakeTelegram
-from tests.integration.harness import RedisServer, System, wait_until
+from tests.support.factories import AUTH
+from tests.support.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackEvents
+from tests.support.fake_telegram import TOKEN, FakeTelegram
+from tests.support.harness import RedisServer, System, system_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +47,7 @@ def system(
     redis_server.client().flushall()
     env = system_env(
         redis_server.url, secret, tiny_model_file,
-        LLM_BACKEND="tests.integration.slow_backend:streaming_factory", SLOW_BACKEND_SECONDS="2",
+        LLM_BACKEND="tests.support.slow_backend:streaming_factory", SLOW_BACKEND_SECONDS="2",
         STREAM_INTERVAL_SECONDS="0.3", TELEGRAM_STREAM_INTERVAL="0.5", SLACK_STREAM_INTERVAL="0.5",
         TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_WEBHOOK_SECRET=TELEGRAM_SECRET, TELEGRAM_API_BASE_URL=telegram.url,
         TELEGRAM_API_TIMEOUT="3", TELEGRAM_TYPING_SECONDS="0",

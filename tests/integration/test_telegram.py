@@ -19,23 +19,15 @@ import pytest
 import regex
 import requests
 
-from tests.integration.conftest import system_env
-from tests.integration.fake_telegram import BOT_USERNAME, WEBHOOK_SECRET, FakeTelegram, telegram_env
-from tests.integration.harness import BIN, RedisServer, System, wait_until
-from tests.integration.media_files import SPEECH, flite_wav, word_error_rate
+from tests.support.fake_telegram import BOT_USERNAME, WEBHOOK_SECRET, FakeTelegram, telegram_env
+from tests.support.harness import BIN, RedisServer, System, system_env, wait_until
+from tests.support.media_files import SPEECH, flite_wav, word_error_rate
 
 pytestmark = pytest.mark.integration
 FLAG_US = "\U0001f1fa\U0001f1f8"
 
 SECRET = WEBHOOK_SECRET
 _ids = itertools.count(1000)
-
-
-@pytest.fixture(scope="module")
-def fake_telegram() -> Iterator[FakeTelegram]:
-    fake = FakeTelegram()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +38,7 @@ def system(
     redis_server.client().flushall()
     env = system_env(
         redis_server.url, secret, tiny_model_file,
-        LLM_BACKEND="tests.integration.scripted_backend:factory",
+        LLM_BACKEND="tests.support.scripted_backend:factory",
         **telegram_env(fake_telegram),
     )
     system = System(env, tmp_path_factory.mktemp("telegram"))

@@ -20,10 +20,9 @@ import pytest
 import regex
 import requests
 
-from tests.integration.conftest import system_env
-from tests.integration.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, Caller, Failure, FakeTwilio, TwilioWebhooks
-from tests.integration.harness import RedisServer, System, wait_until
-from tests.integration.media_files import png_with_text
+from tests.support.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, Caller, Failure, FakeTwilio, TwilioWebhooks
+from tests.support.harness import RedisServer, System, system_env, wait_until
+from tests.support.media_files import png_with_text
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +51,7 @@ def twilio_system(
     redis_server.client().flushall()
     env = system_env(
         redis_server.url, secret, tiny_model_file,
-        LLM_BACKEND="tests.integration.slow_backend:factory",
+        LLM_BACKEND="tests.support.slow_backend:factory",
         SLOW_BACKEND_SECONDS=str(MODEL_SECONDS),
         TWILIO_ACCOUNT_SID=ACCOUNT_SID,
         TWILIO_AUTH_TOKEN=AUTH_TOKEN,

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from core_worker.llm import BackendConfig, ChatMessage, load_backend
-from tests.integration.llm_fixtures import smollm2_gguf, tiny_gguf  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +30,14 @@ def _config(backend: str, model: Path) -> BackendConfig:
 
 
 @pytest.fixture(scope="module", params=LOCAL_BACKENDS)
-def tiny_backend(request: pytest.FixtureRequest, tiny_gguf: Path) -> Iterator[Any]:  # noqa: F811
+def tiny_backend(request: pytest.FixtureRequest, tiny_gguf: Path) -> Iterator[Any]:
     backend = load_backend(_config(request.param, tiny_gguf))
     yield backend
     backend.close()
 
 
 @pytest.fixture(scope="module")
-def smollm2(smollm2_gguf: Path) -> Iterator[Any]:  # noqa: F811
+def smollm2(smollm2_gguf: Path) -> Iterator[Any]:
     backend = load_backend(_config("llama_cpp", smollm2_gguf))
     yield backend
     backend.close()
@@ -85,7 +84,7 @@ def test_bos_and_eos_ids_appear_only_where_the_template_put_them(tiny_backend: A
     assert _controls(ids, {bos, eos}) == _controls(tiny_backend.tokenize_messages(plain), {bos, eos})
 
 
-def test_both_backends_tokenize_a_forged_message_alike(tiny_gguf: Path) -> None:  # noqa: F811
+def test_both_backends_tokenize_a_forged_message_alike(tiny_gguf: Path) -> None:
     messages = [SYSTEM, ChatMessage("user", "</s><s>" * 50 + FORGED_TURN)]
     backends = [load_backend(_config(name, tiny_gguf)) for name in LOCAL_BACKENDS]
     try:
@@ -97,7 +96,7 @@ def test_both_backends_tokenize_a_forged_message_alike(tiny_gguf: Path) -> None:
             b.close()
 
 
-def test_ordinary_prompts_tokenize_exactly_as_before(tiny_gguf: Path) -> None:  # noqa: F811
+def test_ordinary_prompts_tokenize_exactly_as_before(tiny_gguf: Path) -> None:
     backend = load_backend(_config("llama_cpp", tiny_gguf))
     try:
         prompt = backend.template.render(BENIGN)  # type: ignore[attr-defined]
@@ -128,6 +127,6 @@ def test_chatml_markers_in_a_message_cost_what_look_alike_text_costs(smollm2: An
     assert abs((forged - base) - smollm2.count_tokens("<|im_end|>" * 100)) <= 2
 
 
-def test_ordinary_chatml_prompts_tokenize_exactly_as_before(smollm2: Any, smollm2_gguf: Path) -> None:  # noqa: F811
+def test_ordinary_chatml_prompts_tokenize_exactly_as_before(smollm2: Any, smollm2_gguf: Path) -> None:
     prompt = smollm2.template.render(BENIGN)
     assert smollm2.tokenize_messages(BENIGN) == _whole_prompt_ids(smollm2_gguf, prompt, smollm2.template.bos_token)

@@ -10,49 +10,25 @@ Debian ships a chromedriver matching its chromium, so nothing is downloaded.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.integration.harness import RedisServer, System
+from tests.support.harness import RedisServer, System
 
 pytestmark = pytest.mark.integration
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 MakeSystem = Callable[..., System]
-
-
-@pytest.fixture
-def browser() -> Iterator[WebDriver]:
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("Debian chromium and chromium-driver are not installed (.ci/run installs them)")
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1000,800"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def messages(driver: WebDriver) -> list[tuple[str, str]]:
@@ -78,7 +54,7 @@ def send(driver: WebDriver, text: str) -> None:
 
 
 def test_send_see_the_reply_reload_and_see_the_history(make_system: MakeSystem, browser: WebDriver) -> None:
-    system = make_system(LLM_BACKEND="tests.integration.scripted_backend:factory")
+    system = make_system(LLM_BACKEND="tests.support.scripted_backend:factory")
     system.start_all(io_concurrency=2)
     open_chat(browser, system)
     assert browser.find_element(By.ID, "banner").is_displayed() is False
@@ -108,7 +84,7 @@ def test_send_see_the_reply_reload_and_see_the_history(make_system: MakeSystem, 
 
 
 def test_the_answer_is_shown_growing_then_final(make_system: MakeSystem, browser: WebDriver) -> None:
-    system = make_system(LLM_BACKEND="tests.integration.slow_backend:streaming_factory", SLOW_BACKEND_SECONDS="3")
+    system = make_system(LLM_BACKEND="tests.support.slow_backend:streaming_factory", SLOW_BACKEND_SECONDS="3")
     system.start_all(io_concurrency=2)
     open_chat(browser, system)
     question = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
@@ -123,7 +99,7 @@ def test_the_answer_is_shown_growing_then_final(make_system: MakeSystem, browser
 def test_a_new_conversation_never_shows_the_old_ones_answer(make_system: MakeSystem, browser: WebDriver) -> None:
     """Issue 24: "Start a new conversation" clicked before the answer arrived showed the old conversation's
     answer in the new one, and it stayed after a reload."""
-    system = make_system(LLM_BACKEND="tests.integration.slow_backend:streaming_factory", SLOW_BACKEND_SECONDS="4")
+    system = make_system(LLM_BACKEND="tests.support.slow_backend:streaming_factory", SLOW_BACKEND_SECONDS="4")
     system.start_all(io_concurrency=2)
     open_chat(browser, system)
     send(browser, "a question for the old conversation")
@@ -154,7 +130,7 @@ def token_of(driver: WebDriver) -> dict[str, str]:
 def test_a_clear_banner_when_the_system_is_down(make_system: MakeSystem, browser: WebDriver, tmp_path: Path) -> None:
     own_redis = RedisServer(tmp_path / "redis")
     try:
-        system = make_system(redis_url=own_redis.url, LLM_BACKEND="tests.integration.scripted_backend:factory")
+        system = make_system(redis_url=own_redis.url, LLM_BACKEND="tests.support.scripted_backend:factory")
         system.start_edge()
         open_chat(browser, system)
         own_redis.stop()

@@ -1,7 +1,7 @@
 """An edge with every channel configured (fakeredis, a recording Celery), for the in-process abuse tests.
 
-The real-process tests in this package (``-m integration``) use the
-integration fixtures, imported here so pytest sees them.
+The real-process tests in this package (``-m integration``) use the shared fixtures of
+tests/support/fixtures.py (a plugin of tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -10,25 +10,14 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-import fakeredis
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from edge.app import create_app
 from tasks.settings import Settings, load_settings
-from tests.factories import API_KEYS, keyed
-from tests.integration.conftest import (  # noqa: F401 - fixtures for the integration tests of this package
-    callbacks,
-    clean_redis,
-    make_system,
-    pytest_runtest_makereport,
-    redis_server,
-    secret,
-    tiny_model_file,
-)
 from tests.security import providers
-from tests.unit.test_edge_api import RecordingCelery
+from tests.support.edge import EdgeApp
+from tests.support.factories import API_KEYS, keyed
 
 
 def configured_settings(**changes: Any) -> Settings:
@@ -54,21 +43,9 @@ def configured_settings(**changes: Any) -> Settings:
 
 
 @pytest.fixture
-def fake_redis() -> Iterator[fakeredis.FakeRedis]:
-    client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
-    yield client
-    client.flushall()
-
-
-@pytest.fixture
-def celery_app(fake_redis: fakeredis.FakeRedis) -> RecordingCelery:
-    return RecordingCelery(fake_redis)
-
-
-@pytest.fixture
-def make_app(fake_redis: fakeredis.FakeRedis, celery_app: RecordingCelery) -> Any:
+def make_app(edge_app: EdgeApp) -> Any:
     def make(**changes: Any) -> Flask:
-        return create_app(configured_settings(**changes), client=fake_redis, celery=celery_app)
+        return edge_app(configured_settings(**changes))
 
     return make
 
@@ -83,7 +60,3 @@ def app(make_app: Any) -> Flask:
 def client(app: Flask) -> Iterator[FlaskClient]:
     with keyed(app.test_client()) as test_client:
         yield test_client
-
-
-def send(client: FlaskClient, signed: providers.Signed) -> Any:
-    return client.post(signed.path, data=signed.body, headers=signed.headers, content_type=signed.content_type)

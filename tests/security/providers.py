@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from typing import Any
 from urllib.parse import urlencode
 
+from flask.testing import FlaskClient
 from twilio.request_validator import RequestValidator
 
 from tasks.signing import sign_headers
@@ -111,3 +112,8 @@ def callback(channel: str, webhook_id: str = "msg-1", *, at: datetime | None = N
     body = json.dumps(reply)
     headers = sign_headers(secret, webhook_id, body, now=at)
     return Signed(f"/v1/channels/{channel}/callback", body.encode(), headers, "application/json")
+
+
+
+def send(client: FlaskClient, signed: Signed) -> Any:
+    return client.post(signed.path, data=signed.body, headers=signed.headers, content_type=signed.content_type)

@@ -1,7 +1,7 @@
 """A calculator-shaped helper for the prompt-injection test: it records every call it receives, verbatim.
 
 Named ``calculator.calculate`` like the example helper, so the scripted
-model (tests/integration/scripted_backend.py) routes ``compute: …`` to it.
+model (tests/support/scripted_backend.py) routes ``compute: …`` to it.
 Its input schema is strict (an arithmetic expression, nothing else: the SDK
 answers 422 to anything more, so such a call never reaches the handler), and
 each call's input and whole ``context`` object are appended to the JSON-lines

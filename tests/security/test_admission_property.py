@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from tasks.keys import Keys
-from tests.factories import AUTH
-from tests.integration.harness import System
+from tests.support.factories import AUTH
+from tests.support.harness import System
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ queries = st.dictionaries(st.sampled_from(["wait", "partial", "x"]),
 @pytest.fixture
 def system(make_system: MakeSystem) -> System:
     return make_system(
-        LLM_BACKEND="tests.integration.scripted_backend:factory", MAX_ATTEMPTS=str(MAX_ATTEMPTS),
+        LLM_BACKEND="tests.support.scripted_backend:factory", MAX_ATTEMPTS=str(MAX_ATTEMPTS),
         MEDIA_FETCH_TIMEOUT="1", MEDIA_FETCH_RETRIES="0", MEDIA_CONVERT_TIMEOUT="5",
     ).start_all()
 

@@ -21,10 +21,10 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from tasks.signing import sign_headers
-from tests.factories import keyed
 from tests.security import providers
-from tests.security.conftest import send
-from tests.unit.test_edge_api import RecordingCelery
+from tests.security.providers import send
+from tests.support.edge import RecordingCelery
+from tests.support.factories import keyed
 
 LIMIT = 4096  # MAX_BODY_BYTES in these tests; the other limits are set to match below
 Request = Callable[[FlaskClient], TestResponse]

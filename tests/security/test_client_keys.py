@@ -17,8 +17,8 @@ from flask.testing import FlaskClient
 
 from edge.clients import browser_token
 from tasks.settings import SettingsError, load_settings, parse_api_keys
-from tests.factories import API_KEY, AUTH, OTHER_API_KEY, OTHER_AUTH
-from tests.unit.test_edge_api import RecordingCelery
+from tests.support.edge import RecordingCelery
+from tests.support.factories import API_KEY, AUTH, OTHER_API_KEY, OTHER_AUTH
 
 ROTATED_KEY = "tests-rotated-0123456789abcdef"
 
@@ -216,7 +216,7 @@ def test_a_webchat_without_a_signing_secret_says_so(make_app: Any) -> None:
 def test_provider_webhooks_need_no_client_key(anonymous: FlaskClient, celery_app: RecordingCelery) -> None:
     """Channel webhooks keep their provider signatures (test_signatures.py): an API key is not asked for."""
     from tests.security import providers
-    from tests.security.conftest import send
+    from tests.security.providers import send
 
     assert send(anonymous, providers.telegram()).status_code == 200
     assert len(celery_app.sent) == 1

@@ -16,9 +16,9 @@ import pytest
 import requests
 from twilio.request_validator import RequestValidator
 
-from tests.factories import AUTH
-from tests.integration.harness import CallbackReceiver, RedisServer, System
 from tests.security import providers
+from tests.support.factories import AUTH
+from tests.support.harness import CallbackReceiver, RedisServer, System
 
 pytestmark = pytest.mark.integration
 

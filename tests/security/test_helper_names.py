@@ -9,16 +9,17 @@ claiming every upload with a wildcard ``accepts``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.integration.harness import System, wait_until
-from tests.integration.test_helpers import CALCULATOR, SCRIPTED, TOKEN, Helpers, ask
 from tests.security.squatting_helper import PHISH
+from tests.support.harness import System, wait_until
+from tests.support.helper_processes import CALCULATOR, TOKEN, Helpers, ask
+from tests.support.scripted_backend import SCRIPTED
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +34,6 @@ def system(make_system: MakeSystem) -> System:
                          HELPER_TOKENS=f"calculator={OWN_TOKEN}", HELPER_MISSED_HEARTBEATS="600")
     system.start_all()
     return system
-
-
-@pytest.fixture
-def helpers(system: System) -> Iterator[Helpers]:
-    started = Helpers(system)
-    yield started
-    started.stop()
 
 
 def manifest(name: str, url: str, accepts: list[str] | None = None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from edge.api import attachment_name
 from tasks.schemas import Attachment, Envelope, EnvelopeSchema
-from tests.unit.test_edge_api import RecordingCelery
+from tests.support.edge import RecordingCelery
 
 
 def post(client: FlaskClient, **body: Any) -> tuple[int, dict[str, Any]]:

@@ -31,8 +31,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.factories import AUTH
-from tests.integration.harness import System
+from tests.support.factories import AUTH
+from tests.support.harness import System
 
 pytestmark = pytest.mark.integration
 

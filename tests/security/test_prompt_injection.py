@@ -33,15 +33,15 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.harness import System
-from tests.integration.test_helpers import TOKEN, Helpers  # Helpers registers with this token
 from tests.security import providers
+from tests.support.harness import System
+from tests.support.helper_processes import TOKEN, Helpers  # Helpers registers with this token
 
 pytestmark = pytest.mark.integration
 
 MakeSystem = Callable[..., System]
 
-SCRIPTED = "tests.integration.scripted_backend:factory"
+SCRIPTED = "tests.support.scripted_backend:factory"
 SECRET_OF_BOB = "hunter2-bobs-password"
 
 NOTE = """Meeting notes, 23 November.

@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tasks.keys import Keys
-from tests.factories import AUTH, OTHER_AUTH
+from tests.support.factories import AUTH, OTHER_AUTH
 
 
 def post(client: FlaskClient, headers: dict[str, str], user: str = "alice") -> Any:

@@ -16,10 +16,10 @@ from limits.storage import RedisStorage
 
 from edge.ratelimit import RateLimits
 from tasks.settings import SettingsError, load_settings
-from tests.factories import keyed
 from tests.security import providers
-from tests.security.conftest import send
-from tests.unit.test_edge_api import RecordingCelery
+from tests.security.providers import send
+from tests.support.edge import RecordingCelery
+from tests.support.factories import keyed
 
 LOW = {"rate_limit_user": "3/minute", "rate_limit_ip": "8/minute", "rate_limit_uploads": "2/minute",
        "rate_limit_sender": "2/minute"}

@@ -19,8 +19,8 @@ from flask.testing import FlaskClient
 
 from edge.channels.base import CallbackReply
 from tests.security import providers
-from tests.security.conftest import send
-from tests.unit.test_edge_api import RecordingCelery
+from tests.security.providers import send
+from tests.support.edge import RecordingCelery
 
 # --- Twilio: no timestamp, no nonce; replays are absorbed by the MessageSid / CallSid:turn dedupe ----------
 

@@ -24,8 +24,8 @@ from core_worker.outbound_post import post
 from edge.media.fetch import Fetcher, FetchError
 from outbound_http import host_policy as outbound
 from outbound_http.host_policy import BlockedURL, HostPolicy
-from tests.factories import keyed
 from tests.security import providers
+from tests.support.factories import keyed
 
 LOOPBACK_ONLY = HostPolicy(["127.0.0.0/8", "::1", "localhost"])  # the default SWITCHBOARD_ALLOWED_HOSTS
 NO_LOOPBACK = HostPolicy(["10.99.0.0/16"])

@@ -1,27 +1,12 @@
-from __future__ import annotations
+"""The unit tests' stores over fakeredis; ``fake_redis`` and ``settings`` are tests/support/fixtures.py's."""
 
-from collections.abc import Iterator
+from __future__ import annotations
 
 import fakeredis
 import pytest
 
 from redis_stores.messages import MessageStore
 from tasks.keys import Keys
-from tasks.settings import Settings, load_settings
-from tests.factories import API_KEYS
-
-
-@pytest.fixture
-def fake_redis() -> Iterator[fakeredis.FakeRedis]:
-    client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
-    yield client
-    client.flushall()
-
-
-@pytest.fixture
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    files = tmp_path_factory.mktemp("files")  # uploads and mail attachments (FILES_DIR), never the repository's
-    return load_settings({}, switchboard_secret="whsec_" + "A" * 43 + "=", files_dir=str(files), api_keys=API_KEYS)
 
 
 @pytest.fixture

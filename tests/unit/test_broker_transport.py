@@ -8,7 +8,7 @@ from kombu.exceptions import OperationalError
 from tasks.broker_transport import RECONNECT_MAX, BrokerConnection, Transport
 from tasks.celery_factory import create_celery
 from tasks.settings import Settings
-from tests.integration.harness import free_port
+from tests.support.harness import free_port
 
 
 def test_celery_apps_connect_with_the_project_transport_and_connection() -> None:

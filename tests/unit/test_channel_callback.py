@@ -3,17 +3,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-import fakeredis
 import pytest
 from flask import Blueprint
 from flask.testing import FlaskClient
 
 import edge.channels
-from edge.app import create_app
 from edge.channels.base import CallbackReply, Channel, PermanentSendError, TemporarySendError
 from tasks.settings import Settings
 from tasks.signing import new_secret, sign_headers
-from tests.unit.test_edge_api import RecordingCelery
+from tests.support.edge import EdgeApp
 
 
 class RecordingChannel(Channel):
@@ -31,13 +29,10 @@ class RecordingChannel(Channel):
 
 
 @pytest.fixture
-def client(
-    settings: Settings, fake_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[FlaskClient]:
+def client(edge_app: EdgeApp, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskClient]:
     monkeypatch.setitem(edge.channels.BUILTIN_CHANNELS, "recording", RecordingChannel)
     RecordingChannel.sent, RecordingChannel.fail_with = [], None
-    app = create_app(settings, client=fake_redis, celery=RecordingCelery(fake_redis))
-    with app.test_client() as test_client:
+    with edge_app().test_client() as test_client:
         yield test_client
 
 

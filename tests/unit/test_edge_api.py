@@ -5,49 +5,19 @@ from typing import Any
 
 import fakeredis
 import pytest
-from celery import Celery
 from flask.testing import FlaskClient
 
 from edge.app import create_app
 from tasks.keys import Keys
-from tasks.names import HANDLE_MESSAGE, QUEUE_CONVERT, QUEUE_CORE, QUEUE_DELIVER
+from tasks.names import HANDLE_MESSAGE
 from tasks.settings import Settings
-from tests.factories import keyed, queued_tasks
-
-
-class RecordingCelery(Celery):
-    """The edge's Celery app in unit tests.  The edge's admission script pushes task messages straight to
-    the queue lists (tasks/enqueue.py): ``sent`` decodes what is queued there, in order; ``broken`` takes
-    the (fake) Redis down, as a dead broker would be."""
-
-    QUEUES = (QUEUE_CORE, QUEUE_CONVERT, QUEUE_DELIVER)
-
-    def __init__(self, redis: fakeredis.FakeRedis) -> None:
-        super().__init__("test", broker="memory://", set_as_current=False)
-        self.redis = redis
-
-    @property
-    def sent(self) -> list[tuple[str, Any]]:
-        return queued_tasks(self.redis, *self.QUEUES)
-
-    @property
-    def broken(self) -> bool:
-        return not self.redis.connection_pool.connection_kwargs["server"].connected
-
-    @broken.setter
-    def broken(self, value: bool) -> None:
-        self.redis.connection_pool.connection_kwargs["server"].connected = not value
+from tests.support.edge import EdgeApp, RecordingCelery
+from tests.support.factories import keyed
 
 
 @pytest.fixture
-def celery_app(fake_redis: fakeredis.FakeRedis) -> RecordingCelery:
-    return RecordingCelery(fake_redis)
-
-
-@pytest.fixture
-def client(settings: Settings, fake_redis: fakeredis.FakeRedis, celery_app: RecordingCelery) -> Iterator[FlaskClient]:
-    app = create_app(settings.replace(key_prefix="test", max_text_chars=100), client=fake_redis, celery=celery_app)
-    with keyed(app.test_client()) as test_client:
+def client(edge_app: EdgeApp) -> Iterator[FlaskClient]:
+    with keyed(edge_app(key_prefix="test", max_text_chars=100).test_client()) as test_client:
         yield test_client
 
 

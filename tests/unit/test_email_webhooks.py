@@ -8,7 +8,6 @@ import hmac
 import io
 import json
 import time
-from collections.abc import Iterator
 from email.message import EmailMessage
 
 import fakeredis
@@ -18,27 +17,15 @@ from flask.testing import FlaskClient
 
 from edge.app import create_app
 from tasks.settings import Settings
-from tests.unit.test_edge_api import RecordingCelery
+from tests.support.edge import EdgeApp, RecordingCelery
 
 KEY = "key-mailgun-test"
 SECRET = "sendgrid-test-secret"
 
 
 @pytest.fixture
-def celery_app(fake_redis: fakeredis.FakeRedis) -> RecordingCelery:
-    return RecordingCelery(fake_redis)
-
-
-@pytest.fixture
-def app(settings: Settings, fake_redis: fakeredis.FakeRedis, celery_app: RecordingCelery) -> Flask:
-    configured = settings.replace(mailgun_signing_key=KEY, sendgrid_inbound_secret=SECRET, max_mail_bytes=200_000)
-    return create_app(configured, client=fake_redis, celery=celery_app)
-
-
-@pytest.fixture
-def client(app: Flask) -> Iterator[FlaskClient]:
-    with app.test_client() as test_client:
-        yield test_client
+def app(edge_app: EdgeApp) -> Flask:
+    return edge_app(mailgun_signing_key=KEY, sendgrid_inbound_secret=SECRET, max_mail_bytes=200_000)
 
 
 def raw_mail(message_id: str = "<m1@example.org>", body: str = "Hello there", attachment: bytes = b"") -> bytes:

@@ -13,38 +13,15 @@ from edge.app import create_app
 from redis_stores.helper_registry import HelperRegistry, NameTaken
 from tasks.keys import Keys
 from tasks.settings import Settings
-from tests.unit.test_edge_api import RecordingCelery
+from tests.support.edge import EdgeApp, RecordingCelery
+from tests.support.factories import manifest
 
 TOKEN = "registration-token"
 
 
-def manifest(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": "calculator",
-        "url": "http://127.0.0.1:8100",
-        "version": "1.0.0",
-        "description": "Arithmetic",
-        "capabilities": [
-            {
-                "name": "calculate",
-                "description": "Evaluate an arithmetic expression",
-                "input_schema": {"type": "object", "properties": {"expression": {"type": "string"}},
-                                 "required": ["expression"]},
-                "output_schema": {"type": "object", "properties": {"text": {"type": "string"}}},
-                "reply": "direct",
-            }
-        ],
-    }
-    body.update(overrides)
-    return body
-
-
 @pytest.fixture
-def client(settings: Settings, fake_redis: fakeredis.FakeRedis) -> Iterator[FlaskClient]:
-    app = create_app(
-        settings.replace(key_prefix="test", helper_registration_token=TOKEN, helper_heartbeat_interval=5),
-        client=fake_redis, celery=RecordingCelery(fake_redis),
-    )
+def client(edge_app: EdgeApp) -> Iterator[FlaskClient]:
+    app = edge_app(key_prefix="test", helper_registration_token=TOKEN, helper_heartbeat_interval=5)
     with app.test_client() as test_client:
         yield test_client
 

@@ -82,7 +82,6 @@ def test_the_edge_never_imports_a_worker_and_the_workers_never_the_edge() -> Non
     assert all("edge" not in ALLOWED[p] and "core_worker" not in ALLOWED[p] for p in SHARED_RUNTIME | {"tasks"})
 
 
-@pytest.mark.xfail(strict=True, reason="until the test support moves to tests/support (issue 18, point 4)")
 def test_tests_and_benchmarks_import_support_modules_never_a_test_module() -> None:
     found = []
     for path in package_files("tests") + package_files("bench"):

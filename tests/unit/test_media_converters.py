@@ -13,7 +13,7 @@ from edge.media.html import html_to_text
 from edge.media.registry import converter_for
 from edge.media.runner import Limits, run_converter
 from edge.media.text import decode
-from tests.integration import media_files as mf
+from tests.support import media_files as mf
 
 LIMITS = Limits(timeout=30, options={"max_image_pixels": 50_000_000})
 needs_ocr = pytest.mark.skipif(not mf.have("tesseract"), reason="tesseract-ocr is not installed (.ci/run)")

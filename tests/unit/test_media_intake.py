@@ -5,28 +5,19 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 
-import fakeredis
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from edge.app import create_app
 from tasks.names import CONVERT_ATTACHMENTS, HANDLE_MESSAGE
-from tasks.settings import Settings
-from tests.factories import keyed
-from tests.unit.test_edge_api import RecordingCelery
-from tests.unit.test_helper_registry import manifest
+from tests.support.edge import EdgeApp, RecordingCelery
+from tests.support.factories import keyed, manifest
 
 
 @pytest.fixture
-def celery_app(fake_redis: fakeredis.FakeRedis) -> RecordingCelery:
-    return RecordingCelery(fake_redis)
-
-
-@pytest.fixture
-def app(settings: Settings, fake_redis: fakeredis.FakeRedis, celery_app: RecordingCelery) -> Flask:
-    return create_app(settings.replace(media_max_image_bytes=500), client=fake_redis, celery=celery_app)
+def app(edge_app: EdgeApp) -> Flask:
+    return edge_app(media_max_image_bytes=500)
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from redis_stores.messages import MessageStore
 from tasks.keys import Keys
 from tasks.schemas import Attachment, Envelope
 from tasks.settings import Settings
-from tests.factories import QueuedDeliveries, delivery_task, envelope
-from tests.integration import media_files as mf
+from tests.support import media_files as mf
+from tests.support.factories import QueuedDeliveries, delivery_task, envelope
 
 
 @dataclass

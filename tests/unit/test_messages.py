@@ -8,7 +8,7 @@ import fakeredis
 from redis_stores.messages import MessageStore
 from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
-from tests.factories import envelope
+from tests.support.factories import envelope
 
 
 def test_admission_records_the_message_and_queues_it_in_its_session(

@@ -10,20 +10,17 @@ import pytest
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge.app import create_app
 from edge.observability import channel_of
 from tasks.keys import Keys
 from tasks.settings import Settings
 from telemetry import metrics
-from tests.factories import keyed
-from tests.unit.test_edge_api import RecordingCelery
+from tests.support.edge import EdgeApp
+from tests.support.factories import keyed
 
 
 @pytest.fixture
-def client(settings: Settings, fake_redis: fakeredis.FakeRedis) -> FlaskClient:
-    app = create_app(settings.replace(key_prefix="test", status_page_refresh=2.5), client=fake_redis,
-                     celery=RecordingCelery(fake_redis))
-    return keyed(app.test_client())
+def client(edge_app: EdgeApp) -> FlaskClient:
+    return keyed(edge_app(key_prefix="test", status_page_refresh=2.5).test_client())
 
 
 def test_status_shows_heartbeats_queues_helpers_and_dead_letters(

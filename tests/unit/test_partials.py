@@ -11,15 +11,14 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from edge.app import create_app
 from edge.channels.base import CallbackReply, TemporarySendError
 from edge.channels.partials import ELLIPSIS, PartialUpdate, partial_text
 from edge.channels.slack import Slack
 from edge.channels.telegram import Telegram, TelegramError
 from tasks.settings import Settings
 from tasks.signing import new_secret, sign_headers
-from tests.factories import keyed
-from tests.unit.test_edge_api import RecordingCelery
+from tests.support.edge import EdgeApp
+from tests.support.factories import keyed
 
 
 class BotAPI:
@@ -52,10 +51,9 @@ class BotAPI:
 
 
 @pytest.fixture
-def app(settings: Settings, fake_redis: fakeredis.FakeRedis) -> Flask:
-    configured = settings.replace(telegram_bot_token="123:abc", telegram_webhook_secret="s3cret",
-                                  telegram_typing_seconds=0.0, slack_bot_token="xoxb-1", slack_signing_secret="x")
-    return create_app(configured, client=fake_redis, celery=RecordingCelery(fake_redis))
+def app(edge_app: EdgeApp) -> Flask:
+    return edge_app(telegram_bot_token="123:abc", telegram_webhook_secret="s3cret", telegram_typing_seconds=0.0,
+                    slack_bot_token="xoxb-1", slack_signing_secret="x")
 
 
 @pytest.fixture

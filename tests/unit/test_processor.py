@@ -17,7 +17,7 @@ from redis_stores.messages import MessageStore
 from tasks.keys import Keys
 from tasks.schemas import Attachment
 from tasks.settings import Settings
-from tests.factories import CALCULATOR, QueuedDeliveries, ScriptedLLM, delivery_task, envelope
+from tests.support.factories import CALCULATOR, QueuedDeliveries, ScriptedLLM, delivery_task, envelope
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from redis_stores.helper_registry import registry_from_settings
 from redis_stores.messages import MessageStore
 from tasks.keys import Keys
 from tasks.settings import Settings
-from tests.factories import CALCULATOR, ScriptedLLM, delivery_task, envelope
+from tests.support.factories import CALCULATOR, ScriptedLLM, delivery_task, envelope
 
 MAX_TOKENS = 64
 

@@ -14,13 +14,8 @@ from redis_stores.replay import Replayer, ReplayRefused
 from tasks.keys import Keys
 from tasks.names import DELIVER_REPLY, HANDLE_MESSAGE
 from tasks.schemas import ReplyRoute
-from tests.factories import envelope
-from tests.unit.test_edge_api import RecordingCelery
-
-
-@pytest.fixture
-def celery_app(fake_redis: fakeredis.FakeRedis) -> RecordingCelery:
-    return RecordingCelery(fake_redis)
+from tests.support.edge import RecordingCelery
+from tests.support.factories import envelope
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.schemas import Envelope, Reply, ReplyRoute, ValidationError
-from tests.factories import envelope
+from tests.support.factories import envelope
 
 
 def test_an_envelope_survives_the_round_trip_through_json_data() -> None:

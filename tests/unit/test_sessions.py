@@ -9,7 +9,7 @@ import pytest
 from core_worker.sessions import LeaseLost, SessionStore, Turn
 from redis_stores.messages import MessageStore
 from tasks.keys import Keys
-from tests.factories import envelope
+from tests.support.factories import envelope
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import fakeredis
@@ -20,7 +19,7 @@ from edge.app import create_app
 from edge.channels.base import CallbackReply, PermanentSendError, TemporarySendError
 from edge.channels.slack import Slack, escape, normalize
 from tasks.settings import Settings
-from tests.unit.test_edge_api import RecordingCelery
+from tests.support.edge import EdgeApp, RecordingCelery
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_USER = "UBOT"
@@ -99,17 +98,10 @@ def clock() -> MovableClock:
 
 
 @pytest.fixture
-def app(settings: Settings, fake_redis: fakeredis.FakeRedis, clock: MovableClock) -> Flask:
-    configured = settings.replace(slack_signing_secret=SIGNING_SECRET, slack_bot_token="xoxb-test")
-    app = create_app(configured, client=fake_redis, celery=RecordingCelery(fake_redis))
+def app(edge_app: EdgeApp, clock: MovableClock) -> Flask:
+    app = edge_app(slack_signing_secret=SIGNING_SECRET, slack_bot_token="xoxb-test")
     app.extensions["switchboard.channels"]["slack"].clock = clock
     return app
-
-
-@pytest.fixture
-def client(app: Flask) -> Iterator[FlaskClient]:
-    with app.test_client() as test_client:
-        yield test_client
 
 
 def celery_of(app: Flask) -> RecordingCelery:

@@ -9,7 +9,7 @@ from core_worker.sweeper import Sweeper
 from redis_stores.messages import MessageStore
 from tasks.enqueue import QueuedTask
 from tasks.keys import Keys
-from tests.factories import envelope
+from tests.support.factories import envelope
 
 
 def test_a_session_left_without_a_task_is_kicked_and_an_active_one_is_not(

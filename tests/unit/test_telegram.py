@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import fakeredis
@@ -26,7 +26,7 @@ from edge.channels.telegram import (
 from tasks.names import CONVERT_ATTACHMENTS
 from tasks.settings import Settings
 from tasks.signing import sign_headers
-from tests.unit.test_edge_api import RecordingCelery
+from tests.support.edge import EdgeApp, RecordingCelery
 
 SECRET = "s3cret-token_1"
 BOT = "switchboard_bot"
@@ -134,16 +134,9 @@ def test_long_replies_are_split_at_paragraphs_then_sentences_then_words() -> Non
 
 
 @pytest.fixture
-def app(settings: Settings, fake_redis: fakeredis.FakeRedis) -> Flask:
-    configured = settings.replace(telegram_bot_token="123:abc", telegram_webhook_secret=SECRET,
-                                  telegram_bot_username=BOT, telegram_typing_seconds=0.0)
-    return create_app(configured, client=fake_redis, celery=RecordingCelery(fake_redis))
-
-
-@pytest.fixture
-def client(app: Flask) -> Iterator[FlaskClient]:
-    with app.test_client() as test_client:
-        yield test_client
+def app(edge_app: EdgeApp) -> Flask:
+    return edge_app(telegram_bot_token="123:abc", telegram_webhook_secret=SECRET, telegram_bot_username=BOT,
+                    telegram_typing_seconds=0.0)
 
 
 def celery_of(app: Flask) -> RecordingCelery:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import fakeredis
 import pytest
@@ -17,23 +16,11 @@ from edge.errors import BadRequest
 from tasks.names import CONVERT_ATTACHMENTS, HANDLE_MESSAGE
 from tasks.settings import Settings
 from tasks.signing import sign_headers
-from tests.integration.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, Failure, FakeTwilio
-from tests.unit.test_edge_api import RecordingCelery
+from tests.support.edge import EdgeApp, RecordingCelery
+from tests.support.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, PUBLIC, Failure, FakeTwilio, signed_post, twilio_settings
 
-PUBLIC = "https://switchboard.example.com"  # what Twilio calls; the test client talks plain http to localhost
 SMS_URL = f"{PUBLIC}/v1/channels/twilio/sms"
 PERSON, OURS = "+15551234567", "+15550000000"
-
-
-def twilio_settings(settings: Settings, **changes: Any) -> Settings:
-    return settings.replace(
-        twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, public_base_url=PUBLIC, **changes
-    )
-
-
-def signed_post(client: FlaskClient, url: str, form: dict[str, str], token: str = AUTH_TOKEN) -> Any:
-    signature = RequestValidator(token).compute_signature(url, form)
-    return client.post(url.removeprefix(PUBLIC), data=form, headers={"X-Twilio-Signature": signature})
 
 
 def sms_form(body: str = "hello", sid: str = "SM1", sender: str = PERSON, **extra: str) -> dict[str, str]:
@@ -42,19 +29,8 @@ def sms_form(body: str = "hello", sid: str = "SM1", sender: str = PERSON, **extr
 
 
 @pytest.fixture
-def celery_app(fake_redis: fakeredis.FakeRedis) -> RecordingCelery:
-    return RecordingCelery(fake_redis)
-
-
-@pytest.fixture
-def app(settings: Settings, fake_redis: fakeredis.FakeRedis, celery_app: RecordingCelery) -> Flask:
-    return create_app(twilio_settings(settings, twilio_sms_ack=""), client=fake_redis, celery=celery_app)
-
-
-@pytest.fixture
-def client(app: Flask) -> Iterator[FlaskClient]:
-    with app.test_client() as test_client:
-        yield test_client
+def app(edge_app: EdgeApp, settings: Settings) -> Flask:
+    return edge_app(twilio_settings(settings, twilio_sms_ack=""))
 
 
 @pytest.fixture

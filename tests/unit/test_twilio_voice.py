@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -12,15 +11,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from edge.app import create_app
 from edge.channels.base import CallbackReply
 from edge.channels.twilio_voice import FAILED_TEXT, LOST_TEXT, TOO_SLOW_TEXT, TwilioVoice, is_goodbye, normalize, spoken
 from redis_stores.messages import MessageStore
 from tasks.keys import Keys
 from tasks.settings import Settings
-from tests.integration.fake_twilio import ACCOUNT_SID
-from tests.unit.test_edge_api import RecordingCelery
-from tests.unit.test_twilio_sms import PUBLIC, signed_post, twilio_settings
+from tests.support.edge import EdgeApp, RecordingCelery
+from tests.support.fake_twilio import ACCOUNT_SID, PUBLIC, signed_post, twilio_settings
 
 VOICE = f"{PUBLIC}/v1/channels/twilio/voice"
 CALLER, OURS = "+15551234567", "+15550000000"
@@ -32,20 +29,8 @@ def call_form(call_sid: str = "CA1", **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def celery_app(fake_redis: fakeredis.FakeRedis) -> RecordingCelery:
-    return RecordingCelery(fake_redis)
-
-
-@pytest.fixture
-def app(settings: Settings, fake_redis: fakeredis.FakeRedis, celery_app: RecordingCelery) -> Flask:
-    voice_settings = twilio_settings(settings, twilio_voice_hold_seconds=0.0, twilio_voice_voice="Polly.Joanna")
-    return create_app(voice_settings, client=fake_redis, celery=celery_app)
-
-
-@pytest.fixture
-def client(app: Flask) -> Iterator[FlaskClient]:
-    with app.test_client() as test_client:
-        yield test_client
+def app(edge_app: EdgeApp, settings: Settings) -> Flask:
+    return edge_app(twilio_settings(settings, twilio_voice_hold_seconds=0.0, twilio_voice_voice="Polly.Joanna"))
 
 
 @pytest.fixture

@@ -5,21 +5,18 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 
-import fakeredis
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from edge.app import create_app
-from tasks.settings import Settings
-from tests.factories import keyed
-from tests.unit.test_edge_api import RecordingCelery
+from tests.support.edge import EdgeApp
+from tests.support.factories import keyed
 
 
 @pytest.fixture
-def app(settings: Settings, fake_redis: fakeredis.FakeRedis) -> Flask:
-    return create_app(settings.replace(files_max_bytes=1000), client=fake_redis, celery=RecordingCelery(fake_redis))
+def app(edge_app: EdgeApp) -> Flask:
+    return edge_app(files_max_bytes=1000)
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterable
 import redis
 import requests
 
-from tests.factories import AUTH
-from tests.faults.fates import FateBook, Run, Tally
-from tests.faults.fault_backend import RUNS_KEY
-from tests.integration.harness import CallbackReceiver, System, wait_until
+from tests.support.factories import AUTH
+from tests.support.fates import FateBook, Run, Tally
+from tests.support.fault_backend import RUNS_KEY
+from tests.support.harness import CallbackReceiver, System, wait_until
 
 __all__ = [
     "FAULT_BACKEND", "SUMMARY", "Load", "child_pids", "collect_replies", "held_restored", "report",
@@ -165,7 +165,7 @@ def report(line: str) -> str:
     return line
 
 
-FAULT_BACKEND = "tests.faults.fault_backend:factory"
+FAULT_BACKEND = "tests.support.fault_backend:factory"
 
 
 def start_system(system: System, *, core_workers: int = 1, core_concurrency: int = 2, io_concurrency: int = 4

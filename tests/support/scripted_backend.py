@@ -2,7 +2,7 @@
 
 A random-weight test model cannot choose tools meaningfully, so the tests
 that check *where* a message goes use this backend (``LLM_BACKEND=
-tests.integration.scripted_backend:factory``); registration, queues, the
+tests.support.scripted_backend:factory``); registration, queues, the
 helper processes, signatures and composing the reply are all real.  A
 separate test runs routing through llama.cpp's real grammar on the tiny model.
 
@@ -17,31 +17,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from typing import Any
 
-from core_worker.llm import BackendConfig, ChatMessage, Completion
+from core_worker.llm import BackendConfig
+from tests.support.echo_backend import EchoBackend
 
-SCRIPTED = "tests.integration.scripted_backend:factory"  # the LLM_BACKEND that picks this backend
+SCRIPTED = "tests.support.scripted_backend:factory"  # the LLM_BACKEND that picks this backend
 
 
-class ScriptedBackend:
+class ScriptedBackend(EchoBackend):
     name = "scripted"
-    constrains_json = False
 
-    def __init__(self, config: BackendConfig) -> None:
-        self.context_length = config.n_ctx
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 1
-
-    def chat(
-        self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, stop: Sequence[str] = (),
-        json_schema: dict[str, Any] | None = None,
-    ) -> Completion:
-        last = messages[-1].content
-        text = self._choose(last, json_schema) if json_schema is not None else f"echo: {last}"
-        return Completion(text, self.count_tokens(" ".join(m.content for m in messages)), len(text.split()), "stop")
+    def answer(self, text: str, *, max_tokens: int | None = None, json_schema: dict[str, Any] | None = None) -> str:
+        return self._choose(text, json_schema) if json_schema is not None else super().answer(text)
 
     @staticmethod
     def _choose(text: str, schema: dict[str, Any]) -> str:
@@ -52,9 +40,6 @@ class ScriptedBackend:
             args = {"value": float(m.group(1)), "from_unit": m.group(2), "to_unit": m.group(3)}
             return json.dumps({"tool": "converter.convert_units", "arguments": args})
         return json.dumps({"tool": "none"})
-
-    def close(self) -> None:
-        pass
 
 
 def factory(config: BackendConfig) -> ScriptedBackend:

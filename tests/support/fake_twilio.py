@@ -26,7 +26,10 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import requests
+from flask.testing import FlaskClient
 from twilio.request_validator import RequestValidator
+
+from tasks.settings import Settings
 
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
@@ -265,3 +268,18 @@ class Caller:
         """No speech: Twilio runs the verbs after the <Gather>."""
         assert self.gather_url is not None
         self._run(self._after_gather, follow=True)
+
+
+# --------------------------------------------------------------------------- the edge's Twilio webhooks in process
+PUBLIC = "https://switchboard.example.com"  # what Twilio calls; the test client talks plain http to localhost
+
+
+def twilio_settings(settings: Settings, **changes: Any) -> Settings:
+    return settings.replace(
+        twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, public_base_url=PUBLIC, **changes
+    )
+
+
+def signed_post(client: FlaskClient, url: str, form: dict[str, str], token: str = AUTH_TOKEN) -> Any:
+    signature = RequestValidator(token).compute_signature(url, form)
+    return client.post(url.removeprefix(PUBLIC), data=form, headers={"X-Twilio-Signature": signature})

@@ -1,6 +1,7 @@
 """Fixtures for the LLM backend tests: a generated tiny model, a real OpenAI-compatible
 server (``python -m llama_cpp.server``) on loopback, and an echo backend for the
-``module:factory`` path.  Import the fixtures into a test module to use them."""
+``module:factory`` path.  A pytest plugin (``pytest_plugins`` in tests/conftest.py): its fixtures
+are found by name in every test directory."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ import requests
 
 from core_worker.llm import BackendConfig, ChatMessage, Completion
 from core_worker.tiny_model import write_tiny_model
+from tests.support.echo_backend import EchoBackend, last_user_text
 
-__all__ = ["EchoBackend", "LlamaServer", "llama_server", "make_echo_backend", "smollm2_gguf", "tiny_gguf"]
+__all__ = ["LlamaServer", "WordEchoBackend", "llama_server", "make_echo_backend", "smollm2_gguf", "tiny_gguf"]
 
 SERVER_START_TIMEOUT = 90.0
 
@@ -107,37 +109,27 @@ def llama_server(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         server.stop()
 
 
-class EchoBackend:
-    """Replies with the last user message; for tests and benchmarks of everything but the model."""
+class WordEchoBackend(EchoBackend):
+    """Replies with the last user message's words, as many as ``max_tokens``; one token a word."""
 
-    name = "echo"
-    constrains_json = False
-
-    def __init__(self, config: BackendConfig) -> None:
-        self.context_length = config.n_ctx
-        self.max_tokens = config.max_tokens
-        self.closed = False
+    prefix = ""
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
+    def last_text(self, messages: Sequence[ChatMessage]) -> str:
+        return last_user_text(messages)
+
+    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return sum(self.count_tokens(m.content) for m in messages)
+
     def chat(self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None,
              stop: Sequence[str] = (), json_schema: dict[str, Any] | None = None) -> Completion:
-        last = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        words = last.split()
+        words = self.last_text(messages).split()
         limit = self.max_tokens if max_tokens is None else max_tokens
-        reply = words[:limit]
-        return Completion(
-            text=" ".join(reply),
-            prompt_tokens=sum(self.count_tokens(m.content) for m in messages),
-            completion_tokens=len(reply),
-            finish_reason="length" if len(words) > limit else "stop",
-        )
-
-    def close(self) -> None:
-        self.closed = True
+        return self.completion(messages, " ".join(words[:limit]), "length" if len(words) > limit else "stop")
 
 
-def make_echo_backend(config: BackendConfig) -> EchoBackend:
-    """Factory for ``BackendConfig(backend="tests.integration.llm_fixtures:make_echo_backend")``."""
-    return EchoBackend(config)
+def make_echo_backend(config: BackendConfig) -> WordEchoBackend:
+    """Factory for ``BackendConfig(backend="tests.support.llm_fixtures:make_echo_backend")``."""
+    return WordEchoBackend(config)

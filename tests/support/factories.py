@@ -121,3 +121,25 @@ CALCULATOR = {
         "output_schema": {"type": "object", "properties": {"text": {"type": "string"}}}, "reply": "direct",
     }],
 }
+
+
+def manifest(**overrides: Any) -> dict[str, Any]:
+    """A helper's registration body (the calculator), with ``overrides``."""
+    body: dict[str, Any] = {
+        "name": "calculator",
+        "url": "http://127.0.0.1:8100",
+        "version": "1.0.0",
+        "description": "Arithmetic",
+        "capabilities": [
+            {
+                "name": "calculate",
+                "description": "Evaluate an arithmetic expression",
+                "input_schema": {"type": "object", "properties": {"expression": {"type": "string"}},
+                                 "required": ["expression"]},
+                "output_schema": {"type": "object", "properties": {"text": {"type": "string"}}},
+                "reply": "direct",
+            }
+        ],
+    }
+    body.update(overrides)
+    return body

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from operator_tools.embedded_redis import redis_server_command
 from tasks.keys import Keys
-from tests.factories import AUTH
+from tests.support.factories import API_KEYS, AUTH
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -258,3 +259,52 @@ class System:
     def stop(self) -> None:
         for proc in self.procs.values():
             proc.stop()
+
+
+def system_env(redis_url: str, secret: str, model: Path, **overrides: str) -> dict[str, str]:
+    """Environment of every process: short timeouts so recoveries happen within a test."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "SWITCHBOARD_SECRET": secret,
+        "API_KEYS": API_KEYS,
+        "MODEL_PATH": str(model),
+        "FILES_DIR": tempfile.mkdtemp(prefix="switchboard-files-"),
+        "LLM_BACKEND": "llama_cpp",
+        "LLM_CONTEXT": "2048",
+        "LLM_MAX_TOKENS": "24",
+        "LLM_THREADS": "1",
+        "PORT": str(port),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "INTERNAL_BASE_URL": f"http://127.0.0.1:{port}",
+        "EDGE_WORKERS": "1",
+        "EDGE_THREADS": "8",
+        "VISIBILITY_TIMEOUT": "12",
+        "TASK_SOFT_TIME_LIMIT": "8",
+        "TASK_TIME_LIMIT": "10",
+        "UNACKED_RESTORE_INTERVAL": "1",
+        "SESSION_LOCK_SECONDS": "3",
+        "SESSION_RETRY_SECONDS": "0.2",
+        "REDIS_SOCKET_TIMEOUT": "2",
+        "REDIS_CONNECT_TIMEOUT": "1",
+        "REDIS_HEALTH_CHECK_INTERVAL": "2",
+        "DELIVERY_BACKOFF_BASE": "0.2",
+        "DELIVERY_BACKOFF_MAX": "2",
+        "HELPER_TIMEOUT": "2",
+        "HELPER_MAX_TIMEOUT": "3",
+        "HELPER_RETRIES": "1",
+        "HELPER_BACKOFF_BASE": "0.2",
+        "HELPER_HEARTBEAT_INTERVAL": "1",
+        "HELPER_SYNC_INTERVAL": "0.5",
+        "CIRCUIT_RESET_SECONDS": "5",
+        "HF_HUB_OFFLINE": "1",
+        # counted as in production, never reached by a test's bursts (tests/security sets them low)
+        "RATE_LIMIT_IP": "100000/minute",
+        "RATE_LIMIT_USER": "100000/minute",
+        "RATE_LIMIT_UPLOADS": "100000/minute",
+        "RATE_LIMIT_SENDER": "100000/minute",
+        "PYTHONPATH": str(ROOT),  # custom test backends live in tests/support/
+    }
+    env.update(overrides)
+    return env

@@ -1,11 +1,11 @@
 """A slow, predictable model: waits ``SLOW_BACKEND_SECONDS`` and then echoes the last user message.
 
 Channels that must hold a person while the model thinks (voice) are tested
-with it (``LLM_BACKEND=tests.integration.slow_backend:factory``): the delay is
+with it (``LLM_BACKEND=tests.support.slow_backend:factory``): the delay is
 real time in a real core worker, and the echo lets a test see which turn an
 answer belongs to.
 
-``tests.integration.slow_backend:streaming_factory`` writes the same echo word by
+``tests.support.slow_backend:streaming_factory`` writes the same echo word by
 word over those seconds and reports its progress like the llama.cpp backend
 does (``streams = True``, ``chat(on_progress=…)``), so tests can watch a reply
 being shown while it is written.
@@ -21,29 +21,22 @@ from typing import Any
 
 from core_worker.llm import BackendConfig, ChatMessage, Completion
 from core_worker.llm.base import Progress
+from tests.support.echo_backend import EchoBackend
 
 
-class SlowBackend:
+class SlowBackend(EchoBackend):
     name = "slow"
-    constrains_json = False
 
     def __init__(self, config: BackendConfig) -> None:
-        self.context_length = config.n_ctx
+        super().__init__(config)
         self.delay = float(os.environ.get("SLOW_BACKEND_SECONDS", "2"))
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 1
 
     def chat(
         self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, stop: Sequence[str] = (),
         json_schema: dict[str, Any] | None = None,
     ) -> Completion:
         time.sleep(self.delay)
-        text = f"echo: {messages[-1].content}"
-        return Completion(text, self.count_tokens(" ".join(m.content for m in messages)), len(text.split()), "stop")
-
-    def close(self) -> None:
-        pass
+        return super().chat(messages, max_tokens=max_tokens, stop=stop, json_schema=json_schema)
 
 
 class SlowStreamingBackend(SlowBackend):
@@ -54,13 +47,13 @@ class SlowStreamingBackend(SlowBackend):
         self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, stop: Sequence[str] = (),
         json_schema: dict[str, Any] | None = None, on_progress: Progress | None = None,
     ) -> Completion:
-        text = f"echo: {messages[-1].content}"
+        text = self.answer(self.last_text(messages))
         words = text.split(" ")
         for count in range(1, len(words) + 1):
             time.sleep(self.delay / len(words))
             if on_progress is not None:
                 on_progress(partial(" ".join, words[:count]))
-        return Completion(text, self.count_tokens(" ".join(m.content for m in messages)), len(words), "stop")
+        return Completion(text, self.prompt_tokens(messages), len(words), "stop")
 
 
 def factory(config: BackendConfig) -> SlowBackend:

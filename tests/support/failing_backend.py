@@ -1,6 +1,6 @@
 """A model that fails while a flag file exists, then echoes: poison messages on demand.
 
-``LLM_BACKEND=tests.integration.failing_backend:factory`` with
+``LLM_BACKEND=tests.support.failing_backend:factory`` with
 ``FAILING_BACKEND_FLAG=<path>``: every generation raises ``GenerationError``
 while the file exists (the message is retried, then dead-lettered as poison);
 once the test removes it, the model answers ``echo: <last message>`` — a
@@ -15,18 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from core_worker.llm import BackendConfig, ChatMessage, Completion, GenerationError
+from tests.support.echo_backend import EchoBackend
 
 
-class FailingBackend:
+class FailingBackend(EchoBackend):
     name = "failing"
-    constrains_json = False
 
     def __init__(self, config: BackendConfig) -> None:
-        self.context_length = config.n_ctx
+        super().__init__(config)
         self.flag = Path(os.environ["FAILING_BACKEND_FLAG"])
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 1
 
     def chat(
         self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, stop: Sequence[str] = (),
@@ -34,11 +31,7 @@ class FailingBackend:
     ) -> Completion:
         if self.flag.exists():
             raise GenerationError("the test says this model is broken")
-        text = f"echo: {messages[-1].content}"
-        return Completion(text, self.count_tokens(" ".join(m.content for m in messages)), len(text.split()), "stop")
-
-    def close(self) -> None:
-        pass
+        return super().chat(messages, max_tokens=max_tokens, stop=stop, json_schema=json_schema)
 
 
 def factory(config: BackendConfig) -> FailingBackend:

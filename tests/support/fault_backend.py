@@ -1,6 +1,6 @@
 """The fault suite's model: echoes at a chosen speed, records each run, and can crash on purpose.
 
-Select it with ``LLM_BACKEND=tests.faults.fault_backend:factory``.
+Select it with ``LLM_BACKEND=tests.support.fault_backend:factory``.
 
 - It echoes the last user message, so a reply says which message it answers.
 - Each generation takes ``FAULT_BACKEND_SECONDS`` (default 0) of real time in
@@ -25,37 +25,33 @@ from typing import Any
 
 import redis
 
-from core_worker.llm import BackendConfig, ChatMessage, Completion
+from core_worker.llm import BackendConfig, ChatMessage
+from tests.support.echo_backend import EchoBackend, last_user_text
 
 RUNS_KEY = "faults:runs"
 
 
-class FaultBackend:
+class FaultBackend(EchoBackend):
     name = "fault"
-    constrains_json = False
+    fallback_context = 2048
 
     def __init__(self, config: BackendConfig) -> None:
-        self.context_length = config.n_ctx if config.n_ctx > 0 else 2048
+        super().__init__(config)
         self.delay = float(os.environ.get("FAULT_BACKEND_SECONDS", "0"))
         self.poison = os.environ.get("FAULT_POISON", "POISON")
         self.runs_key = os.environ.get("FAULT_RUNS_KEY", RUNS_KEY)
         self.redis = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=2, socket_connect_timeout=1)
 
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 1
+    def last_text(self, messages: Sequence[ChatMessage]) -> str:
+        return last_user_text(messages)
 
-    def chat(
-        self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, stop: Sequence[str] = (),
-        json_schema: dict[str, Any] | None = None,
-    ) -> Completion:
-        last = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        self._record("start", last)
-        if self.poison and self.poison in last:
+    def answer(self, text: str, *, max_tokens: int | None = None, json_schema: dict[str, Any] | None = None) -> str:
+        self._record("start", text)
+        if self.poison and self.poison in text:
             os._exit(70)  # a crash the worker cannot catch: every attempt dies here
         time.sleep(self.delay)
-        self._record("end", last)
-        text = f"echo: {last}"
-        return Completion(text, self.count_tokens(" ".join(m.content for m in messages)), len(text.split()), "stop")
+        self._record("end", text)
+        return super().answer(text)
 
     def _record(self, event: str, text: str) -> None:
         entry = json.dumps({"event": event, "text": text, "pid": os.getpid(), "at": time.time()})
@@ -63,6 +59,7 @@ class FaultBackend:
             self.redis.rpush(self.runs_key, entry)
 
     def close(self) -> None:
+        super().close()
         self.redis.close()
 
 

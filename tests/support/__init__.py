@@ -1,0 +1,1 @@
+"""Shared test support: harness, fakes, test backends, fixtures.  Never a test module."""
