@@ -107,3 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.write(f"removed {dead.purge()} entries\n")
         return 0
     return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

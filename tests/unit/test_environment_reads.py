@@ -20,10 +20,10 @@ def environment_reads(path: Path) -> list[tuple[int, str]]:
         text = ast.unparse(node) if isinstance(node, ast.Attribute | ast.Call | ast.Subscript) else ""
         if isinstance(node, ast.Call) and text.startswith(("os.environ.get(", "os.getenv(")):
             arg = node.args[0] if node.args else None
-            found.append((node.lineno, arg.value if isinstance(arg, ast.Constant) else ast.unparse(node)))
+            found.append((node.lineno, str(arg.value) if isinstance(arg, ast.Constant) else ast.unparse(node)))
         elif isinstance(node, ast.Subscript) and text.startswith("os.environ["):
             key = node.slice
-            found.append((node.lineno, key.value if isinstance(key, ast.Constant) else text))
+            found.append((node.lineno, str(key.value) if isinstance(key, ast.Constant) else text))
     return found
 
 
