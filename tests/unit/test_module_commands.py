@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMAND = re.compile(r"python3? -m ([a-z_][\w.]*)")
+COMMAND = re.compile(r"(?:python3?|\$PY\"?|\$\(BIN\)/python) -m ([a-z_][\w.]*)")
 PROJECT = ("tasks", "edge", "core_worker", "redis_stores", "telemetry", "outbound_http", "operator_tools",
            "celery_runtime", "bench", "scripts")
 
