@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from edge.app import create_app
 from edge.channels.base import CallbackReply, PermanentSendError, TemporarySendError
-from edge.channels.telegram import (
+from edge.channels.telegram.channel import (
     MAX_MESSAGE_CHARS,
     SECRET_HEADER,
     Telegram,

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from edge.app import create_app
 from edge.channels.base import CallbackReply
-from edge.channels.twilio_voice import FAILED_TEXT, LOST_TEXT, TOO_SLOW_TEXT, TwilioVoice, is_goodbye, normalize, spoken
+from edge.channels.twilio.voice import FAILED_TEXT, LOST_TEXT, TOO_SLOW_TEXT, TwilioVoice, is_goodbye, normalize, spoken
 from redis_stores.messages import MessageStore
 from tasks.keys import Keys
 from tasks.settings import Settings

@@ -28,7 +28,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from edge.channels.base import CallbackReply, Channel
 from edge.channels.splitting import clip
-from edge.channels.twilio_common import ROUTE_PREFIX, caller_session, require, twiml, verify_twilio_request
+from edge.channels.twilio.common import ROUTE_PREFIX, caller_session, require, twiml, verify_twilio_request
 from edge.errors import BadRequest
 from redis_stores.messages import MessageRecord
 from tasks.schemas import Envelope, ReplyRoute, new_message_id

@@ -32,7 +32,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from edge.channels.base import CallbackReply, Channel, PermanentSendError, TemporarySendError
 from edge.channels.splitting import split_text
-from edge.channels.twilio_common import ROUTE_PREFIX, caller_session, require, twiml, verify_twilio_request
+from edge.channels.twilio.common import ROUTE_PREFIX, caller_session, require, twiml, verify_twilio_request
 from edge.context import EdgeContext
 from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
 from tasks.settings import Settings

@@ -37,10 +37,10 @@ from werkzeug.formparser import MultiPartParser
 from werkzeug.http import parse_options_header
 
 from edge.channels.base import CallbackReply, Channel
-from edge.channels.email_auth import SenderCheck, from_authentication_results, from_mailgun, from_sendgrid
-from edge.channels.email_mailgun import SignatureRejected, message_from_mailgun, verify_signature
-from edge.channels.email_mailgun import recipient as mailgun_recipient
-from edge.channels.email_parse import (
+from edge.channels.email.auth import SenderCheck, from_authentication_results, from_mailgun, from_sendgrid
+from edge.channels.email.mailgun import SignatureRejected, message_from_mailgun, verify_signature
+from edge.channels.email.mailgun import recipient as mailgun_recipient
+from edge.channels.email.normalize import (
     MailPart,
     MailRejected,
     ParsedMail,
@@ -49,9 +49,9 @@ from edge.channels.email_parse import (
     parse_bytes,
     parse_mail,
 )
-from edge.channels.email_sendgrid import credentials_ok, message_from_sendgrid
-from edge.channels.email_sendgrid import recipient as sendgrid_recipient
-from edge.channels.email_smtp import build_reply, send_mail
+from edge.channels.email.sendgrid import credentials_ok, message_from_sendgrid
+from edge.channels.email.sendgrid import recipient as sendgrid_recipient
+from edge.channels.email.smtp import build_reply, send_mail
 from edge.errors import BadRequest, Forbidden, NotFound, UnsupportedMedia
 from edge.file_store import FileStore
 from tasks.schemas import Attachment
