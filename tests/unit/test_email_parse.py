@@ -11,12 +11,12 @@ from edge.channels.email.normalize import (
     MailPart,
     MailRejected,
     delivery_key,
-    html_to_text,
     message_from_fields,
     normalize,
     parse_mail,
 )
 from edge.channels.email.smtp import build_reply
+from edge.media.html import html_to_text
 
 CALLBACK = "http://127.0.0.1:8000/v1/channels/email/callback"
 

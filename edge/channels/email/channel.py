@@ -206,7 +206,7 @@ class EmailChannel(Channel):
                                  field("signature"), now=time.time(), max_age=settings.mailgun_max_age)
             except SignatureRejected as exc:
                 raise Forbidden(str(exc)) from exc
-            token_key = f"{self.ctx.keys.prefix}:email:mailgun-token:{hashlib.sha256(fields['token']).hexdigest()}"
+            token_key = self.ctx.keys.mailgun_token(hashlib.sha256(fields["token"]).hexdigest())
             if not self.ctx.redis.set(token_key, "1", nx=True, ex=int(settings.mailgun_max_age * 2) + 60):
                 raise Forbidden("this Mailgun token was used before (replay)")
             return self._answer(lambda: self.ingest(
