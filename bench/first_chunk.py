@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `tests` and the product i
 
 import requests  # noqa: E402
 
-from edge.channels.telegram import EMPTY_REPLY  # noqa: E402  (Slack's is the same sentence)
+from edge.channels.telegram.channel import EMPTY_REPLY  # noqa: E402  (Slack's is the same sentence)
 from tests.support.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackEvents  # noqa: E402
 from tests.support.fake_telegram import TOKEN, FakeTelegram  # noqa: E402
 from tests.support.harness import RedisServer, System, wait_until  # noqa: E402

@@ -22,7 +22,7 @@ from limits.errors import StorageError
 from limits.storage import RedisStorage
 from limits.strategies import STRATEGIES, RateLimiter
 
-from tasks.keys import scoped
+from tasks.keys import Keys, scoped
 from tasks.settings import Settings, SettingsError
 
 __all__ = ["HelperCallLimit"]
@@ -42,7 +42,7 @@ class HelperCallLimit:
             raise SettingsError(f"RATE_LIMIT_STRATEGY must be one of {', '.join(sorted(STRATEGIES))}")
         storage = RedisStorage("redis://", connection_pool=client.connection_pool)
         self.limiter: RateLimiter = STRATEGIES[settings.rate_limit_strategy](storage)
-        self.key_prefix = f"{settings.key_prefix}:ratelimit"
+        self.key_prefix = Keys(settings.key_prefix).ratelimit
         self.fail_open = settings.rate_limit_fail_open
 
     def hit(self, channel: str, sender: str) -> int | None:

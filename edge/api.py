@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate, validates
 
 from edge.bodies import json_object
 from edge.clients import Caller, caller
@@ -23,7 +24,7 @@ from redis_stores.messages import settled
 from tasks.keys import scoped
 from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
 
-__all__ = ["attachment_name", "blueprint", "session_id_for"]
+__all__ = ["MessageRequest", "SenderRequest", "UploadRequest", "attachment_name", "blueprint", "session_id_for"]
 
 blueprint = Blueprint("api", __name__)
 
@@ -51,31 +52,21 @@ class AttachmentRequest(Schema):
             raise ValidationError(str(exc)) from exc
 
 
-class MessageRequest(Schema):
-    class Meta:
-        unknown = RAISE
+class SenderRequest(Schema):
+    """What ``POST /v1/messages`` and ``POST /v1/files`` both take: who sends, in which session, where the reply
+    goes; the one definition of those fields (the JSON body and the upload's form differ only around them)."""
 
     user = fields.String(required=True, validate=_NAME)
-    text = fields.String(required=True, validate=validate.Length(min=1))
+    session = fields.String(load_default=None, allow_none=True, validate=_NAME)
+    text = fields.String(load_default="")
     reply_url = fields.Url(load_default=None, allow_none=True, require_tld=False, schemes={"http", "https"},
                            validate=validate.Length(max=MAX_URL_CHARS))
-    session = fields.String(load_default=None, allow_none=True, validate=_NAME)
-    metadata = fields.Dict(keys=fields.String(), load_default=dict)
-    attachments = fields.List(fields.Nested(AttachmentRequest), load_default=list, validate=validate.Length(max=10))
-    stream = fields.Boolean(load_default=False)  # show the reply while it is written (GET …?partial=<seq>)
 
     @validates("text")
     def _text_length(self, value: str, **_: Any) -> None:
         limit = edge().settings.max_text_chars
         if len(value) > limit:
             raise ValidationError(f"longer than MAX_TEXT_CHARS ({limit} characters)")
-
-    @validates("metadata")
-    def _metadata_size(self, value: dict[str, Any], **_: Any) -> None:
-        limit = edge().settings.max_metadata_bytes
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-        if size > limit:  # a 1 MB object became a 1.67 MB record kept for STATUS_TTL_SECONDS
-            raise ValidationError(f"{size} bytes as JSON, more than MAX_METADATA_BYTES ({limit})")
 
     @validates("reply_url")
     def _reply_url_allowed(self, value: str | None, **_: Any) -> None:
@@ -84,6 +75,41 @@ class MessageRequest(Schema):
                 edge().policy.check(value)
             except BlockedURL as exc:
                 raise ValidationError(str(exc)) from exc
+
+
+class MessageRequest(SenderRequest):
+    """``POST /v1/messages``' JSON body."""
+
+    class Meta:
+        unknown = RAISE
+
+    text = fields.String(required=True, validate=validate.Length(min=1))
+    metadata = fields.Dict(keys=fields.String(), load_default=dict)
+    attachments = fields.List(fields.Nested(AttachmentRequest), load_default=list, validate=validate.Length(max=10))
+    stream = fields.Boolean(load_default=False)  # show the reply while it is written (GET …?partial=<seq>)
+
+    @validates("metadata")
+    def _metadata_size(self, value: dict[str, Any], **_: Any) -> None:
+        limit = edge().settings.max_metadata_bytes
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > limit:  # a 1 MB object became a 1.67 MB record kept for STATUS_TTL_SECONDS
+            raise ValidationError(f"{size} bytes as JSON, more than MAX_METADATA_BYTES ({limit})")
+
+
+class UploadRequest(SenderRequest):
+    """``POST /v1/files``' form fields besides the file: strings, an empty one as if it were not sent."""
+
+    class Meta:
+        unknown = EXCLUDE  # the file itself, and anything a browser form adds
+
+    stream = fields.String(load_default="false",
+                           validate=validate.OneOf(["true", "false", "1", "0"], error="use true or false"))
+
+    @pre_load
+    def _from_form(self, form: Mapping[str, str], **_: Any) -> dict[str, Any]:
+        return {"user": form.get("user", ""), "session": form.get("session") or None,
+                "text": (form.get("text") or "").strip(), "reply_url": form.get("reply_url") or None,
+                "stream": (form.get("stream") or "false").strip().lower()}
 
 
 def session_id_for(caller: Caller, user: str, session: str | None) -> str:

@@ -87,7 +87,7 @@ return size and 1 or 0
 
 
 # Where each kind of file keeps its record (the keys predate the move to disk, so old records still work).
-RECORD_KEYS = {"uploads": "{prefix}:file:{id}", "mail": "{prefix}:email:attachment:{id}"}
+RECORD_KEYS = {"uploads": Keys.upload_file, "mail": Keys.mail_attachment}
 
 
 class FileStore:
@@ -101,7 +101,7 @@ class FileStore:
         self._release = client.register_script(_RELEASE)
 
     def record_key(self, kind: str, file_id: str) -> str:
-        return RECORD_KEYS[kind].format(prefix=self.prefix, id=file_id)
+        return RECORD_KEYS[kind](self._keys, file_id)
 
     def put(self, kind: str, file_id: str, data: bytes, *, mime: str, name: str, ttl: int, owner: str = "",
             quota: int = 0) -> None:
@@ -146,8 +146,7 @@ class FileStore:
             self._release(keys=self._quota_keys(owner), args=[file_id])
 
     def _quota_keys(self, owner: str) -> list[str]:
-        sizes = self._keys.owner_files(owner)
-        return [sizes, sizes + ":expires"]
+        return [self._keys.owner_files(owner), self._keys.owner_files_expiry(owner)]
 
     def _write(self, kind: str, file_id: str, data: bytes, *, mime: str, name: str, ttl: int, owner: str) -> None:
         self.blobs.write(kind, file_id, data)

@@ -21,13 +21,15 @@ import re
 import time
 import uuid
 from functools import lru_cache
+from typing import Any
 from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from edge.api import session_id_for
+from edge.api import UploadRequest, session_id_for
 from edge.clients import caller
 from edge.context import edge
 from edge.errors import ApiError, BadRequest, Forbidden, NotFound, TooManyRequests, UnsupportedMedia
@@ -37,7 +39,6 @@ from edge.media.registry import converter_for
 from edge.media.step import max_bytes_for
 from edge.observability import note_refused
 from edge.tokens import Signer
-from outbound_http.host_policy import BlockedURL
 from tasks.keys import scoped
 from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
 from tasks.settings import Settings
@@ -47,7 +48,6 @@ __all__ = ["blueprint"]
 blueprint = Blueprint("files", __name__)
 
 CHANNEL = "api"
-_NAME = re.compile(r"^[\w.@+:=-]{1,128}\Z")
 _MIME = re.compile(r"^[\w.+-]+/[\w.+-]+\Z")
 _FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields around the file
 
@@ -95,29 +95,17 @@ def upload() -> ResponseReturnValue:
         raise TooLarge(f"the file is larger than FILES_MAX_BYTES ({settings.files_max_bytes} bytes)") from exc
     if not request.mimetype.startswith("multipart/form-data"):
         raise UnsupportedMedia("send multipart/form-data with a 'file' field")
-    problems: dict[str, list[str]] = {}
-    user = form.get("user", "")
-    if not _NAME.match(user):
-        problems["user"] = ["use 1-128 letters, digits or . @ + : = - _"]
-    session = form.get("session") or None
-    if session is not None and not _NAME.match(session):
-        problems["session"] = ["use 1-128 letters, digits or . @ + : = - _"]
-    text = (form.get("text") or "").strip()
-    if len(text) > settings.max_text_chars:
-        problems["text"] = [f"longer than MAX_TEXT_CHARS ({settings.max_text_chars} characters)"]
-    reply_url = form.get("reply_url") or None
-    if reply_url:
-        try:
-            ctx.policy.check(reply_url)
-        except BlockedURL as exc:
-            problems["reply_url"] = [str(exc)]
-    stream = (form.get("stream") or "false").strip().lower()
-    if stream not in ("true", "false", "1", "0"):
-        problems["stream"] = ["use true or false"]
+    try:
+        fields = UploadRequest().load(form)
+        problems: dict[str, Any] = {}
+    except ValidationError as exc:
+        fields, problems = {}, dict(exc.messages_dict)
     if upload is None or not upload.filename:
         problems["file"] = ["required"]
     if problems or upload is None:
         raise BadRequest("invalid fields", fields=problems)
+    user, session, text, reply_url = fields["user"], fields["session"], fields["text"], fields["reply_url"]
+    stream = fields["stream"]
     who.speaks_for(user)
     session_id = session_id_for(who, user, session)
     if ctx.limits is not None:

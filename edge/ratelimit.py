@@ -33,7 +33,7 @@ from limits import RateLimitItem, parse
 from limits.errors import StorageError
 
 from edge.errors import TooManyRequests, Unavailable
-from tasks.keys import scoped
+from tasks.keys import Keys, scoped
 from tasks.settings import Settings, SettingsError
 
 __all__ = ["RateLimits", "TooManyRequests", "client_ip"]
@@ -81,7 +81,7 @@ class RateLimits:
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         _validate(settings)
         self.settings = settings
-        self.key_prefix = f"{settings.key_prefix}:ratelimit"
+        self.key_prefix = Keys(settings.key_prefix).ratelimit
         # The edge's own connection pool: its timeouts and health checks, no second pool per process.
         self.limiter = Limiter(
             client_ip,

@@ -40,6 +40,24 @@ class Keys:
     def idempotency(self, scope: str, key: str) -> str:
         return f"{self.prefix}:idem:{scope}:{key}"
 
+    @property
+    def ratelimit(self) -> str:
+        """The prefix of every rate-limit bucket (the edge's limits and the helper-call limit)."""
+        return f"{self.prefix}:ratelimit"
+
+    # files
+    def upload_file(self, file_id: str) -> str:
+        """Hash: the record (mime, name, size, owner) of a file sent to ``POST /v1/files``."""
+        return f"{self.prefix}:file:{file_id}"
+
+    def mail_attachment(self, file_id: str) -> str:
+        """Hash: the record of a mail's attachment kept for the converters."""
+        return f"{self.prefix}:email:attachment:{file_id}"
+
+    def owner_files_expiry(self, owner: str) -> str:
+        """Sorted set: when each of ``owner_files``' uploads expires (the quota forgets it then)."""
+        return f"{self.owner_files(owner)}:expires"
+
     # sessions
     def session_inbox(self, session_id: str) -> str:
         return f"{self.prefix}:session:{{{session_id}}}:inbox"
@@ -97,6 +115,34 @@ class Keys:
     @property
     def dead_letters(self) -> str:
         return f"{self.prefix}:deadletter"
+
+    # channels
+    def callback_sent(self, channel: str, webhook_id: str) -> str:
+        """Set once a channel callback (its ``webhook-id``) was handed to the provider: a repeat is dropped."""
+        return f"{self.prefix}:channel:{channel}:sent:{webhook_id}"
+
+    def callback_claim(self, channel: str, webhook_id: str) -> str:
+        """The lease of the one request sending that callback now."""
+        return f"{self.callback_sent(channel, webhook_id)}:claim"
+
+    def reply_part_sent(self, provider: str, message_id: str, index: int) -> str:
+        """Set once part ``index`` of a reply reached the provider (``telegram``, ``slack``, ``twilio``)."""
+        return f"{self.prefix}:{provider}:sent:{message_id}:{index}"
+
+    def partial_reply(self, channel: str, message_id: str) -> str:
+        """Hash: which provider message shows a reply still being written (``edge/channels/partials.py``)."""
+        return f"{self.prefix}:{channel}:partial:{message_id}"
+
+    def partial_reply_lock(self, channel: str, message_id: str) -> str:
+        return f"{self.partial_reply(channel, message_id)}:lock"
+
+    def twilio_opt_out(self, number: str) -> str:
+        """Set while a phone number has opted out of SMS (STOP … START)."""
+        return f"{self.prefix}:twilio:optout:{number}"
+
+    def mailgun_token(self, token_sha256: str) -> str:
+        """A Mailgun webhook token already seen (a replayed signed request is refused)."""
+        return f"{self.prefix}:email:mailgun-token:{token_sha256}"
 
     # operations
     @property

@@ -438,7 +438,8 @@ class Settings:
         24 * 3600, "EMAIL_ATTACHMENT_TTL_SECONDS", "How long a mail's attachments are kept for converters to fetch."
     )
     imap_host: str = _setting(
-        "", "IMAP_HOST", "IMAP server the poller (`python -m edge.imap_poller`) reads. Empty: the poller idles."
+        "", "IMAP_HOST",
+        "IMAP server the poller (`python -m edge.channels.email.imap_poller`) reads. Empty: the poller idles.",
     )
     imap_port: int = _setting(993, "IMAP_PORT", "IMAP port (143 without `IMAP_SSL`).")
     imap_ssl: bool = _setting(True, "IMAP_SSL", "IMAP over TLS from the start (port 993).")

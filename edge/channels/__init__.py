@@ -6,11 +6,11 @@ from flask import Flask
 
 from edge.channels.base import Channel
 from edge.channels.callback import callback_blueprint
-from edge.channels.email_channel import EmailChannel
+from edge.channels.email.channel import EmailChannel
 from edge.channels.slack import Slack
-from edge.channels.telegram import Telegram
-from edge.channels.twilio_sms import TwilioSMS
-from edge.channels.twilio_voice import TwilioVoice
+from edge.channels.telegram.channel import Telegram
+from edge.channels.twilio.sms import TwilioSMS
+from edge.channels.twilio.voice import TwilioVoice
 from edge.context import EdgeContext
 
 __all__ = ["BUILTIN_CHANNELS", "register_channels"]

@@ -15,17 +15,23 @@ in one class) gives:
 - ``send_partial(update)``: optional, for providers that can edit a sent message
   (Telegram, Slack): show a reply while it is written (``edge/channels/partials.py``).
   A channel that streams sets ``ReplyRoute.stream_interval`` on its envelopes.
+
+A reply longer than one provider message goes out in parts through ``send_parts``
+(each part recorded in Redis once sent, so a retry resumes after the last part
+that went out; on a streaming channel the first part takes over the message that
+showed the partial text, ``take_over_partial``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from flask import Blueprint
 
-from edge.channels.partials import PartialUpdate
+from edge.channels.partials import PartialBusy, PartialUpdate, ShownReplies
 from edge.context import EdgeContext
 from edge.intake import Accepted, accept
 from tasks.schemas import Envelope
@@ -69,6 +75,8 @@ class CallbackReply:
 
 class Channel(ABC):
     name: ClassVar[str]
+    #: The provider's part of this channel's Redis keys (``<prefix>:<provider>:sent:…``); ``name`` when empty.
+    provider: ClassVar[str] = ""
 
     def __init__(self, ctx: EdgeContext) -> None:
         self.ctx = ctx
@@ -97,3 +105,36 @@ class Channel(ABC):
     def send_partial(self, update: PartialUpdate) -> str:
         """Show a reply still being written; best effort, never raises; what happened (for the log)."""
         return "ignored: this channel shows finished replies only"
+
+    # --- a reply in parts -----------------------------------------------------------
+    def send_parts(
+        self, message_id: str, parts: Sequence[str], post: Callable[[str, int], str], *,
+        shown: str | None = None, edit: Callable[[str, str], bool] | None = None,
+    ) -> None:
+        """Send a reply part by part, each part at most once (a retry resumes where it failed).
+
+        ``post(text, index)`` sends a new provider message and returns its id.  With ``shown`` (the provider
+        message showing the reply's partial text: ``take_over_partial``) the first part ``edit(shown, text)``s
+        that message instead; ``edit`` returning False (the message is gone) posts the part anew."""
+        for index, text in enumerate(parts):
+            sent_key = self.ctx.keys.reply_part_sent(self.provider or self.name, message_id, index)
+            if self.ctx.redis.exists(sent_key):
+                continue  # sent by an earlier attempt that failed on a later part
+            if index == 0 and shown and edit is not None and edit(shown, text):
+                provider_id = shown
+            else:
+                provider_id = post(text, index)
+            self.ctx.redis.set(sent_key, provider_id, ex=self.ctx.settings.idempotency_ttl_seconds)
+
+    @staticmethod
+    def take_over_partial(shown: ShownReplies, message_id: str, *, enabled: bool, wait_seconds: float) -> str | None:
+        """The provider message showing this reply's partial text (no partial can follow now), if any.
+
+        None when streaming is off; TemporarySendError while a partial update holds the message longer
+        than ``wait_seconds`` (the core retries the reply)."""
+        if not enabled:
+            return None
+        try:
+            return shown.finalize(message_id, wait_seconds)
+        except PartialBusy as exc:
+            raise TemporarySendError(str(exc)) from None

@@ -56,8 +56,8 @@ def callback_blueprint(channels: dict[str, Channel]) -> Blueprint:
         if isinstance(parsed, PartialUpdate):
             return jsonify({"outcome": channel.send_partial(parsed)}), 200
         reply = parsed
-        sent_key = f"{ctx.keys.prefix}:channel:{name}:sent:{headers['webhook-id']}"
-        claim_key = f"{sent_key}:claim"
+        sent_key = ctx.keys.callback_sent(name, headers["webhook-id"])
+        claim_key = ctx.keys.callback_claim(name, headers["webhook-id"])
         if ctx.redis.exists(sent_key):
             return "", 204
         with SendClaim(ctx.redis, claim_key, ctx.settings.callback_claim_seconds) as held:

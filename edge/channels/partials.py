@@ -29,6 +29,7 @@ from typing import Any
 import redis
 
 from edge.channels.splitting import clip
+from tasks.keys import Keys
 
 __all__ = ["PartialBackoff", "PartialBusy", "PartialUpdate", "ShownReplies", "partial_text"]
 
@@ -82,18 +83,21 @@ def partial_text(text: str, limit: int) -> str:
 class ShownReplies:
     """Which provider message shows each message's partial reply, and whether the final took it over."""
 
-    def __init__(self, client: redis.Redis, prefix: str, channel: str, *, ttl: int, lock_seconds: float) -> None:
-        self.redis, self.prefix, self.channel = client, prefix, channel
+    def __init__(self, client: redis.Redis, keys: Keys, channel: str, *, ttl: int, lock_seconds: float) -> None:
+        self.redis, self.keys, self.channel = client, keys, channel
         self.ttl, self.lock_ms = ttl, int(lock_seconds * 1000)
         self._release = client.register_script(_RELEASE)
 
     def key(self, message_id: str) -> str:
-        return f"{self.prefix}:{self.channel}:partial:{message_id}"
+        return self.keys.partial_reply(self.channel, message_id)
+
+    def lock_key(self, message_id: str) -> str:
+        return self.keys.partial_reply_lock(self.channel, message_id)
 
     def show(self, update: PartialUpdate, post: Callable[[], str], edit: Callable[[str], None]) -> str:
         """Show ``update`` (``post`` a new provider message, or ``edit`` the one shown); what happened."""
-        key, token = self.key(update.message_id), uuid.uuid4().hex
-        if not self.redis.set(f"{key}:lock", token, nx=True, px=self.lock_ms):
+        key, lock, token = self.key(update.message_id), self.lock_key(update.message_id), uuid.uuid4().hex
+        if not self.redis.set(lock, token, nx=True, px=self.lock_ms):
             return "busy"
         try:
             state: dict[str, str] = self.redis.hgetall(key)  # type: ignore[assignment]
@@ -122,7 +126,7 @@ class ShownReplies:
             pipe.execute()
             return "shown"
         finally:
-            self._release(keys=[f"{key}:lock"], args=[token])
+            self._release(keys=[lock], args=[token])
 
     def finalize(self, message_id: str, wait_seconds: float) -> str | None:
         """End partial updates for good; the provider message showing the partial reply, if any.
@@ -130,9 +134,9 @@ class ShownReplies:
         Waits for a partial update in flight (it may be posting the first provider message right
         now); raises PartialBusy if it takes longer than ``wait_seconds``.
         """
-        key, token = self.key(message_id), uuid.uuid4().hex
+        key, lock, token = self.key(message_id), self.lock_key(message_id), uuid.uuid4().hex
         deadline = time.monotonic() + wait_seconds
-        while not self.redis.set(f"{key}:lock", token, nx=True, px=self.lock_ms):
+        while not self.redis.set(lock, token, nx=True, px=self.lock_ms):
             if time.monotonic() > deadline:
                 raise PartialBusy(f"a partial update of {message_id} is still being sent")
             time.sleep(0.05)
@@ -144,4 +148,4 @@ class ShownReplies:
             provider_id = pipe.execute()[-1]
             return str(provider_id) if provider_id else None
         finally:
-            self._release(keys=[f"{key}:lock"], args=[token])
+            self._release(keys=[lock], args=[token])

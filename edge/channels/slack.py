@@ -34,7 +34,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -43,7 +43,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.signature import Clock, SignatureVerifier
 
 from edge.channels.base import CallbackReply, Channel, PermanentSendError, TemporarySendError
-from edge.channels.partials import PartialBackoff, PartialBusy, PartialUpdate, ShownReplies, partial_text
+from edge.channels.partials import PartialBackoff, PartialUpdate, ShownReplies, partial_text
 from edge.channels.splitting import split_text
 from edge.context import EdgeContext
 from edge.errors import BadRequest, Forbidden
@@ -59,6 +59,7 @@ MAX_MESSAGE_CHARS = 3900
 EMPTY_REPLY = "Sorry, I have no answer to that."
 TEMPORARY_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
                               "request_timeout"})
+_T = TypeVar("_T")
 _MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
 
 
@@ -135,7 +136,7 @@ class Slack(Channel):
         super().__init__(ctx)
         self.clock = clock
         self._client: WebClient | None = None
-        self.shown = ShownReplies(ctx.redis, ctx.keys.prefix, CHANNEL, ttl=ctx.settings.idempotency_ttl_seconds,
+        self.shown = ShownReplies(ctx.redis, ctx.keys, CHANNEL, ttl=ctx.settings.idempotency_ttl_seconds,
                                   lock_seconds=ctx.settings.slack_api_timeout + 2)
 
     def blueprint(self) -> Blueprint:
@@ -191,33 +192,24 @@ class Slack(Channel):
 
     def send(self, reply: CallbackReply) -> None:
         """chat.postMessage in the thread, part by part, each part at most once."""
-        if not self.ctx.settings.slack_bot_token:
+        settings = self.ctx.settings
+        if not settings.slack_bot_token:
             raise PermanentSendError("Slack channel not configured (SLACK_BOT_TOKEN)")
         channel = reply.context.get("channel")
         if not channel:
             raise PermanentSendError("the reply names no Slack channel")
         thread_ts = reply.context.get("thread_ts")
         parts = split_text(reply.text or EMPTY_REPLY, MAX_MESSAGE_CHARS) or [EMPTY_REPLY]
-        shown = self._take_over_partial(reply.message_id)
-        for index, text in enumerate(parts):
-            sent_key = f"{self.ctx.keys.prefix}:slack:sent:{reply.message_id}:{index}"
-            if self.ctx.redis.exists(sent_key):
-                continue
-            try:
-                if index == 0 and shown and self._update_final(str(channel), shown, text):
-                    ts = shown
-                else:
-                    response = self.client.chat_postMessage(channel=str(channel), text=escape(text),
-                                                            thread_ts=thread_ts)
-                    ts = str(response.get("ts", ""))
-            except SlackApiError as exc:
-                reason = f"Slack {getattr(exc.response, 'status_code', '?')}: {exc.response.get('error')}"
-                if _temporary(exc):
-                    raise TemporarySendError(reason) from None
-                raise PermanentSendError(reason) from None
-            except (SlackClientError, OSError) as exc:
-                raise TemporarySendError(f"Slack API unreachable: {type(exc).__name__}: {exc}") from None
-            self.ctx.redis.set(sent_key, ts, ex=self.ctx.settings.idempotency_ttl_seconds)
+        shown = self.take_over_partial(self.shown, reply.message_id, enabled=settings.slack_stream_interval > 0,
+                                       wait_seconds=settings.slack_api_timeout + 1)
+
+        def post(text: str, index: int) -> str:
+            response = _sending(lambda: self.client.chat_postMessage(channel=str(channel), text=escape(text),
+                                                                     thread_ts=thread_ts))
+            return str(response.get("ts", ""))
+
+        self.send_parts(reply.message_id, parts, post, shown=shown,
+                        edit=lambda ts, text: _sending(lambda: self._update_final(str(channel), ts, text)))
 
     # --- a reply shown while it is written --------------------------------------------
     def send_partial(self, update: PartialUpdate) -> str:
@@ -237,15 +229,6 @@ class Slack(Channel):
 
         return self.shown.show(update, post, edit)
 
-    def _take_over_partial(self, message_id: str) -> str | None:
-        """The ts of the message showing this reply's partial text (no partial can follow now), if any."""
-        if self.ctx.settings.slack_stream_interval <= 0:
-            return None
-        try:
-            return self.shown.finalize(message_id, self.ctx.settings.slack_api_timeout + 1)
-        except PartialBusy as exc:
-            raise TemporarySendError(str(exc)) from None
-
     def _update_final(self, channel: str, ts: str, text: str) -> bool:
         """Turn the partial message into the reply's first part; False: it is gone, post a new one."""
         try:
@@ -257,6 +240,19 @@ class Slack(Channel):
                      exc.response.get("error"))
             return False
         return True
+
+
+def _sending(call: Callable[[], _T]) -> _T:
+    """A Web API call for a reply's part: Slack's errors as TemporarySendError or PermanentSendError."""
+    try:
+        return call()
+    except SlackApiError as exc:
+        reason = f"Slack {getattr(exc.response, 'status_code', '?')}: {exc.response.get('error')}"
+        if _temporary(exc):
+            raise TemporarySendError(reason) from None
+        raise PermanentSendError(reason) from None
+    except (SlackClientError, OSError) as exc:
+        raise TemporarySendError(f"Slack API unreachable: {type(exc).__name__}: {exc}") from None
 
 
 def _partial_call(call: Callable[[], Any]) -> Any:

@@ -161,7 +161,8 @@ def test_the_imap_poller_reads_pdf_latin1_and_malformed_mail(make_system: MakeSy
         dovecot.deliver(b"From: carol@example.org\r\nSubject: broken\r\nContent-Type: multipart/mixed\r\n\r\n"
                         b"text without boundary\r\n")
         dovecot.deliver(b"Subject: from nobody\r\n\r\nno sender\r\n")
-        poller = Proc("imap", [str(BIN / "python"), "-m", "edge.imap_poller"], system.env, system.log_dir)
+        poller = Proc("imap", [str(BIN / "python"), "-m", "edge.channels.email.imap_poller"], system.env,
+                      system.log_dir)
         system.procs["imap"] = poller
         wait_until(lambda: len(smtp.received) == 3, 60, "three replies")
         by_to = {str(m["To"]): m.get_content() for m in smtp.received}

@@ -6,7 +6,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from edge.channels.email_auth import from_authentication_results, from_mailgun, from_sendgrid, judge
+from edge.channels.email.auth import from_authentication_results, from_mailgun, from_sendgrid, judge
 
 
 @pytest.mark.parametrize(("spf", "envelope", "dkim", "dmarc", "verdict"), [

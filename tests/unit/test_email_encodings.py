@@ -14,8 +14,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.channels.email_parse import decode_text, normalize, parse_mail
-from edge.channels.email_smtp import build_reply
+from edge.channels.email.normalize import decode_text, normalize, parse_mail
+from edge.channels.email.smtp import build_reply
 from tasks.schemas import envelope_errors
 
 CALLBACK = "http://127.0.0.1:8000/v1/channels/email/callback"

@@ -7,16 +7,16 @@ from email.message import EmailMessage
 import pytest
 
 from edge.channels.base import PermanentSendError
-from edge.channels.email_parse import (
+from edge.channels.email.normalize import (
     MailPart,
     MailRejected,
     delivery_key,
-    html_to_text,
     message_from_fields,
     normalize,
     parse_mail,
 )
-from edge.channels.email_smtp import build_reply
+from edge.channels.email.smtp import build_reply
+from edge.media.html import html_to_text
 
 CALLBACK = "http://127.0.0.1:8000/v1/channels/email/callback"
 

@@ -14,7 +14,8 @@ from flask.testing import FlaskClient
 from edge.channels.base import CallbackReply, TemporarySendError
 from edge.channels.partials import ELLIPSIS, PartialUpdate, partial_text
 from edge.channels.slack import Slack
-from edge.channels.telegram import Telegram, TelegramError
+from edge.channels.telegram.bot_api import TelegramError
+from edge.channels.telegram.channel import Telegram
 from tasks.settings import Settings
 from tasks.signing import new_secret, sign_headers
 from tests.support.edge import EdgeApp

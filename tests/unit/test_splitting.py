@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 
 from edge.channels.partials import partial_text
 from edge.channels.splitting import clip, split_text
-from edge.channels.twilio_sms import split_message
-from edge.channels.twilio_voice import spoken
+from edge.channels.twilio.normalize import split_message, spoken
 
 FLAG_US, FLAG_FR = "\U0001f1fa\U0001f1f8", "\U0001f1eb\U0001f1f7"
 FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # man ZWJ woman ZWJ girl: one cluster of 5

@@ -13,16 +13,11 @@ from flask.testing import FlaskClient
 
 from edge.app import create_app
 from edge.channels.base import CallbackReply, PermanentSendError, TemporarySendError
-from edge.channels.telegram import (
-    MAX_MESSAGE_CHARS,
-    SECRET_HEADER,
-    Telegram,
-    TelegramError,
-    file_signature,
-    main,
-    normalize,
-    split_text,
-)
+from edge.channels.splitting import split_text
+from edge.channels.telegram.bot_api import TelegramError
+from edge.channels.telegram.channel import MAX_MESSAGE_CHARS, SECRET_HEADER, Telegram
+from edge.channels.telegram.cli import main
+from edge.channels.telegram.normalize import file_signature, normalize
 from tasks.names import CONVERT_ATTACHMENTS
 from tasks.settings import Settings
 from tasks.signing import sign_headers

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from edge.channels.twilio_common import caller_session, public_url
+from edge.channels.twilio.common import caller_session, public_url
 from tasks.settings import Settings
 
 

@@ -11,7 +11,9 @@ from twilio.request_validator import RequestValidator
 
 from edge.app import create_app
 from edge.channels.base import CallbackReply, PermanentSendError, TemporarySendError
-from edge.channels.twilio_sms import TwilioSMS, keyword, normalize, split_message
+from edge.channels.twilio.normalize import keyword, split_message
+from edge.channels.twilio.normalize import normalize_sms as normalize
+from edge.channels.twilio.sms import TwilioSMS
 from edge.errors import BadRequest
 from tasks.names import CONVERT_ATTACHMENTS, HANDLE_MESSAGE
 from tasks.settings import Settings

@@ -12,7 +12,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from edge.channels.base import CallbackReply
-from edge.channels.twilio_voice import FAILED_TEXT, LOST_TEXT, TOO_SLOW_TEXT, TwilioVoice, is_goodbye, normalize, spoken
+from edge.channels.twilio.normalize import is_goodbye, spoken
+from edge.channels.twilio.normalize import normalize_voice as normalize
+from edge.channels.twilio.voice import FAILED_TEXT, LOST_TEXT, TOO_SLOW_TEXT, TwilioVoice
 from redis_stores.messages import MessageStore
 from tasks.keys import Keys
 from tasks.settings import Settings

@@ -37,10 +37,10 @@ from werkzeug.formparser import MultiPartParser
 from werkzeug.http import parse_options_header
 
 from edge.channels.base import CallbackReply, Channel
-from edge.channels.email_auth import SenderCheck, from_authentication_results, from_mailgun, from_sendgrid
-from edge.channels.email_mailgun import SignatureRejected, message_from_mailgun, verify_signature
-from edge.channels.email_mailgun import recipient as mailgun_recipient
-from edge.channels.email_parse import (
+from edge.channels.email.auth import SenderCheck, from_authentication_results, from_mailgun, from_sendgrid
+from edge.channels.email.mailgun import SignatureRejected, message_from_mailgun, verify_signature
+from edge.channels.email.mailgun import recipient as mailgun_recipient
+from edge.channels.email.normalize import (
     MailPart,
     MailRejected,
     ParsedMail,
@@ -49,9 +49,9 @@ from edge.channels.email_parse import (
     parse_bytes,
     parse_mail,
 )
-from edge.channels.email_sendgrid import credentials_ok, message_from_sendgrid
-from edge.channels.email_sendgrid import recipient as sendgrid_recipient
-from edge.channels.email_smtp import build_reply, send_mail
+from edge.channels.email.sendgrid import credentials_ok, message_from_sendgrid
+from edge.channels.email.sendgrid import recipient as sendgrid_recipient
+from edge.channels.email.smtp import build_reply, send_mail
 from edge.errors import BadRequest, Forbidden, NotFound, UnsupportedMedia
 from edge.file_store import FileStore
 from tasks.schemas import Attachment
@@ -206,7 +206,7 @@ class EmailChannel(Channel):
                                  field("signature"), now=time.time(), max_age=settings.mailgun_max_age)
             except SignatureRejected as exc:
                 raise Forbidden(str(exc)) from exc
-            token_key = f"{self.ctx.keys.prefix}:email:mailgun-token:{hashlib.sha256(fields['token']).hexdigest()}"
+            token_key = self.ctx.keys.mailgun_token(hashlib.sha256(fields["token"]).hexdigest())
             if not self.ctx.redis.set(token_key, "1", nx=True, ex=int(settings.mailgun_max_age * 2) + 60):
                 raise Forbidden("this Mailgun token was used before (replay)")
             return self._answer(lambda: self.ingest(

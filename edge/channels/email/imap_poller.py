@@ -1,4 +1,4 @@
-"""The IMAP poller: mail for people without an inbound-parse service (``python -m edge.imap_poller``).
+"""The IMAP poller: mail for people without an inbound-parse service (``python -m edge.channels.email.imap_poller``).
 
 Every ``IMAP_POLL_SECONDS`` it looks for unseen mail in ``IMAP_MAILBOX``,
 fetches each with ``BODY.PEEK[]`` (which leaves it unseen), hands it to the
@@ -27,14 +27,14 @@ from types import FrameType
 import redis
 from kombu.exceptions import OperationalError
 
-from edge.channels.email_parse import MailRejected
+from edge.channels.email.normalize import MailRejected
 from edge.errors import ApiError, TooManyRequests
 from tasks.settings import Settings, load_settings
 from telemetry.logs import configure_logging
 
 __all__ = ["REJECTED_FLAG", "ImapPoller", "main"]
 
-log = logging.getLogger("edge.imap_poller")
+log = logging.getLogger("edge.channels.email.imap_poller")
 
 REJECTED_FLAG = "$SwitchboardRejected"
 Ingest = Callable[[bytes], object]

@@ -24,10 +24,10 @@ from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import getaddresses
-from html.parser import HTMLParser
 
 from mailparser_reply import EmailReplyParser
 
+from edge.media.html import html_to_text
 from tasks.schemas import Attachment, Envelope, ReplyRoute, new_message_id
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "ParsedMail",
     "decode_text",
     "delivery_key",
-    "html_to_text",
     "message_from_fields",
     "normalize",
     "parse_bytes",
@@ -205,59 +204,6 @@ def _message_ids(value: str) -> list[str]:
 
 
 # --- body ----------------------------------------------------------------------
-
-
-class _TextExtractor(HTMLParser):
-    """HTML to readable text; scripts, styles and quoted history (blockquote, gmail_quote) dropped."""
-
-    SKIP = frozenset({"script", "style", "head", "title", "blockquote", "template", "noscript"})
-    BLOCK = frozenset({"p", "div", "br", "tr", "li", "ul", "ol", "table", "h1", "h2", "h3", "h4", "h5", "h6",
-                       "pre", "hr", "section", "article", "header", "footer"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self.skip_tag: str | None = None
-        self.skip_depth = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self.skip_tag is not None:
-            self.skip_depth += tag == self.skip_tag
-            return
-        classes = " ".join(v or "" for k, v in attrs if k == "class")
-        if tag in self.SKIP or "gmail_quote" in classes or "moz-cite-prefix" in classes:
-            self.skip_tag, self.skip_depth = tag, 1
-            return
-        if tag in self.BLOCK:
-            self.out.append("\n")
-        if tag == "li":
-            self.out.append("- ")
-
-    def handle_endtag(self, tag: str) -> None:
-        if self.skip_tag is not None:
-            if tag == self.skip_tag:
-                self.skip_depth -= 1
-                if self.skip_depth == 0:
-                    self.skip_tag = None
-            return
-        if tag in self.BLOCK:
-            self.out.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if self.skip_tag is None:
-            self.out.append(data)
-
-
-def html_to_text(html: str) -> str:
-    """Readable text from an HTML body (stdlib only: no markup survives, nothing is fetched)."""
-    parser = _TextExtractor()
-    try:
-        parser.feed(html)
-        parser.close()
-    except Exception:  # html.parser is lenient, but never let markup crash intake
-        return re.sub(r"<[^>]*>", " ", html)
-    lines = [re.sub(r"[ \t\xa0]+", " ", line).strip() for line in "".join(parser.out).splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 def strip_reply(text: str) -> str:

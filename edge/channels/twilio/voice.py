@@ -17,9 +17,7 @@ Silence or a goodbye ends the call with ``<Say>`` and ``<Hangup/>``.
 from __future__ import annotations
 
 import logging
-import re
 import time
-from collections.abc import Mapping
 from urllib.parse import urlencode
 
 from flask import Blueprint, request
@@ -27,11 +25,11 @@ from flask.typing import ResponseReturnValue
 from twilio.twiml.voice_response import VoiceResponse
 
 from edge.channels.base import CallbackReply, Channel
-from edge.channels.splitting import clip
-from edge.channels.twilio_common import ROUTE_PREFIX, caller_session, require, twiml, verify_twilio_request
+from edge.channels.twilio.common import ROUTE_PREFIX, require, twiml, verify_twilio_request
+from edge.channels.twilio.normalize import VOICE_CHANNEL, is_goodbye, normalize_voice, spoken
 from edge.errors import BadRequest
 from redis_stores.messages import MessageRecord
-from tasks.schemas import Envelope, ReplyRoute, new_message_id
+from tasks.schemas import new_message_id
 from tasks.settings import Settings
 
 __all__ = [
@@ -39,62 +37,17 @@ __all__ = [
     "MAX_HOLD_SECONDS",
     "TwilioVoice",
     "hold_twiml",
-    "is_goodbye",
-    "normalize",
-    "spoken",
 ]
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "twilio-voice"
+CHANNEL = VOICE_CHANNEL
 MAX_HOLD_SECONDS = 10.0  # one webhook's long poll; Twilio hangs up on a webhook after 15 s
 STILL_WAITING_EVERY = 3  # hold loops between "still thinking" notes
 FAILED_TEXT = "Sorry, I could not answer that. Please try again or ask something else."
 TOO_SLOW_TEXT = "Sorry, that is taking too long. Please ask again later, or ask something else."
 LOST_TEXT = "Sorry, I lost track of that question."
 EMPTY_TEXT = "Sorry, I have no answer to that."
-
-
-def normalize(
-    form: Mapping[str, str], *, message_id: str, turn: int, shared_session: bool = True
-) -> Envelope:
-    """A ``<Gather>`` result as an Envelope (pure: no I/O); deduplicated on ``CallSid:turn``."""
-    call_sid, caller, to = require(form, "CallSid", "From", "To")
-    return Envelope(
-        message_id=message_id,
-        channel=CHANNEL,
-        channel_message_id=f"{call_sid}:{turn}",
-        sender=caller,
-        session_id=caller_session(caller, channel=CHANNEL, shared=shared_session, fallback=call_sid),
-        text=(form.get("SpeechResult") or "").strip(),
-        metadata={"provider": "twilio", "kind": "voice", "call_sid": call_sid, "turn": turn, "to": to,
-                  "confidence": form.get("Confidence", "")},
-        reply=ReplyRoute(callback_url=None, context={"call_sid": call_sid, "turn": turn}),
-    )
-
-
-def _words(text: str) -> str:
-    return " ".join(re.sub(r"[^\w' ]+", " ", text.lower()).split())
-
-
-def is_goodbye(speech: str, phrases: str) -> bool:
-    """Does a short utterance end with a goodbye phrase ("okay, bye")?  Long ones are questions."""
-    said = _words(speech)
-    if not said or len(said.split()) > 5:
-        return False
-    return any(said == p or said.endswith(f" {p}") for p in map(_words, phrases.split(",")) if p)
-
-
-def spoken(text: str, limit: int) -> str:
-    """Text fit to be read out: no markdown marks, one line, cut at a sentence below ``limit``."""
-    text = re.sub(r"[*_#`>|~]+", " ", text)
-    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # [label](url) -> label
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    head = clip(text, limit)
-    end = max(head.rfind(". "), head.rfind("! "), head.rfind("? "))
-    return head[: end + 1] if end > limit // 3 else head.rsplit(" ", 1)[0] + "…"
 
 
 def _say(node: VoiceResponse, text: str, settings: Settings) -> None:
@@ -170,7 +123,7 @@ class TwilioVoice(Channel):
         settings = self.ctx.settings
         verify_twilio_request(settings, request)
         turn = _int_arg("turn", 1)
-        envelope = normalize(request.form, message_id=new_message_id(), turn=turn,
+        envelope = normalize_voice(request.form, message_id=new_message_id(), turn=turn,
                              shared_session=settings.twilio_shared_session)
         if not envelope.text or is_goodbye(envelope.text, settings.twilio_voice_goodbye_words):
             return twiml(goodbye_twiml(settings))

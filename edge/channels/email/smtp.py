@@ -27,7 +27,7 @@ from email.utils import format_datetime, make_msgid
 from typing import Any, NoReturn
 
 from edge.channels.base import PermanentSendError, TemporarySendError
-from edge.channels.email_parse import reply_subject, valid_unicode
+from edge.channels.email.normalize import reply_subject, valid_unicode
 from tasks.settings import Settings
 
 __all__ = ["build_reply", "send_mail"]

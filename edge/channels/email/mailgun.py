@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from email.message import Message
 
-from edge.channels.email_parse import MailPart, decode_text, message_from_fields, parse_bytes
+from edge.channels.email.normalize import MailPart, decode_text, message_from_fields, parse_bytes
 
 __all__ = ["SignatureRejected", "message_from_mailgun", "recipient", "verify_signature"]
 

@@ -20,7 +20,7 @@ from email import policy
 from email.message import Message
 from email.parser import HeaderParser
 
-from edge.channels.email_parse import MailPart, decode_text, message_from_fields, parse_bytes
+from edge.channels.email.normalize import MailPart, decode_text, message_from_fields, parse_bytes
 
 __all__ = ["credentials_ok", "message_from_sendgrid", "recipient"]
 

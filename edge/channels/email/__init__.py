@@ -1,0 +1,1 @@
+"""Email: inbound parse webhooks (Mailgun, SendGrid), the IMAP poller, SMTP replies."""

@@ -1,0 +1,1 @@
+"""Telegram: Bot API webhook in, sendMessage out (see channel.py)."""
