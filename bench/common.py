@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,6 +223,16 @@ class Run:
         path.write_text(json.dumps(out, indent=1, default=str))
         print(f"(written {path.relative_to(ROOT)})")
         return path
+
+
+def run_script(name: str, doc: str | None, argv: Sequence[str] | None,
+               bench: Callable[[Run], dict[str, Any]],
+               tables: Callable[[dict[str, Any]], Sequence[tuple[str, str]]]) -> int:
+    """A benchmark script's ``main``: parse the common flags, run, write the JSON and print the tables."""
+    run = Run(name, parse_args(doc, argv))
+    results = bench(run)
+    run.finish(results, tables(results))
+    return 0
 
 
 def _cpu_times() -> tuple[int, int]:

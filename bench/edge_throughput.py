@@ -38,9 +38,9 @@ from bench.common import (
     bench_env,
     markdown_table,
     model_file,
-    parse_args,
     ratio,
     redis_server,
+    run_script,
     wait_until,
 )
 
@@ -216,10 +216,7 @@ def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    run = Run("edge_throughput", parse_args(__doc__, argv))
-    results = run_bench(run)
-    run.finish(results, tables(results))
-    return 0
+    return run_script("edge_throughput", __doc__, argv, run_bench, tables)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ from bench.common import (
     bench_env,
     markdown_table,
     model_file,
-    parse_args,
     redis_server,
+    run_script,
     running_system,
     smaps_rollup,
     wait_until,
@@ -174,10 +174,7 @@ def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    run = Run("memory", parse_args(__doc__, argv))
-    results = run_bench(run)
-    run.finish(results, tables(results))
-    return 0
+    return run_script("memory", __doc__, argv, run_bench, tables)
 
 
 if __name__ == "__main__":

@@ -37,9 +37,9 @@ from bench.common import (
     bench_env,
     markdown_table,
     model_file,
-    parse_args,
     ratio,
     redis_server,
+    run_script,
     running_system,
 )
 from bench.direct_model import DirectRunner
@@ -231,10 +231,7 @@ def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    run = Run("model_speed", parse_args(__doc__, argv))
-    results = run_bench(run)
-    run.finish(results, tables(results))
-    return 0
+    return run_script("model_speed", __doc__, argv, run_bench, tables)
 
 
 if __name__ == "__main__":

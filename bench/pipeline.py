@@ -46,9 +46,9 @@ from bench.common import (
     bench_env,
     markdown_table,
     model_file,
-    parse_args,
     ratio,
     redis_server,
+    run_script,
     running_system,
 )
 
@@ -319,10 +319,7 @@ def floor_rows(results: dict[str, Any]) -> list[list[Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    run = Run("pipeline", parse_args(__doc__, argv))
-    results = run_bench(run)
-    run.finish(results, tables(results))
-    return 0
+    return run_script("pipeline", __doc__, argv, run_bench, tables)
 
 
 if __name__ == "__main__":

@@ -42,8 +42,8 @@ from bench.common import (
     bench_env,
     markdown_table,
     model_file,
-    parse_args,
     ratio,
+    run_script,
     running_system,
     wait_until,
 )
@@ -239,10 +239,7 @@ def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    run = Run("scale", parse_args(__doc__, argv))
-    results = run_bench(run)
-    run.finish(results, tables(results))
-    return 0
+    return run_script("scale", __doc__, argv, run_bench, tables)
 
 
 if __name__ == "__main__":

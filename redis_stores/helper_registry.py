@@ -262,7 +262,7 @@ class HelperRegistry:
             return True
         if state == "open":
             return False
-        trial_key = f"{self.keys.helper_health(name)}:trial"
+        trial_key = self.keys.helper_trial(name)
         owner = call_id or uuid.uuid4().hex
         ttl = max(1, math.ceil(trial_seconds if trial_seconds is not None else self.reset_seconds))
         if self.redis.set(trial_key, owner, nx=True, ex=ttl):
@@ -277,7 +277,7 @@ class HelperRegistry:
         if refused:
             pipe.hincrby(key, "refused", 1)
         pipe.hset(key, mapping={"consecutive": 0, "opened_at": 0})
-        pipe.delete(f"{key}:trial")
+        pipe.delete(self.keys.helper_trial(name))
         pipe.expire(key, 7 * 24 * 3600)
         pipe.execute()
 
@@ -292,7 +292,7 @@ class HelperRegistry:
         _, _, consecutive, _, _ = pipe.execute()
         if int(consecutive) >= self.failure_threshold:
             self.redis.hset(key, "opened_at", repr(time.time()))
-            self.redis.delete(f"{key}:trial")
+            self.redis.delete(self.keys.helper_trial(name))
             return "open"
         return "closed"
 

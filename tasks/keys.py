@@ -112,6 +112,10 @@ class Keys:
     def helper_health(self, name: str) -> str:
         return f"{self.prefix}:helper:{name}:health"
 
+    def helper_trial(self, name: str) -> str:
+        """The half-open circuit's one trial call, claimed by the call that makes it."""
+        return f"{self.helper_health(name)}:trial"
+
     @property
     def dead_letters(self) -> str:
         return f"{self.prefix}:deadletter"

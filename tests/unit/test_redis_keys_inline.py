@@ -22,6 +22,7 @@ def test_channel_keys_are_the_ones_written_before() -> None:
     assert KEYS.partial_reply_lock("telegram", "m1") == "sb:telegram:partial:m1:lock"
     assert KEYS.twilio_opt_out("+15550001") == "sb:twilio:optout:+15550001"
     assert KEYS.mailgun_token("ab" * 32) == "sb:email:mailgun-token:" + "ab" * 32
+    assert KEYS.helper_trial("calculator") == "sb:helper:calculator:health:trial"
 
 
 def test_file_and_limit_keys_are_the_ones_written_before() -> None:
