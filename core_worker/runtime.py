@@ -103,7 +103,7 @@ class CoreRuntime:
             if self._llm is None:
                 config = backend_config(self.settings)
                 log.info("loading %s backend from %s", config.backend, config.model_path)
-                self._llm = instrument(load_backend(config), config.backend)
+                self._llm = instrument(load_backend(config), config.backend, log_prompts=self.settings.llm_log_prompts)
             return self._llm
 
     def model_info(self) -> dict[str, Any]:

@@ -239,6 +239,11 @@ class Settings:
     )
     llm_max_tokens: int = _setting(256, "LLM_MAX_TOKENS", "Longest reply in tokens.")
     llm_temperature: float = _setting(0.7, "LLM_TEMPERATURE", "Sampling temperature.")
+    llm_log_prompts: bool = _setting(
+        False, "LLM_LOG_PROMPTS",
+        "Log each prompt exactly as the model receives it (its chat template rendered) at INFO, logger "
+        "`core_worker.prompts`. The lines hold what people wrote: for debugging and tests only.",
+    )
     llm_use_mmap: bool = _setting(
         False, "LLM_USE_MMAP", "mmap the model (llama_cpp). Off: measured ~40% less resident memory."
     )

@@ -158,3 +158,22 @@ def test_custom_factory_backend() -> None:
     assert isinstance(backend, llm_fixtures.WordEchoBackend)
     result = backend.chat([ChatMessage("user", "one two three four")])
     assert (result.text, result.finish_reason, backend.context_length) == ("one two three", "length", 512)
+
+
+def test_a_real_chatml_model_ends_its_reply_at_its_end_of_turn(smollm2_gguf: Path) -> None:
+    """SmolLM2-135M-Instruct (the offline fallback): the GGUF's own ChatML template, stopping at ``<|im_end|>``/EOS,
+    so a short answer ends where the model ends it, streamed or not, and never runs on to ``max_tokens``."""
+    backend = load_backend(BackendConfig(backend="llama_cpp", model_path=str(smollm2_gguf), n_ctx=2048, n_threads=1,
+                                         max_tokens=200, temperature=0.0))
+    try:
+        assert (backend.template.origin, backend.template.family) == ("gguf", "chatml")  # type: ignore[attr-defined]
+        assert "<|im_end|>" in backend.template.stop  # type: ignore[attr-defined]
+        question = [ChatMessage("system", "Answer briefly."), ChatMessage("user", "What is the capital of France?")]
+        plain = backend.chat(question)
+        assert "Paris" in plain.text and plain.finish_reason == "stop" and plain.completion_tokens < 50
+        assert not any(marker in plain.text for marker in ("<|im_end|>", "<|im_start|>", "<|endoftext|>"))
+        shown: list[str] = []
+        streamed = backend.chat(question, on_progress=lambda text: shown.append(text()))  # type: ignore[call-arg]
+        assert streamed == plain and shown and all(plain.text.startswith(s.strip()) for s in shown)
+    finally:
+        backend.close()

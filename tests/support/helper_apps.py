@@ -1,7 +1,9 @@
 """Helpers used only by the integration tests.
 
 - ``helper`` (fileinfo) reads a text file by URL (the attachment route);
-- ``flaky`` fails with 500 for as many calls as a file says, then works (the circuit's whole cycle).
+- ``flaky`` fails with 500 for as many calls as a file says, then works (the circuit's whole cycle);
+- ``vault`` answers a code word only it knows, for the model to phrase (``reply="model"``): the real-model tests
+  check that the word reaches the reply.
 """
 
 from __future__ import annotations
@@ -59,3 +61,15 @@ def echo(data: dict[str, Any], context: InvocationContext) -> dict[str, Any]:
     if number <= (int(fail_until.read_text()) if fail_until.exists() else 0):
         raise RuntimeError(f"failing on purpose (call {number})")  # the SDK answers 500
     return {"text": f"{data['text']} (call {number})"}
+
+
+# -- vault: a fact only the helper has, for the model to put into words ------------------------------------------
+vault = Helper("vault", description="Knows today's code word", version="1.0.0")
+CODE_WORD = "quokka-7731"
+VAULT_IN = {"type": "object", "properties": {"question": {"type": "string"}}}
+
+
+@vault.capability(name="codeword", input_schema=VAULT_IN, output_schema=OUT, reply="model")
+def codeword(data: dict[str, Any], context: InvocationContext) -> dict[str, Any]:
+    """Tell today's code word."""
+    return {"text": f"The code word is {CODE_WORD}."}

