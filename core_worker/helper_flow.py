@@ -114,6 +114,10 @@ class HelperFlow:
     def capabilities(self) -> list[Capability]:
         return [c for helper in self.registry.all() for c in helper.capabilities]
 
+    def routing_system_prompt(self, capabilities: Sequence[Capability]) -> str:
+        """The system message of a tool choice: the conversation's system prompt, then the tools."""
+        return f"{self.system_prompt}\n\n{tool_choice_prompt(capabilities)}"
+
     def admit(self, envelope: Envelope, call: ToolCall) -> dict[str, Any] | None:
         """None when the call may be made now; else the result to answer with at once (no call is made).
 
@@ -182,7 +186,7 @@ class HelperFlow:
         if not allow_none:
             schema = {"anyOf": schema["anyOf"][:-1]}
         max_tokens = max(self.max_tokens, TOOL_CHOICE_MIN_TOKENS)
-        system = f"{self.system_prompt}\n\n{tool_choice_prompt(capabilities)}"
+        system = self.routing_system_prompt(capabilities)
         budget = prompt_budget(llm.context_length, max_tokens)
         retry: list[ChatMessage] = []  # the invalid answer and the correction, on the second attempt
         for attempt in (1, 2):

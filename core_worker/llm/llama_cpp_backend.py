@@ -272,6 +272,12 @@ def _progress_hook(llm: Llama, prompt: list[int], stops: list[str], on_progress:
 # the converter helper's schema). The constraint is kept for the output's shape; the arguments are validated
 # against the helper's full schema after generation (core_worker/routing.py), as for backends without grammars.
 UNGRAMMATICAL_KEYWORDS = frozenset({"pattern", "patternProperties", "format"})
+# A bound becomes that many repetitions of a rule, and llama.cpp's parser refuses a grammar past ~2,000 of them
+# ("exceeds sane defaults"), and its parser then crashes the process (SIGSEGV inside llama_sampler_init_grammar,
+# so no check beforehand helps): the example wordcount helper's ``maxLength: 1000000`` did it on every routed
+# message. Bounds above GRAMMAR_MAX_REPEAT (1,000 parsed, 2,000 crashed) are left to validation after generation.
+GRAMMAR_MAX_REPEAT = 500
+_REPEAT_BOUNDS = frozenset({"minLength", "maxLength", "minItems", "maxItems"})
 _NAMED_SUBSCHEMAS = frozenset({"properties", "$defs", "definitions", "dependentSchemas"})
 
 
@@ -284,4 +290,8 @@ def grammar_schema(schema: Any, *, names: bool = False) -> Any:
     if names:  # a mapping of names to subschemas: a property called "pattern" is not the keyword
         return {name: grammar_schema(sub) for name, sub in schema.items()}
     return {key: grammar_schema(value, names=key in _NAMED_SUBSCHEMAS)
-            for key, value in schema.items() if key not in UNGRAMMATICAL_KEYWORDS}
+            for key, value in schema.items() if key not in UNGRAMMATICAL_KEYWORDS and not _too_many(key, value)}
+
+
+def _too_many(key: str, value: Any) -> bool:
+    return key in _REPEAT_BOUNDS and isinstance(value, int) and value > GRAMMAR_MAX_REPEAT

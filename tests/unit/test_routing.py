@@ -12,6 +12,8 @@ from core_worker.routing import (
     attachment_candidates,
     explicit_request,
     parse_tool_choice,
+    tool_arguments,
+    tool_choice_prompt,
     tool_choice_schema,
 )
 from redis_stores.helper_registry import Capability
@@ -137,3 +139,31 @@ def test_the_choice_schema_lists_every_tool_and_none() -> None:
 def test_a_control_character_inside_a_string_is_data_not_an_error() -> None:
     call = parse_tool_choice('{"tool": "calculator.calculate", "arguments": {"expression": "1+\t1"}}', ALL)
     assert call is not None and call.arguments == {"expression": "1+\t1"}
+
+
+def test_the_prompt_names_every_tool_with_its_description_and_arguments_and_how_to_answer() -> None:
+    prompt = tool_choice_prompt([CALC, UNITS, OCR])
+    lines = prompt.splitlines()
+    assert '{"tool": "<name>", "arguments": {...}}' in lines[0] and '{"tool": "none"}' in lines[0]
+    assert lines[1:] == [
+        "- calculator.calculate: calculate things Arguments: expression",
+        "- converter.convert: convert things Arguments: value (number), from, to",
+        "- ocr.read: read things Arguments: url, mime?",
+    ]
+
+
+def test_an_argument_says_whether_it_is_optional_its_type_unless_a_string_and_its_description() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "zone": {"type": "string", "description": "IANA zone: Europe/Paris"},
+            "day": {"type": "string", "pattern": "^x$", "maxLength": 10, "description": "YYYY-MM-DD"},
+            "size": {"type": ["integer", "null"]},
+            "unit": {"enum": ["km", "°F"]},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["zone", "unit"],
+    }
+    assert tool_arguments(schema) == ('zone (IANA zone: Europe/Paris), day? (YYYY-MM-DD), size? (integer), '
+                                      'unit (one of "km", "°F"), tags? (array of string)')
+    assert tool_arguments({"type": "object"}) == "none"
