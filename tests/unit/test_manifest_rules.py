@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import fakeredis
 import jsonschema
 import pytest
 import requests
@@ -21,8 +20,7 @@ from flask.testing import FlaskClient
 from helper_sdk.manifest import SCHEMA, manifest_problems
 from helper_sdk.testing import FakeCore
 
-from edge.app import create_app
-from tasks.settings import Settings
+from tests.support.edge import EdgeApp
 
 TOKEN = "registration-token"
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,9 +93,8 @@ GOOD = {
 
 
 @pytest.fixture
-def core(settings: Settings, fake_redis: fakeredis.FakeRedis) -> Iterator[FlaskClient]:
-    app = create_app(settings.replace(key_prefix="test", helper_registration_token=TOKEN), client=fake_redis)
-    with app.test_client() as client:
+def core(edge_app: EdgeApp) -> Iterator[FlaskClient]:
+    with edge_app(key_prefix="test", helper_registration_token=TOKEN).test_client() as client:
         yield client
 
 
