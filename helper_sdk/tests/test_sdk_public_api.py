@@ -43,12 +43,13 @@ def test_every_public_name_exists() -> None:
             assert getattr(module, name) is not None, name
 
 
-def test_the_distribution_depends_only_on_the_light_five() -> None:
+def test_the_distribution_depends_only_on_the_light_six() -> None:
+    """jsonschema is the sixth: the manifest's rules are one JSON Schema the core validates with too."""
     dist = distribution("switchboard-helper-sdk")
     requirements = {
         r.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for r in dist.requires or []
     }
-    assert requirements == {"flask", "marshmallow", "requests", "standardwebhooks", "gunicorn"}
+    assert requirements == {"flask", "marshmallow", "requests", "standardwebhooks", "gunicorn", "jsonschema"}
     assert dist.version == helper_sdk.__version__
 
 
