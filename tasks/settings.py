@@ -257,6 +257,17 @@ class Settings:
         "llama_cpp: MiB of KV-cache snapshots per model process, so a conversation whose turn comes back after "
         "others skips re-reading its history (~22 KB per token for a 1.1B model). 0: off.",
     )
+    llm_parallel: int = _setting(
+        0, "LLM_PARALLEL",
+        "Conversations one core worker generates at once on its one model (llama_cpp: one batch, one KV cache of "
+        "`LLM_CONTEXT` per conversation; openai: requests in flight). 1: one at a time. 0: 4, or 1 for "
+        "ctransformers, which generates one at a time and refuses more.",
+    )
+    llm_prefill_chunk: int = _setting(
+        64, "LLM_PREFILL_CHUNK",
+        "llama_cpp: prompt tokens read per decode step while other conversations generate, so they keep streaming "
+        "while a newcomer's prompt is read (smaller: smoother streams; larger: faster prompt reading).",
+    )
     openai_base_url: str = _setting(
         "http://127.0.0.1:8080/v1", "OPENAI_BASE_URL", "OpenAI-compatible server for `LLM_BACKEND=openai`."
     )
@@ -663,6 +674,13 @@ class Settings:
         "its conversation as long as it comes back within this time.",
     )
 
+    @property
+    def parallel_conversations(self) -> int:
+        """``LLM_PARALLEL`` with 0 resolved: 4, or 1 for ctransformers (it cannot batch)."""
+        if self.llm_parallel > 0:
+            return self.llm_parallel
+        return 1 if self.llm_backend.strip().lower() == "ctransformers" else 4
+
     def __post_init__(self) -> None:
         if not self.task_soft_time_limit < self.task_time_limit < self.visibility_timeout:
             raise SettingsError(
@@ -679,6 +697,11 @@ class Settings:
             raise SettingsError("HELPER_MAX_TIMEOUT x (HELPER_RETRIES + 1) must stay below VISIBILITY_TIMEOUT")
         if self.delivery_backoff_max >= self.visibility_timeout:
             raise SettingsError("DELIVERY_BACKOFF_MAX must stay below VISIBILITY_TIMEOUT")
+        if not 0 <= self.llm_parallel <= 64 or self.llm_prefill_chunk < 1:
+            raise SettingsError("LLM_PARALLEL must be 0 (automatic) to 64 and LLM_PREFILL_CHUNK at least 1")
+        if self.llm_parallel > 1 and self.llm_backend.strip().lower() == "ctransformers":
+            raise SettingsError("LLM_PARALLEL must be 1 with LLM_BACKEND=ctransformers: it generates one "
+                                "conversation at a time (no batched decoding); use llama_cpp to batch")
         if min(self.core_concurrency, self.io_concurrency, self.convert_concurrency, self.helper_concurrency,
                self.edge_workers) < 1:
             raise SettingsError("EDGE_WORKERS and the worker concurrencies (CORE_, IO_, CONVERT_, HELPER_CONCURRENCY) "
