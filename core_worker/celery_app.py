@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from core_worker.runtime import CoreRuntime
 from core_worker.task_handlers import register_tasks
@@ -47,6 +47,7 @@ def _fresh_child(**_: Any) -> None:
 
 
 @worker_process_shutdown.connect
+@worker_shutdown.connect  # the threads pool's one process (the LLM worker: this closes its model's process)
 def _close(**_: Any) -> None:
     if _runtime is not None:
         _runtime.close()

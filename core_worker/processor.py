@@ -14,6 +14,7 @@ Each step is safe to repeat after a crash at any point:
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import threading
@@ -28,7 +29,8 @@ from core_worker.conversation import build_messages, prompt_budget
 from core_worker.helper_calls import call_deadline
 from core_worker.helper_flow import Decision, HelperFlow, call_outcome, failure_text, refusal_note, result_note
 from core_worker.llm import LLMBackend
-from core_worker.llm.base import chat_with_progress
+from core_worker.llm.base import Progress, chat_with_progress
+from core_worker.llm.model_process import generating_alone
 from core_worker.routing import ToolCall
 from core_worker.sessions import Lease, LeaseLost, SessionStore, Turn
 from core_worker.streaming import PartialPublisher
@@ -43,6 +45,26 @@ from telemetry.logs import bind_message
 __all__ = ["LeaseKeeper", "SessionProcessor"]
 
 log = logging.getLogger(__name__)
+
+# The lease of the session this thread works on, and whether it was lost: a generation under way for a
+# session whose lease went to another worker is cancelled (its writes would be refused anyway).
+_lease_lost: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("lease_lost", default=None)
+
+
+def _guarded(stream: Progress | None, lease: Lease | None) -> Progress | None:
+    """The generation's progress callback: it raises LeaseLost once the lease is lost, which cancels the
+    generation, then hands the text to the partial stream (if the channel shows partials)."""
+    lost = _lease_lost.get()
+    if lost is None:
+        return stream
+
+    def progress(text_so_far: Callable[[], str]) -> None:
+        if lost.is_set():
+            raise LeaseLost(f"{lease.session_id if lease else '?'}: lease lost while generating; cancelled")
+        if stream is not None:
+            stream(text_so_far)
+
+    return progress
 
 
 class LeaseKeeper:
@@ -94,10 +116,14 @@ class SessionProcessor:
             return self.sessions.release(lease, message_id) is None
         budget_end = time.monotonic() + self.settings.task_soft_time_limit / 2
         try:
-            with LeaseKeeper(self.sessions, lease, self.settings.session_lock_seconds / 3):
-                head: str | None = lease.head
-                while head is not None and time.monotonic() < budget_end:
-                    head = self._process_head(lease, head)
+            with LeaseKeeper(self.sessions, lease, self.settings.session_lock_seconds / 3) as keeper:
+                watching = _lease_lost.set(keeper.lost)
+                try:
+                    head: str | None = lease.head
+                    while head is not None and time.monotonic() < budget_end:
+                        head = self._process_head(lease, head)
+                finally:
+                    _lease_lost.reset(watching)
         finally:
             position = self.sessions.release(lease, message_id)
         return position is None
@@ -144,7 +170,10 @@ class SessionProcessor:
             reason = f"gave up after {attempts - 1} attempts that crashed, timed out or lost their lease"
             return self._fail(lease, message_id, raw, reason)
         try:
-            return self._step(lease, MessageRecord.from_hash(raw), history)
+            # An attempt after one that crashed, timed out or lost its lease is generated alone, so that a poison
+            # message crashes only itself, never the conversations batched beside it (model_process.py).
+            with generating_alone(attempts > 1):
+                return self._step(lease, MessageRecord.from_hash(raw), history)
         except LeaseLost:
             raise
         except Exception as exc:
@@ -240,10 +269,10 @@ class SessionProcessor:
             count_tokens=llm.count_tokens,
             budget=prompt_budget(llm.context_length, self.settings.llm_max_tokens),
         )
-        progress = self.partials.open(lease, envelope) if self.partials and lease else None
+        stream = self.partials.open(lease, envelope) if self.partials and lease else None
         started = time.perf_counter()
         completion = chat_with_progress(llm, prompt.messages, max_tokens=self.settings.llm_max_tokens,
-                                        on_progress=progress)
+                                        on_progress=_guarded(stream, lease))
         generation_ms = (time.perf_counter() - started) * 1000
         return Reply(
             message_id=envelope.message_id,

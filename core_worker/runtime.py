@@ -13,7 +13,8 @@ from core_worker.delivery import Deliverer
 from core_worker.helper_calls import HelperCaller
 from core_worker.helper_flow import HelperFlow
 from core_worker.helper_limits import HelperCallLimit
-from core_worker.llm import BackendConfig, LLMBackend, load_backend
+from core_worker.llm import BackendConfig, LLMBackend
+from core_worker.llm.model_process import ModelProcess
 from core_worker.llm_metrics import instrument, last_generation
 from core_worker.partial_delivery import PartialPoster
 from core_worker.processor import SessionProcessor
@@ -52,6 +53,8 @@ def backend_config(settings: Settings) -> BackendConfig:
         temperature=settings.llm_temperature,
         use_mmap=settings.llm_use_mmap,
         prompt_cache_bytes=settings.llm_prompt_cache_mb * 1024 * 1024,
+        parallel=settings.parallel_conversations,
+        prefill_chunk=settings.llm_prefill_chunk,
         openai_base_url=settings.openai_base_url,
         openai_model=settings.openai_model,
         openai_api_key=settings.openai_api_key,
@@ -98,12 +101,14 @@ class CoreRuntime:
         )
 
     def llm(self) -> LLMBackend:
-        """The process's one model, loaded on first use (never at import, never before fork)."""
+        """The worker's one model, in a process of its own (core_worker/llm/model_process.py), started on
+        first use; its task threads share it (``LLM_PARALLEL``)."""
         with self._llm_lock:
             if self._llm is None:
                 config = backend_config(self.settings)
                 log.info("loading %s backend from %s", config.backend, config.model_path)
-                self._llm = instrument(load_backend(config), config.backend, log_prompts=self.settings.llm_log_prompts)
+                process = ModelProcess(config, load_timeout=self.settings.model_load_timeout)
+                self._llm = instrument(process, config.backend, log_prompts=self.settings.llm_log_prompts)
             return self._llm
 
     def model_info(self) -> dict[str, Any]:

@@ -99,6 +99,10 @@ class BackendConfig:
     use_mmap: bool = False
     # llama_cpp: bytes of KV-cache snapshots kept so returning conversations skip their history (0 = off)
     prompt_cache_bytes: int = 0
+    # conversations generated at once (LLM_PARALLEL): llama_cpp batches them, openai keeps them in flight
+    parallel: int = 1
+    # llama_cpp: prompt tokens read per step while others generate (LLM_PREFILL_CHUNK)
+    prefill_chunk: int = 64
 
 
 @runtime_checkable

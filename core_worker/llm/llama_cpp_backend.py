@@ -1,9 +1,9 @@
 """llama-cpp-python backend: the default local engine.
 
-We render the chat prompt ourselves (core_worker.chat_template) and feed token
-ids to ``create_completion``, so this backend and the ctransformers one run
-on byte-identical prompts; ``create_chat_completion`` would apply
-llama-cpp-python's own formatting instead.  Only the template's own control
+We render the chat prompt ourselves (core_worker.chat_template) and feed its
+token ids to our own batch engine (core_worker/llm/batch_engine.py) over
+llama-cpp-python's low-level API, so this backend and the ctransformers one
+run on byte-identical prompts, and several conversations share one decode.  Only the template's own control
 tokens are parsed as such: message text is tokenized with special-token
 parsing off (core_worker.llm.prompt_pieces).
 """
@@ -16,7 +16,7 @@ import random
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core_worker.chat_template import ChatTemplate, template_for_model
 
@@ -31,15 +31,12 @@ from .base import (
     ModelLoadError,
     Progress,
     effective_context,
-    hold_back_stop,
     merge_stops,
     read_model,
 )
+from .batch_engine import BatchEngine, Job, Sampling, run_job
 from .prefix_cache import PrefixCache
 from .prompt_pieces import Piece, PromptSplitter, pieces_text, strip_around, template_tokens, token_ids
-
-if TYPE_CHECKING:
-    from llama_cpp import Llama
 
 __all__ = ["LlamaCppBackend", "VocabTokens", "grammar_schema", "vocab_tokens"]
 
@@ -47,12 +44,15 @@ log = logging.getLogger(__name__)
 
 
 class LlamaCppBackend:
-    """One llama.cpp model. A lock serialises every call: a ``Llama`` object
-    used from two threads at once crashes the process."""
+    """One llama.cpp model serving up to ``config.parallel`` conversations at once (core_worker/llm/batch_engine.py).
+
+    ``chat`` may be called from several threads: each call is a job of the engine's batch.  Tokenizing reads
+    only the vocabulary, which llama.cpp never changes after load, so it needs no lock."""
 
     name = "llama_cpp"
     constrains_json = True
     streams = True  # ``chat(on_progress=…)`` reports the text as it is generated
+    parallel_safe = True  # ``chat`` from several threads at once: they are batched
 
     def __init__(self, config: BackendConfig) -> None:
         info = read_model(config.model_path)
@@ -60,29 +60,24 @@ class LlamaCppBackend:
         self.info = info
         self.template: ChatTemplate = template_for_model(info)
         self.context_length = effective_context(config.n_ctx, info.context_length)
-        self._lock = threading.RLock()
-        self._grammars: dict[str, Any] = {}
+        self.parallel = max(1, config.parallel)
+        self._grammars: dict[str, str] = {}
+        self._grammar_lock = threading.Lock()
         try:
-            from llama_cpp import Llama
+            import llama_cpp
+            from llama_cpp._internals import LlamaModel
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ModelLoadError(f"llama-cpp-python is not installed: {exc}") from exc
-        kwargs: dict[str, Any] = {
-            "n_ctx": self.context_length,
-            "n_threads": config.n_threads,
-            "n_threads_batch": config.n_threads,
-            "use_mmap": config.use_mmap,
-            "n_gpu_layers": 0,
-            "verbose": False,
-        }
-        if config.seed is not None:
-            kwargs["seed"] = config.seed
+        _quiet_llama_cpp()
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = 0
+        params.use_mmap = config.use_mmap
         try:
-            llm = Llama(model_path=info.path, **kwargs)
+            model = LlamaModel(path_model=info.path, params=params, verbose=False)
         except Exception as exc:  # llama-cpp-python raises ValueError/RuntimeError with little detail
             raise ModelLoadError(f"llama.cpp failed to load {info.path}: {exc}") from exc
-        self._llm: Llama | None = llm
-        self.prefix_cache = PrefixCache(config.prompt_cache_bytes) if config.prompt_cache_bytes > 0 else None
-        vocab = vocab_tokens(llm)
+        self._model: Any = model
+        vocab = vocab_tokens(model)
         self._lstrip, self._rstrip = vocab.lstrip, vocab.rstrip
         self._splitter = PromptSplitter(vocab.control)
         forgeable = template_tokens(self.template, vocab.user_defined)
@@ -92,13 +87,27 @@ class LlamaCppBackend:
                 "text: a message containing them can still open a turn (a current conversion of the model marks "
                 "them control; ctransformers treats them as the template's)", info.path, ", ".join(sorted(forgeable))
             )
-        self._bos: int | None = llm.token_bos() if llm._model.add_bos_token() else None
+        self._bos: int | None = model.token_bos() if model.add_bos_token() else None
+        try:
+            self._engine: BatchEngine | None = BatchEngine(
+                model, parallel=self.parallel, n_ctx_seq=self.context_length, n_threads=config.n_threads,
+                prefill_chunk=config.prefill_chunk, snapshot_bytes=config.prompt_cache_bytes,
+                detokenize=lambda ids: bytes(model.detokenize(ids, special=False)),
+            )
+        except GenerationError as exc:
+            model.close()
+            raise ModelLoadError(str(exc)) from exc
 
     # -- helpers ---------------------------------------------------------------
-    def _model(self) -> Llama:
-        if self._llm is None:
+    def _engine_or_fail(self) -> BatchEngine:
+        if self._engine is None:
             raise GenerationError("backend is closed")
-        return self._llm
+        return self._engine
+
+    @property
+    def prefix_cache(self) -> PrefixCache | None:
+        """The engine's snapshots of conversations whose slot was given away (None when off)."""
+        return self._engine.snapshots if self._engine is not None else None
 
     def prompt_pieces(self, messages: Sequence[ChatMessage]) -> list[Piece]:
         """The prompt as the template's control tokens and text (public so tests can look inside)."""
@@ -112,19 +121,17 @@ class LlamaCppBackend:
         """The prompt's tokens: the template's control tokens (``</s>``, ``<|im_end|>``) as their ids, every
         other text, messages included, with special-token parsing off; BOS unless the template wrote it."""
         pieces = self.prompt_pieces(messages)
-        with self._lock:
-            llm = self._model()
-            return token_ids(
-                pieces, lambda text: list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)), self._bos
-            )
+        model = self._model
+        return token_ids(pieces, lambda text: list(model.tokenize(text.encode("utf-8"), add_bos=False, special=False)),
+                         self._bos)
 
     # -- LLMBackend ------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
         """Tokens of plain text (no BOS, special-token text counted as text)."""
         if not text:
             return 0
-        with self._lock:
-            return len(self._model().tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        self._engine_or_fail()
+        return len(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def chat(
         self,
@@ -135,76 +142,53 @@ class LlamaCppBackend:
         json_schema: dict[str, Any] | None = None,
         on_progress: Progress | None = None,
     ) -> Completion:
-        """The reply; with ``on_progress`` the text so far is offered after every token.
-
-        Progress rides on llama-cpp-python's per-token ``stopping_criteria`` hook (which never
-        stops) rather than ``stream=True``: the completion itself is the very same non-streaming
-        call, so the final text, stop handling and token usage cannot differ from a plain ``chat``.
-        """
+        """The reply; with ``on_progress`` the text so far is offered after every token, and whatever it
+        raises cancels the generation (the caller's lease was lost) and is raised here."""
+        engine = self._engine_or_fail()
         grammar = self._grammar(json_schema) if json_schema is not None else None
-        stops = merge_stops(self.template.stop, stop)
-        with self._lock:
-            llm = self._model()
-            tokens = self.tokenize_messages(messages)
-            room = self.context_length - len(tokens)
-            if room <= 0:
-                raise GenerationError(
-                    f"prompt is {len(tokens)} tokens; the context holds {self.context_length}"
-                )
-            wanted = self._config.max_tokens if max_tokens is None else max_tokens
-            limit = max(1, min(wanted, room))
-            # Without an explicit seed llama-cpp-python reuses one fixed seed
-            # for every call, so identical prompts would get identical replies.
-            seed = self._config.seed if self._config.seed is not None else random.getrandbits(31)
-            if self.prefix_cache is not None:
-                self.prefix_cache.restore(llm, tokens)
-            watch = _progress_hook(llm, tokens, stops, on_progress) if on_progress is not None else None
-            try:
-                result: Any = llm.create_completion(
-                    prompt=tokens,
-                    max_tokens=limit,
-                    temperature=self._config.temperature,
-                    top_k=DEFAULT_TOP_K,
-                    top_p=DEFAULT_TOP_P,
-                    repeat_penalty=DEFAULT_REPEAT_PENALTY,
-                    stop=stops,
-                    seed=seed,
-                    stream=False,
-                    grammar=grammar,
-                    stopping_criteria=watch,
-                )
-            except Exception as exc:
-                raise GenerationError(f"llama.cpp generation failed: {exc}") from exc
-            if self.prefix_cache is not None:
-                self.prefix_cache.save(llm)
-        choice = result["choices"][0]
-        usage = result.get("usage") or {}
-        finish = choice.get("finish_reason") or "stop"
-        return Completion(
-            text=str(choice.get("text") or "").strip(),
-            prompt_tokens=int(usage.get("prompt_tokens", len(tokens))),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            finish_reason="length" if finish == "length" else "stop",
-        )
+        tokens = self.tokenize_messages(messages)
+        room = self.context_length - len(tokens)
+        if room <= 0:
+            raise GenerationError(f"prompt is {len(tokens)} tokens; the context holds {self.context_length}")
+        wanted = self._config.max_tokens if max_tokens is None else max_tokens
+        # Without an explicit seed every call gets its own, so identical prompts get different replies.
+        seed = self._config.seed if self._config.seed is not None else random.getrandbits(31)
+        job = Job(tokens=tokens, max_tokens=max(1, min(wanted, room)), grammar=grammar,
+                  stops=merge_stops(self.template.stop, stop),
+                  sampling=Sampling(temperature=self._config.temperature, top_k=DEFAULT_TOP_K, top_p=DEFAULT_TOP_P,
+                                    repeat_penalty=DEFAULT_REPEAT_PENALTY, seed=seed))
+        result = run_job(engine, job, on_progress=on_progress)
+        return Completion(text=result.text.strip(), prompt_tokens=result.prompt_tokens,
+                          completion_tokens=result.completion_tokens, finish_reason=result.finish_reason)
 
-    def _grammar(self, schema: dict[str, Any]) -> Any:
-        """llama.cpp's GBNF grammar for ``schema``, compiled once per schema (routing reuses few)."""
+    def _grammar(self, schema: dict[str, Any]) -> str:
+        """llama.cpp's GBNF grammar for ``schema``, converted once per schema (routing reuses few)."""
         key = json.dumps(grammar_schema(schema), sort_keys=True)
-        if key not in self._grammars:
-            from llama_cpp import LlamaGrammar
+        with self._grammar_lock:
+            if key not in self._grammars:
+                from llama_cpp import LlamaGrammar
 
-            try:
-                self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
-            except Exception as exc:
-                raise GenerationError(f"cannot turn the JSON schema into a grammar: {exc}") from exc
-        return self._grammars[key]
+                try:
+                    self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)._grammar
+                except Exception as exc:
+                    raise GenerationError(f"cannot turn the JSON schema into a grammar: {exc}") from exc
+            return self._grammars[key]
 
     def close(self) -> None:
         """Free the model now rather than at garbage collection (workers recycle)."""
-        with self._lock:
-            llm, self._llm = self._llm, None
-        if llm is not None:
-            llm.close()
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+            self._model.close()
+
+
+def _quiet_llama_cpp() -> None:
+    """llama.cpp logs every load and context to stderr; only its errors are worth a worker's log."""
+    try:
+        from llama_cpp._logger import set_verbose
+    except ImportError:  # pragma: no cover - depends on the version
+        return
+    set_verbose(False)
 
 
 @dataclass(frozen=True)
@@ -218,11 +202,11 @@ class VocabTokens:
     rstrip: frozenset[int]  # ... and after these
 
 
-def vocab_tokens(llm: Llama) -> VocabTokens:
-    """One pass over the vocabulary's token attributes (~0.1 s for 49k tokens)."""
+def vocab_tokens(model: Any) -> VocabTokens:
+    """One pass over the vocabulary's token attributes (~0.1 s for 49k tokens); ``model`` is a LlamaModel."""
     import llama_cpp
 
-    vocab = llm._model.vocab
+    vocab = model.vocab
     control: dict[str, int] = {}
     user_defined: dict[str, int] = {}
     lstrip: set[int] = set()
@@ -243,28 +227,6 @@ def vocab_tokens(llm: Llama) -> VocabTokens:
         if attr & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP:
             rstrip.add(i)
     return VocabTokens(control, user_defined, frozenset(lstrip), frozenset(rstrip))
-
-
-def _progress_hook(llm: Llama, prompt: list[int], stops: list[str], on_progress: Progress) -> Any:
-    """A stopping criterion that never stops: it hands ``on_progress`` a decoder of the text so far.
-
-    llama-cpp-python calls it once per token with the evaluated ids (prompt + reply minus the newest
-    token); decoding happens only when ``on_progress`` asks, i.e. when a partial is due.
-    """
-    from llama_cpp import StoppingCriteriaList
-
-    start = len(prompt)
-
-    def watch(input_ids: Any, _logits: Any) -> bool:
-        def text() -> str:
-            generated = [int(t) for t in input_ids[start:]]
-            raw = llm.detokenize(generated, prev_tokens=prompt) if generated else b""
-            return hold_back_stop(raw.decode("utf-8", errors="ignore"), stops)
-
-        on_progress(text)
-        return False
-
-    return StoppingCriteriaList([watch])
 
 
 # Keywords llama.cpp's JSON-schema-to-grammar converter mistranslates: a ``pattern`` such as ``^\d{4}-\d{2}$``

@@ -1,18 +1,15 @@
-"""Snapshots of llama.cpp's KV cache, so a conversation that comes back skips re-reading its history.
+"""Snapshots of one sequence's KV cache, so a conversation that comes back skips re-reading its history.
 
-One model process serves many sessions.  llama.cpp keeps only the tokens of
-the last prompt in its context: when session A's next turn arrives after
-session B's, A's whole history is evaluated again, at prompt speed (a 1,000
-token history is seconds on a CPU).  After each completion we copy the
-context's state (the KV cells in use, ~22 KB per token for a 1.1B model)
-keyed by its token ids; before the next completion the snapshot sharing the
-longest prefix with the new prompt is restored when it beats what is already
-in the context, and llama-cpp-python's own prefix matching then evaluates
-only the new tokens.
+The batch engine (core_worker/llm/batch_engine.py) keeps ``LLM_PARALLEL`` sequences in one llama.cpp
+context, and a finished sequence keeps its cache in its slot until another conversation needs the slot.
+A conversation whose slot was taken meanwhile would have its whole history read again at prompt speed (a
+1,000-token history is seconds on a CPU).  So when a slot is given away, the sequence it held is copied
+out (``llama_state_seq_get_data``: the KV cells of that sequence only, ~22 KB per token for a 1.1B model)
+keyed by its token ids, and a newcomer whose prompt shares a longer prefix with a snapshot than with any
+free slot has it copied back into its slot (``llama_state_seq_set_data``) before its prompt is read.
 
-llama-cpp-python's ``LlamaRAMCache`` is not used: each of its entries also
-copies the logits array (n_batch x n_vocab floats: 65 MB for a 32k vocabulary,
-311 MB for Qwen's 152k) without counting it against the capacity.
+Bounded in bytes (``LLM_PROMPT_CACHE_MB``), least recently used first out.  Not thread-safe: only the
+engine's thread touches it.
 """
 
 from __future__ import annotations
@@ -20,20 +17,19 @@ from __future__ import annotations
 import ctypes
 import itertools
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from llama_cpp import Llama
-
 __all__ = ["CacheStats", "PrefixCache", "common_prefix"]
 
 
-def common_prefix(a: npt.NDArray[np.intc], b: npt.NDArray[np.intc]) -> int:
+def common_prefix(a: npt.NDArray[np.intc] | Sequence[int], b: npt.NDArray[np.intc] | Sequence[int]) -> int:
     """Length of the common prefix of two token arrays."""
+    a, b = np.asarray(a, dtype=np.intc), np.asarray(b, dtype=np.intc)
     n = min(len(a), len(b))
     mismatch = np.flatnonzero(a[:n] != b[:n])
     return int(mismatch[0]) if mismatch.size else n
@@ -42,7 +38,7 @@ def common_prefix(a: npt.NDArray[np.intc], b: npt.NDArray[np.intc]) -> int:
 @dataclass
 class _Snapshot:
     ids: npt.NDArray[np.intc]
-    state: Any  # ctypes c_uint8 array holding llama_state_get_data's bytes
+    state: Any  # ctypes c_uint8 array holding llama_state_seq_get_data's bytes
     size: int
 
 
@@ -56,7 +52,7 @@ class CacheStats:
 
 
 class PrefixCache:
-    """LRU of context snapshots, bounded in bytes.  Not thread-safe: the backend's lock guards it."""
+    """LRU of per-sequence snapshots, bounded in bytes."""
 
     def __init__(self, capacity_bytes: int, *, min_gain_tokens: int = 32) -> None:
         self.capacity_bytes = capacity_bytes
@@ -65,54 +61,57 @@ class PrefixCache:
         self._keys = itertools.count()
         self.stats = CacheStats()
 
-    def restore(self, llm: Llama, tokens: list[int]) -> int:
-        """Load the snapshot that shares most of ``tokens`` if it beats the live context; tokens reused."""
-        import llama_cpp
-
-        prompt = np.asarray(tokens, dtype=np.intc)
-        live = common_prefix(llm.input_ids[: llm.n_tokens], prompt)
+    def best(self, tokens: Sequence[int]) -> tuple[int | None, int]:
+        """The snapshot sharing the longest prefix with ``tokens``: (key, shared tokens)."""
         best_key, best = None, 0
         for key, snap in self._snapshots.items():
-            shared = common_prefix(snap.ids, prompt)
+            shared = common_prefix(snap.ids, tokens)
             if shared > best:
                 best_key, best = key, shared
-        if best_key is None or best < live + self.min_gain_tokens:
-            if best <= live:
-                self.stats.misses += 1
-            return live
-        snap = self._snapshots[best_key]
-        self._snapshots.move_to_end(best_key)
-        if llama_cpp.llama_state_set_data(llm._ctx.ctx, snap.state, snap.size) != snap.size:
-            llm.reset()  # a partial restore leaves the context unknown: start clean
-            return 0
-        llm.input_ids[: len(snap.ids)] = snap.ids
-        llm.n_tokens = len(snap.ids)
-        llm._requires_eval = True  # restored logits are not the prompt's: generate() re-decodes the tail
-        self.stats.hits += 1
-        self.stats.tokens_saved += best - live
-        return best
+        return best_key, best
 
-    def save(self, llm: Llama) -> None:
-        """Snapshot the context after a completion (replacing snapshots it extends)."""
+    def restore(self, ctx: Any, seq_id: int, tokens: Sequence[int], live: int) -> int:
+        """Copy the best snapshot into ``seq_id`` if it beats the ``live`` tokens the slot already shares with
+        ``tokens`` by ``min_gain_tokens``; the tokens now valid in the sequence (``live`` when not restored)."""
         import llama_cpp
 
-        if self.capacity_bytes <= 0 or llm.n_tokens < self.min_gain_tokens:
+        key, shared = self.best(tokens)
+        if key is None or shared < live + self.min_gain_tokens:
+            if shared <= live:
+                self.stats.misses += 1
+            return live
+        snap = self._snapshots[key]
+        self._snapshots.move_to_end(key)
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), seq_id, -1, -1)
+        if llama_cpp.llama_state_seq_set_data(ctx, snap.state, snap.size, seq_id) != snap.size:
+            llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), seq_id, -1, -1)
+            return 0  # a partial restore leaves the sequence unknown: start it clean
+        self.stats.hits += 1
+        self.stats.tokens_saved += shared - live
+        return min(shared, len(snap.ids))
+
+    def save(self, ctx: Any, seq_id: int, ids: Sequence[int]) -> None:
+        """Snapshot sequence ``seq_id`` (holding ``ids``) before its slot is given to another conversation."""
+        import llama_cpp
+
+        if self.capacity_bytes <= 0 or len(ids) < self.min_gain_tokens:
             return
-        ctx = llm._ctx.ctx
-        size = int(llama_cpp.llama_state_get_size(ctx))
-        if size > self.capacity_bytes:
+        size = int(llama_cpp.llama_state_seq_get_size(ctx, seq_id))
+        if size <= 0 or size > self.capacity_bytes:
             return
         buffer = (ctypes.c_uint8 * size)()
-        written = int(llama_cpp.llama_state_get_data(ctx, buffer, size))
-        ids = np.array(llm.input_ids[: llm.n_tokens], dtype=np.intc)
+        written = int(llama_cpp.llama_state_seq_get_data(ctx, buffer, size, seq_id))
+        if written <= 0:
+            return
+        array = np.array(ids, dtype=np.intc)
         # An earlier turn of the same conversation is (almost) a prefix of this one: this one supersedes it.
         # Almost, because the history is re-rendered from stored text, which can tokenize differently from
         # the tokens the model generated.
         stale = [k for k, s in self._snapshots.items()
-                 if common_prefix(s.ids, ids) >= len(s.ids) - self.min_gain_tokens]
+                 if common_prefix(s.ids, array) >= len(s.ids) - self.min_gain_tokens]
         for key in stale:
             del self._snapshots[key]
-        self._snapshots[next(self._keys)] = _Snapshot(ids, buffer, written)
+        self._snapshots[next(self._keys)] = _Snapshot(array, buffer, written)
         total = sum(s.size for s in self._snapshots.values())
         while total > self.capacity_bytes and self._snapshots:
             _, old = self._snapshots.popitem(last=False)

@@ -18,6 +18,7 @@ __all__ = ["EchoBackend", "factory"]
 
 class EchoBackend:
     name = "echo"
+    parallel_safe = True  # stateless: the model process may run several of its calls at once
     constrains_json = False
     prefix = "echo: "  # what the answer starts with, before the echoed text
     fallback_context = 0  # the context length when the configuration gives none (LLM_CONTEXT <= 0); 0: keep it

@@ -186,7 +186,7 @@ class System:
         wait_until(lambda: requests.get(f"{self.base_url}/healthz", timeout=1).ok, 30, "the edge")
         return proc
 
-    def start_worker(self, name: str, queue: str, *, pool: str = "prefork", concurrency: int = 1) -> Proc:
+    def start_worker(self, name: str, queue: str, *, pool: str = "threads", concurrency: int = 1) -> Proc:
         proc = self._worker(name, queue, pool, concurrency)
         self._wait_ready(proc)
         return proc
@@ -195,10 +195,19 @@ class System:
         """The edge, the LLM worker and the three io workers, as the Procfile runs them.  The workers start
         together, since their start-up is most of a test module's time."""
         self.start_edge()
-        workers = [self._worker("core", "core", "prefork", 1), *self.io_workers(io_concurrency)]
+        workers = [self.core_worker("core"), *self.io_workers(io_concurrency)]
         for proc in workers:
             self._wait_ready(proc)
         return self
+
+    def core_worker(self, name: str, threads: int | None = None) -> Proc:
+        """An LLM worker as the Procfile starts it: the threads pool, ``LLM_PARALLEL`` task threads unless
+        ``threads`` says otherwise (started, not yet ready)."""
+        if threads is None:
+            from tasks.settings import load_settings
+
+            threads = load_settings(self.env).parallel_conversations
+        return self._worker(name, "core", "threads", threads)
 
     def io_workers(self, concurrency: int) -> list[Proc]:
         """The delivery, convert and helper workers, started (not yet ready)."""

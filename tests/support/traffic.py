@@ -173,7 +173,7 @@ def start_system(system: System, *, core_workers: int = 1, core_concurrency: int
     """The edge, ``core_workers`` core workers (``core``, ``core2``, ...) and the three io workers, started together."""
     system.start_edge()
     names = ["core"] + [f"core{i}" for i in range(2, core_workers + 1)]
-    procs = [system._worker(name, "core", "prefork", core_concurrency) for name in names]
+    procs = [system.core_worker(name, core_concurrency) for name in names]
     procs += system.io_workers(io_concurrency)
     for proc in procs:
         system._wait_ready(proc)
@@ -204,7 +204,7 @@ def worker_pids(system: System) -> dict[str, int | None]:
 
 
 def child_pids(pid: int) -> list[int]:
-    """The pool children of a worker (Linux /proc)."""
+    """The child processes of a worker (Linux /proc): an LLM worker's model process among them."""
     path = f"/proc/{pid}/task/{pid}/children"
     try:
         with open(path) as handle:

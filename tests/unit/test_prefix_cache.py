@@ -1,4 +1,5 @@
-"""The llama.cpp prefix cache: restoring a snapshot gives the same answer as a live context, faster."""
+"""The llama.cpp prefix reuse: a conversation finds its history in its slot or in a snapshot, and a restored
+snapshot gives the same answer as a live context."""
 
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("m") / "tiny.gguf")
 
 
-def _backend(model: Path, cache_mb: int) -> LlamaCppBackend:
+def _backend(model: Path, cache_mb: int, parallel: int = 1) -> LlamaCppBackend:
     return LlamaCppBackend(BackendConfig(backend="llama_cpp", model_path=str(model), n_ctx=1024, n_threads=1,
-                                         max_tokens=12, seed=3, temperature=0.0, prompt_cache_bytes=cache_mb << 20))
+                                         max_tokens=12, seed=3, temperature=0.0, prompt_cache_bytes=cache_mb << 20,
+                                         parallel=parallel))
 
 
 def _turn(session: str, n: int) -> list[ChatMessage]:
@@ -72,12 +74,29 @@ def test_snapshots_stay_within_capacity(model: Path) -> None:
         backend.close()
 
 
-def test_later_turn_supersedes_the_earlier_snapshot(model: Path) -> None:
+def test_a_conversation_that_keeps_its_slot_needs_no_snapshot(model: Path) -> None:
     backend = _backend(model, 64)
     try:
         for n in (1, 2, 3):
             backend.chat(_turn("A", n))
-        assert backend.prefix_cache is not None
-        assert backend.prefix_cache.stats.entries == 1
+        engine = backend._engine
+        assert engine is not None and backend.prefix_cache is not None
+        assert backend.prefix_cache.stats.entries == 0  # A never left its slot
+        assert engine.reused_tokens > 200  # turns 2 and 3 read only what was new
+    finally:
+        backend.close()
+
+
+def test_two_conversations_alternating_on_two_slots_each_reuse_their_own(model: Path) -> None:
+    backend = _backend(model, 0, parallel=2)
+    try:
+        backend.chat(_turn("A", 1))
+        backend.chat(_turn("B", 1))
+        engine = backend._engine
+        assert engine is not None
+        before = engine.reused_tokens
+        backend.chat(_turn("A", 2))
+        backend.chat(_turn("B", 2))
+        assert engine.reused_tokens - before > 200  # each found its own first turn in its own sequence
     finally:
         backend.close()
