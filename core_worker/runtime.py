@@ -52,6 +52,7 @@ def backend_config(settings: Settings) -> BackendConfig:
         temperature=settings.llm_temperature,
         use_mmap=settings.llm_use_mmap,
         prompt_cache_bytes=settings.llm_prompt_cache_mb * 1024 * 1024,
+        parallel=settings.parallel_conversations,
         openai_base_url=settings.openai_base_url,
         openai_model=settings.openai_model,
         openai_api_key=settings.openai_api_key,

@@ -99,6 +99,8 @@ class BackendConfig:
     use_mmap: bool = False
     # llama_cpp: bytes of KV-cache snapshots kept so returning conversations skip their history (0 = off)
     prompt_cache_bytes: int = 0
+    # conversations the worker may generate at once (settings.parallel_conversations); openai: requests in flight
+    parallel: int = 1
 
 
 @runtime_checkable
