@@ -3,6 +3,10 @@
 It lets the model run outside the worker processes: one server shared by all
 workers instead of one model copy per process.  The server applies its own
 chat template, so prompts are not rendered here.
+
+Up to ``config.parallel`` requests are in flight at once (the worker's
+``LLM_PARALLEL`` conversations), so a server that batches (llama.cpp's
+``llama-server --parallel N``, vLLM) decodes them together.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 import math
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import requests
@@ -38,16 +43,40 @@ class OpenAIBackend:
         # The server does not report its window through the OpenAI API, so we
         # trust the configured one; set n_ctx to the server's --n_ctx.
         self.context_length = config.n_ctx
-        self._session = requests.Session()
-        self._session.headers["Content-Type"] = "application/json"
-        if config.openai_api_key:
-            self._session.headers["Authorization"] = f"Bearer {config.openai_api_key}"
-        self._lock = threading.Lock()  # requests.Session is not documented as thread-safe
-        self._tokenizer: str | None = None  # which tokenize endpoint works; "" = none does
+        # requests.Session is not documented as thread-safe, so each request in flight has a Session
+        # of its own: at most `parallel` of them, made as needed and reused (kept-alive connections).
+        self._slots = threading.BoundedSemaphore(max(1, config.parallel))
+        self._sessions_lock = threading.Lock()
+        self._sessions: list[requests.Session] = []
+        self._idle: list[requests.Session] = []
+        # Which tokenize endpoint works; "" = none does.  Threads that ask at once may each probe,
+        # and all settle on the same answer.
+        self._tokenizer: str | None = None
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.headers["Content-Type"] = "application/json"
+        if self._config.openai_api_key:
+            session.headers["Authorization"] = f"Bearer {self._config.openai_api_key}"
+        self._sessions.append(session)
+        return session
+
+    @contextmanager
+    def _session(self) -> Iterator[requests.Session]:
+        """A Session no other thread is using, held for one whole request (a stream included);
+        waits while ``parallel`` requests are in flight, so the server never gets more than that."""
+        with self._slots:
+            with self._sessions_lock:
+                session = self._idle.pop() if self._idle else self._new_session()
+            try:
+                yield session
+            finally:
+                with self._sessions_lock:
+                    self._idle.append(session)
 
     def _post(self, url: str, payload: dict[str, Any], timeout: float) -> requests.Response:
-        with self._lock:
-            return self._session.post(url, json=payload, timeout=timeout)
+        with self._session() as session:
+            return session.post(url, json=payload, timeout=timeout)
 
     def chat(
         self,
@@ -107,9 +136,9 @@ class OpenAIBackend:
         usage: dict[str, Any] = {}
         finish = "stop"
         events = 0
-        with self._lock:
+        with self._session() as session:
             try:
-                resp = self._session.post(url, json=payload, timeout=self._config.request_timeout, stream=True)
+                resp = session.post(url, json=payload, timeout=self._config.request_timeout, stream=True)
             except requests.RequestException as exc:
                 raise GenerationError(f"POST {url} failed: {exc}") from exc
             with resp:
@@ -183,7 +212,9 @@ class OpenAIBackend:
         return None, True
 
     def close(self) -> None:
-        self._session.close()
+        with self._sessions_lock:
+            for session in self._sessions:
+                session.close()
 
 
 def _sse_json(lines: Iterator[Any]) -> Iterator[dict[str, Any]]:

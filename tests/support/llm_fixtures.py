@@ -1,5 +1,6 @@
 """Fixtures for the LLM backend tests: a generated tiny model, a real OpenAI-compatible
-server (``python -m llama_cpp.server``) on loopback, and an echo backend for the
+server (``python -m llama_cpp.server``) on loopback, llama.cpp's own batching server
+(``xllamacpp``, in-process) over SmolLM2, and an echo backend for the
 ``module:factory`` path.  A pytest plugin (``pytest_plugins`` in tests/conftest.py): its fixtures
 are found by name in every test directory."""
 
@@ -21,9 +22,11 @@ from core_worker.model_files import SMOLLM2_REQUIREMENT, smollm2_path
 from core_worker.tiny_model import write_tiny_model
 from tests.support.echo_backend import EchoBackend, last_user_text
 
-__all__ = ["LlamaServer", "WordEchoBackend", "llama_server", "make_echo_backend", "smollm2_gguf", "tiny_gguf"]
+__all__ = ["BATCHING_SLOTS", "LlamaServer", "WordEchoBackend", "batching_server", "llama_server", "make_echo_backend",
+           "smollm2_gguf", "tiny_gguf"]
 
 SERVER_START_TIMEOUT = 90.0
+BATCHING_SLOTS = 4
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +102,26 @@ def llama_server(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")  # its threads end with the module that used it
+def batching_server(smollm2_gguf: Path) -> Iterator[str]:
+    """llama.cpp's own server over SmolLM2 with ``BATCHING_SLOTS`` slots decoded as one batch (``llama-server
+    --parallel 4 --cont-batching``), run in this process by the ``xllamacpp`` wheel; yields its HTTP base (no /v1).
+    Skipped when xllamacpp is not installed (the ``dev`` extra)."""
+    xllamacpp = pytest.importorskip("xllamacpp")
+    params = xllamacpp.CommonParams()
+    params.model.path = str(smollm2_gguf)
+    params.n_parallel = BATCHING_SLOTS
+    params.cont_batching = True
+    params.n_ctx = 1024 * BATCHING_SLOTS  # shared by the slots: 1024 tokens each
+    params.cpuparams.n_threads = 2
+    params.cpuparams_batch.n_threads = 2
+    server = xllamacpp.Server(params)  # loaded and listening when it returns; stopped when released
+    try:
+        yield str(server.listening_address)
+    finally:
+        del server
 
 
 class WordEchoBackend(EchoBackend):

@@ -56,3 +56,26 @@ def test_automatic_threads_leave_a_core_free_for_ctransformers_only() -> None:
     assert model_threads(load_settings({"LLM_BACKEND": "llama_cpp"}), cores=2) == 2
     assert model_threads(load_settings({"LLM_BACKEND": "ctransformers"}), cores=2) == 1
     assert model_threads(load_settings({"LLM_BACKEND": "ctransformers", "LLM_THREADS": "2"}), cores=2) == 2
+
+
+def test_automatic_parallel_conversations_are_four_except_for_ctransformers() -> None:
+    from core_worker.runtime import backend_config
+
+    for backend, expected in (("llama_cpp", 4), ("openai", 4), ("ctransformers", 1)):
+        settings = load_settings({"LLM_BACKEND": backend})
+        assert (settings.llm_parallel, settings.parallel_conversations) == (0, expected)
+        assert backend_config(settings).parallel == expected
+    assert load_settings({"LLM_BACKEND": "openai", "LLM_PARALLEL": "8"}).parallel_conversations == 8
+    assert load_settings({"LLM_BACKEND": "ctransformers", "LLM_PARALLEL": "1"}).parallel_conversations == 1
+
+
+def test_ctransformers_refuses_more_than_one_conversation_at_once() -> None:
+    """It has no batched decoding: two conversations would only queue on its one model."""
+    with pytest.raises(SettingsError, match="LLM_PARALLEL"):
+        load_settings({"LLM_BACKEND": "ctransformers", "LLM_PARALLEL": "2"})
+
+
+@pytest.mark.parametrize("value", ["65", "-1"])
+def test_parallel_conversations_outside_0_to_64_are_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match="LLM_PARALLEL"):
+        load_settings({"LLM_PARALLEL": value})
