@@ -179,7 +179,8 @@ class SessionProcessor:
         except Exception as exc:
             log.exception("message %s failed (attempt %d)", message_id, attempts)
             if attempts >= self.settings.max_attempts:
-                return self._fail(lease, message_id, raw, f"{type(exc).__name__}: {exc}")
+                return self._fail(lease, message_id, raw,
+                                  f"gave up after {attempts} attempts; the last: {type(exc).__name__}: {exc}")
             raise
 
     def _step(self, lease: Lease, record: MessageRecord, history: list[Turn]) -> str | None:

@@ -114,8 +114,11 @@ class CoreRuntime:
     def model_info(self) -> dict[str, Any]:
         """What this process's heartbeat says about its model (never loads it)."""
         path = self.settings.model_path or self.settings.model_file
+        process = getattr(self._llm, "inner", None)
         return {"backend": self.settings.llm_backend, "model": os.path.basename(path) if path else None,
-                "loaded": self._llm is not None, "last_generation": last_generation() or None}
+                "loaded": self._llm is not None, "last_generation": last_generation() or None,
+                "parallel": self.settings.parallel_conversations,
+                "model_pid": process.pid if isinstance(process, ModelProcess) else None}
 
     def delivery_task(self, payload: dict[str, Any]) -> QueuedTask:
         """The deliver task for ``payload``; the session store queues it atomically with the answer."""

@@ -1,8 +1,9 @@
 """Core workers killed, stopped and crashed under load: every accepted message answered once, in order.
 
 Real processes throughout (tests/support/harness.py): gunicorn, Celery
-prefork core workers running the fault backend (a real-time echo that records
-its runs), a threaded io worker posting signed callbacks to a receiver.
+threads-pool core workers whose model process runs the fault backend (a
+real-time echo that records its runs), a threaded io worker posting signed
+callbacks to a receiver.
 """
 
 from __future__ import annotations
@@ -37,13 +38,15 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 MakeSystem = Callable[..., System]
 
 
-def generating(redis_server: RedisServer, pids: set[int], fresh: float, timeout: float = 60, last: str = ""
+def generating(redis_server: RedisServer, workers: list[int], fresh: float, timeout: float = 60, last: str = ""
                ) -> tuple[int, str]:
-    """(pid, text) of a generation in one of ``pids`` (text ending with ``last``) that started less than ``fresh``
-    seconds ago, so it is still running when the caller strikes."""
+    """(pid, text) of a generation in a child of one of the ``workers`` processes (their model processes, which
+    they start as they become ready) whose text ends with ``last`` and that started less than ``fresh`` seconds
+    ago, so it is still running when the caller strikes."""
     found: list[tuple[int, str]] = []
 
     def look() -> bool:
+        pids = {pid for worker in workers for pid in child_pids(worker)}
         entries = [json.loads(raw) for raw in redis_server.client().lrange("faults:runs", 0, -1)]
         ended = {(e["pid"], e["text"]) for e in entries if e["event"] == "end"}
         found[:] = [(e["pid"], e["text"]) for e in entries
@@ -85,11 +88,11 @@ def test_a_core_worker_killed_mid_generation_answers_every_message_once(
     assert core.popen is not None
     # The whole worker is killed while it answers the *last* message of a session, so no later message of
     # that session can take over: only kombu's restore of the dead worker's unacked task brings it back.
-    pid, text = generating(clean_redis, set(child_pids(core.popen.pid)), 0.03,
+    pid, text = generating(clean_redis, [core.popen.pid], 0.03,
                            last="" if target == "child" else "#9")
     killed_at = time.time()
     if target == "child":
-        os.kill(pid, signal.SIGKILL)  # one prefork child: the parent sees it die and rejects its task
+        os.kill(pid, signal.SIGKILL)  # the model's process: the calls in flight fail and retry, the worker lives
     else:
         core.kill()  # the whole worker (parent and children): its tasks wait in `unacked`
         restart_worker(system, "core")
@@ -174,9 +177,9 @@ def test_one_busy_session_over_two_core_workers_one_killed_keeps_order_and_never
     book = FateBook()
     load = Load(system.base_url, book, callbacks.url, sessions=1, per_session=100).start()
     load.wait_sent(25)
-    children = {pid: name for name in ("core", "core2") for pid in child_pids(system.procs[name].popen.pid)}  # type: ignore[union-attr]
-    pid, text = generating(clean_redis, set(children), 0.02)  # whichever worker holds the session right now
-    victim = children[pid]
+    workers = {system.procs[name].popen.pid: name for name in ("core", "core2")}  # type: ignore[union-attr]
+    pid, text = generating(clean_redis, list(workers), 0.02)  # whichever worker holds the session right now
+    victim = next(name for parent, name in workers.items() if pid in child_pids(parent))
     killed_at = time.time()
     system.procs[victim].kill()  # mid-generation, mid-stream; the other worker carries on alone
     load.join()
@@ -212,7 +215,7 @@ def test_a_core_worker_frozen_past_its_lease_cannot_write_over_its_successor(
     load = Load(system.base_url, book, callbacks.url, sessions=1, per_session=20, pause=0.2).start()
     frozen = system.procs["core"]
     assert frozen.popen is not None
-    _pid, text = generating(clean_redis, set(child_pids(frozen.popen.pid)), 0.3)
+    _pid, text = generating(clean_redis, [frozen.popen.pid], 0.3)
     frozen.signal_group(signal.SIGSTOP)
     stopped_at = time.time()
     time.sleep(3 * float(system.env["SESSION_LOCK_SECONDS"]))
