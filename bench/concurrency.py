@@ -18,9 +18,12 @@ two rounds each (the round with the best aggregate tok/s counts; every round's f
   child process, N threads calling ``handle_chat_completions`` (streamed) at once.  Optional (``pip install -e
   '.[bench]'``): the row is skipped, with the reason printed, when it is not installed.
 * raw: the limit of batched decoding, in this process through llama-cpp-python's low-level API: one context with
-  ``n_seq_max=N`` and ``n_ctx = N x LLM_CONTEXT``, ``llama_batch_init(512, 0, N)``, one ``seq_id`` per conversation,
-  all prompts read in shared 512-token batches, then one ``llama_decode`` per step with one token per conversation
-  and ``llama_sampler_sample(smpl, ctx, i)`` (greedy) per sequence.  First token = the end of the prompt reading.
+  ``n_seq_max=N``, ``n_ctx = N x LLM_CONTEXT`` and a unified KV cache, ``llama_batch_init(512, 0, N)``, one
+  ``seq_id`` per conversation, all prompts read in shared 512-token batches, then one ``llama_decode`` per step with
+  one token per conversation and ``llama_sampler_sample(smpl, ctx, i)`` (greedy) per sequence.  The system prompt's
+  tokens (the prefix every prompt shares with the warm-up's) are read before the clock starts and copied to every
+  sequence with ``llama_memory_seq_cp``: the worker's and xllamacpp's prefix caches hold them from earlier
+  conversations too.  First token = the end of the prompt reading.
 
 The system runs first and the in-process model last (llama.cpp children hang if their parent ran a model before
 forking; here nothing forks after it).  Targets: system@4 >= 90% of raw at N = 4; the last of 4 answered within
@@ -99,6 +102,16 @@ def best_round(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     best = dict(max(rounds, key=lambda r: r["agg_tok_s"]))
     best["rounds_agg_tok_s"] = [r["agg_tok_s"] for r in rounds]
     return best
+
+
+def common_prefix(*sequences: Sequence[int]) -> int:
+    """Length of the prefix all ``sequences`` share."""
+    n = 0
+    for items in zip(*sequences, strict=False):
+        if any(x != items[0] for x in items):
+            break
+        n += 1
+    return n
 
 
 def person_text(tag: str, i: int) -> str:
@@ -371,14 +384,19 @@ class RawModel:
             raise RuntimeError("prompt too long to tokenize")
         return list(buf[:n])
 
-    def generate(self, prompts: Sequence[list[int]], max_tokens: int) -> dict[str, Any]:
-        """All prompts at once, one sequence each; greedy until EOG or ``max_tokens``."""
+    def generate(self, prompts: Sequence[list[int]], max_tokens: int, cached: int = 0) -> dict[str, Any]:
+        """All prompts at once, one sequence each; greedy until EOG or ``max_tokens``.  The first ``cached`` tokens
+        (shared by every prompt: the system prompt) are read into sequence 0 before the clock starts and copied to
+        the others (``llama_memory_seq_cp``), as the worker's and xllamacpp's prefix caches hold them from earlier
+        conversations."""
         lc, n = self.lc, len(prompts)
+        cached = min(cached, *(len(p) - 1 for p in prompts))
         cparams = lc.llama_context_default_params()
         cparams.n_ctx = n * MODEL_CONTEXT
         cparams.n_batch = cparams.n_ubatch = BATCH
         cparams.n_seq_max = n
         cparams.n_threads = cparams.n_threads_batch = self.threads
+        cparams.kv_unified = True  # one cache all sequences share cells of (as llama-cpp-python's Llama sets it)
         self.flash_attn_type = int(cparams.flash_attn_type)  # llama.cpp's default (auto); recorded with the rows
         ctx = lc.llama_init_from_model(self.model, cparams)
         if not ctx:
@@ -407,12 +425,25 @@ class RawModel:
                 if rc != 0:
                     raise RuntimeError(f"llama_decode returned {rc}")
 
+            batch.n_tokens = 0
+            for j, token in enumerate(prompts[0][:cached]):  # the cached prefix, off the clock
+                add(token, j, 0, False)
+                if batch.n_tokens == BATCH:
+                    decode()
+                    batch.n_tokens = 0
+            if batch.n_tokens:
+                decode()
             started = time.monotonic()
+            mem = lc.llama_get_memory(ctx)
+            for seq in range(1, n if cached else 0):
+                lc.llama_memory_seq_cp(mem, 0, seq, -1, -1)
             # Prompts: packed into shared 512-token batches; logits only for each prompt's last token.
             pending: dict[int, int] = {}
             batch.n_tokens = 0
             for seq, prompt in enumerate(prompts):
                 for j, token in enumerate(prompt):
+                    if j < cached:
+                        continue
                     if batch.n_tokens == BATCH:
                         decode()
                         for s, i in pending.items():
@@ -456,7 +487,8 @@ class RawModel:
             lc.llama_free(ctx)
         runs = [{"first_s": first_at[s], "full_s": done_at[s], "tokens": made[s], "prompt_tokens": len(prompts[s])}
                 for s in range(n)]
-        return {"prefill_s": prefill_s, "prompt_tokens": sum(len(p) for p in prompts), "runs": runs}
+        return {"prefill_s": prefill_s, "prompt_tokens": sum(len(p) for p in prompts), "cached_tokens": cached,
+                "runs": runs}
 
     def close(self) -> None:
         self.lc.llama_model_free(self.model)
@@ -466,15 +498,18 @@ def raw_rows(run: Run, model: Path, people: Sequence[int], max_tokens: int, roun
     raw = RawModel(model, THREADS)
     rows = []
     try:
-        raw.generate([raw.tokens(person_text("warm", 0))], 4)
+        warm = raw.tokens(person_text("warm", 0))
+        raw.generate([warm], 4)
         for n in people:
             measured = []
             for round_no in range(rounds):
                 tag = f"r{run.run_id}-n{n}-r{round_no}"
-                result = raw.generate([raw.tokens(person_text(tag, i)) for i in range(n)], max_tokens)
+                prompts = [raw.tokens(person_text(tag, i)) for i in range(n)]
+                result = raw.generate(prompts, max_tokens, cached=common_prefix(warm, *prompts))
                 measured.append({"engine": "raw", "people": n, **summarize(result["runs"]),
                                  "prefill_s": result["prefill_s"], "flash_attn_type": raw.flash_attn_type,
-                                 "prompt_tokens": result["prompt_tokens"], "runs": result["runs"]})
+                                 "prompt_tokens": result["prompt_tokens"], "cached_tokens": result["cached_tokens"],
+                                 "runs": result["runs"]})
             row = best_round(measured)
             decode_s = row["full_max_s"] - row["prefill_s"]
             row["decode_tok_s"] = (row["tokens"] - n) / decode_s if decode_s > 0 else float("nan")

@@ -12,7 +12,15 @@ from urllib.parse import parse_qsl
 from twilio.request_validator import RequestValidator
 
 from bench.common import Latency, fmt, markdown_table, percentile, smaps_rollup
-from bench.concurrency import best_round, checks, descendants, kv_cache_bytes, person_text, summarize
+from bench.concurrency import (
+    best_round,
+    checks,
+    common_prefix,
+    descendants,
+    kv_cache_bytes,
+    person_text,
+    summarize,
+)
 from bench.edge_throughput import TWILIO_TOKEN, parse_wrk, twilio_script
 from bench.redis_recovery import BUDGET, Figure, summary
 
@@ -135,3 +143,9 @@ def test_the_best_round_counts_and_every_round_is_kept() -> None:
     best = best_round([{"agg_tok_s": 30.0, "full_max_s": 9.0}, {"agg_tok_s": 40.0, "full_max_s": 7.0}])
     assert best["full_max_s"] == 7.0
     assert best["rounds_agg_tok_s"] == [30.0, 40.0]
+
+
+def test_common_prefix_is_what_every_sequence_starts_with() -> None:
+    assert common_prefix([1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 7]) == 2
+    assert common_prefix([1, 2], [1, 2, 3]) == 2
+    assert common_prefix([5], [6]) == 0
