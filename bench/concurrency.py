@@ -6,14 +6,15 @@ one round, ~2 min).  The TinyLlama-1.1B-shaped random Q4_0 model (``bench/.cache
 "Person <tag>-<i>: ..." so that only the system prompt is shared).  N = 1, 2, 4, 8 people at the same moment,
 two rounds each (the round with the best aggregate tok/s counts; every round's figure is in the JSON):
 
-* system: the real system (redis-server, gunicorn edge, the core worker from ``core_worker.llm_worker`` with
-  prefork concurrency 1, an io worker), once per ``LLM_PARALLEL`` (1 = one at a time, the baseline; 4; 8 for
-  N = 8 only).  Each person POSTs ``/v1/messages`` with ``stream: true`` from a new user, then long-polls
+* system: the real system (redis-server, gunicorn edge, the core worker from ``core_worker.llm_worker`` as the
+  Procfile runs it: threads pool, ``LLM_PARALLEL`` task threads; an io worker), once per ``LLM_PARALLEL`` (1 = one
+  at a time, the baseline; 4; 8 for N = 8 only).  Each person POSTs ``/v1/messages`` with ``stream: true`` from a
+  new user, then long-polls
   ``GET /v1/messages/<id>?wait=25&partial=<seq>``: first token = the first poll answer with a partial (the default
   stream settings: the first partial is due after ``STREAM_FIRST_CHARS`` characters), full = the answered record.
   Aggregate tok/s = the replies' ``completion_tokens`` / wall time (first POST to last answer).  After the runs of
-  each setting, the RSS of the core worker's processes (``/proc/<pid>/smaps_rollup``; the model lives in the
-  prefork child; the process holding the most is reported, and the tree's sum).
+  each setting, the RSS of the core worker's processes (``/proc/<pid>/smaps_rollup``; the model may live in a
+  child process of the worker: the process holding the most is reported, and the tree's sum).
 * xllamacpp: llama.cpp's own server in-process (``xllamacpp.Server``, ``n_parallel=8``, continuous batching) in a
   child process, N threads calling ``handle_chat_completions`` (streamed) at once.  Optional (``pip install -e
   '.[bench]'``): the row is skipped, with the reason printed, when it is not installed.
@@ -235,7 +236,8 @@ def system_rows(run: Run, model: Path, people: Sequence[int], max_tokens: int,
             for parallel, ns in settings:
                 name = f"core-p{parallel}"
                 system.env["LLM_PARALLEL"] = str(parallel)
-                proc = system.start_worker(name, "core")
+                proc = system.start_worker(name, "core", concurrency=parallel)  # as system.core_worker: the
+                # Procfile's threads pool with LLM_PARALLEL task threads
                 try:
                     assert proc.popen is not None
                     one_person(system, f"warm-{run.run_id}-p{parallel}", person_text("warm", parallel),
