@@ -63,7 +63,7 @@ typecheck: $(STAMP)
 
 # Every benchmark script in turn (~20 min on 2 cores), then the plots; `make bench BENCH_ARGS=--quick` for a fast
 # check (~5 min). A script that is not there yet is skipped; one that fails does not stop the others.
-BENCHES    := pipeline edge_throughput first_chunk model_speed memory scale
+BENCHES    := pipeline edge_throughput first_chunk model_speed memory scale concurrency
 BENCH_ARGS ?=
 
 bench: $(STAMP)

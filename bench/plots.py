@@ -138,10 +138,37 @@ def scale(results: Results, out: Path) -> None:
     plt.close(fig)
 
 
+def concurrency(results: Results, out: Path) -> None:
+    rows = results["rows"]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for engine, label, style in (("raw", "raw batched llama_decode (the limit)", "o-"),
+                                 ("xllamacpp", "xllamacpp, n_parallel=8", "s--"),
+                                 ("system@1", "system, LLM_PARALLEL=1", "^:"),
+                                 ("system@4", "system, LLM_PARALLEL=4", "v-"),
+                                 ("system@8", "system, LLM_PARALLEL=8", "D")):
+        mine = sorted((r for r in rows if r["engine"] == engine), key=lambda r: r["people"])
+        if mine:
+            ax.plot([r["people"] for r in mine], [r["agg_tok_s"] for r in mine], style, label=label)
+    people = results["people"]
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(people, [str(n) for n in people])
+    ax.set_xlabel("people writing at the same moment")
+    ax.set_ylabel("aggregate tok/s")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Concurrency: several conversations on one model (TinyLlama-1.1B Q4_0, {results['threads']} "
+                 f"threads)\n{_subtitle(results)}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
 PLOTS: dict[str, Callable[[Results, Path], None]] = {
     "pipeline": pipeline, "edge_throughput": edge_throughput, "model_speed": model_speed, "memory": memory,
-    "scale": scale,
+    "scale": scale, "concurrency": concurrency,
 }
+IMAGES = {"concurrency": "concurrency.png"}  # the rest: bench-<name>.png
 
 
 def tables_markdown(name: str, results: Results) -> str:
@@ -170,7 +197,7 @@ def main() -> int:
         if not path.exists():
             print(f"  no {path.relative_to(ROOT)}: run bench/{name}.py first")
             continue
-        out = IMG / f"bench-{name}.png"
+        out = IMG / IMAGES.get(name, f"bench-{name}.png")
         draw(json.loads(path.read_text()), out)
         print(f"  {out.relative_to(ROOT)}")
     tables = "\n".join(sections)
@@ -226,6 +253,9 @@ def targets() -> str:
         for r in sc["rows"][1:]:
             rows.append(f"| {r['label']} answer more than 1 worker | {r['vs_one']:.2f}x ({r['answers_per_s']:.1f} vs "
                         f"{one:.1f}/s) | {_met(r['vs_one'] > 1.2)} |")
+    if (conc := _load("concurrency")) is not None:
+        for c in conc.get("checks", []):
+            rows.append(f"| {c['target']} | {c['value']} | {_met(c['met'])} |")
     return "\n".join(rows)
 
 

@@ -1,4 +1,5 @@
-"""The pure parts of bench/: statistics, tables, wrk's report, the signed Twilio requests wrk replays."""
+"""The pure parts of bench/: statistics, tables, wrk's report, the signed Twilio requests wrk replays, the
+concurrency summaries and targets."""
 
 from __future__ import annotations
 
@@ -11,6 +12,15 @@ from urllib.parse import parse_qsl
 from twilio.request_validator import RequestValidator
 
 from bench.common import Latency, fmt, markdown_table, percentile, smaps_rollup
+from bench.concurrency import (
+    best_round,
+    checks,
+    common_prefix,
+    descendants,
+    kv_cache_bytes,
+    person_text,
+    summarize,
+)
 from bench.edge_throughput import TWILIO_TOKEN, parse_wrk, twilio_script
 from bench.redis_recovery import BUDGET, Figure, summary
 
@@ -83,3 +93,59 @@ def test_redis_recovery_summary_gives_min_median_max_and_counts_runs_over_the_bu
     rows = summary(figures)
     assert rows[0] == ["kill-aof", "3", "1.0 / 2.0 / 3.0", f"9.0 / 10.0 / 11.0 (1 over {BUDGET:.0f}s)", "550/600", "1"]
     assert rows[1][2:4] == [f"- (1 over {BUDGET:.0f}s)"] * 2
+
+
+def test_kv_cache_of_tinyllama_at_2048_tokens_is_44_mib() -> None:
+    # 22 layers, 2048 wide, 32 heads of which 4 for K/V: n_embd_k_gqa = 256; K and V, f16.
+    assert kv_cache_bytes(n_layer=22, n_ctx=2048, n_embd=2048, n_head=32, n_head_kv=4) == 2 * 22 * 2048 * 256 * 2
+    assert kv_cache_bytes(22, 2048, 2048, 32, 32) == 8 * kv_cache_bytes(22, 2048, 2048, 32, 4)  # no GQA
+    assert kv_cache_bytes(22, 2048, 2048, 32, 4, value_bytes=4) == 2 * kv_cache_bytes(22, 2048, 2048, 32, 4)
+
+
+def test_concurrency_summary_gives_medians_maxima_and_tokens_over_the_last_answer() -> None:
+    people = [{"first_s": 0.5, "full_s": 4.0, "tokens": 64}, {"first_s": 1.5, "full_s": 8.0, "tokens": 64},
+              {"first_s": 1.0, "full_s": 6.0, "tokens": 32}]
+    s = summarize(people)
+    assert (s["n"], s["first_median_s"], s["first_max_s"], s["full_median_s"], s["full_max_s"]) == (3, 1.0, 1.5,
+                                                                                                     6.0, 8.0)
+    assert s["tokens"] == 160
+    assert s["agg_tok_s"] == 20.0
+    assert math.isnan(summarize([])["agg_tok_s"])
+
+
+def test_each_person_writes_a_text_of_their_own_from_the_first_word() -> None:
+    texts = [person_text("run1", i) for i in range(8)]
+    assert len({t.split(":")[0] for t in texts}) == 8
+    assert len({len(t) for t in texts}) == 1  # the same prompt length for every person
+
+
+def test_concurrency_targets_are_checked_against_the_measured_rows() -> None:
+    mib = 2**20
+
+    def row(engine: str, people: int, agg: float, first_max: float, full_max: float) -> dict[str, object]:
+        return {"engine": engine, "people": people, "agg_tok_s": agg, "first_max_s": first_max, "full_max_s": full_max}
+
+    results = {
+        "rows": [row("raw", 4, 50.0, 1.0, 6.0), row("system@4", 1, 14.0, 0.4, 5.0),
+                 row("system@4", 4, 40.0, 3.5, 7.0)],
+        "memory": {"1": {"model_rss": 900 * mib}, "4": {"model_rss": 1000 * mib}},
+        "kv_cache_bytes_per_sequence": 44 * mib,
+    }
+    found = {c["target"].split(" ")[0]: c["met"] for c in checks(results)}
+    assert found == {"system@4": False, "last": True, "first": False, "model": True}
+
+
+def test_descendants_include_the_process_itself() -> None:
+    assert os.getpid() in descendants(os.getpid())
+
+
+def test_the_best_round_counts_and_every_round_is_kept() -> None:
+    best = best_round([{"agg_tok_s": 30.0, "full_max_s": 9.0}, {"agg_tok_s": 40.0, "full_max_s": 7.0}])
+    assert best["full_max_s"] == 7.0
+    assert best["rounds_agg_tok_s"] == [30.0, 40.0]
+
+
+def test_common_prefix_is_what_every_sequence_starts_with() -> None:
+    assert common_prefix([1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 7]) == 2
+    assert common_prefix([1, 2], [1, 2, 3]) == 2
+    assert common_prefix([5], [6]) == 0
