@@ -249,13 +249,14 @@ class Settings:
     )
     model_load_timeout: float = _setting(
         180.0, "MODEL_LOAD_TIMEOUT",
-        "Seconds a core pool process may take to load its model at start before Celery replaces it "
-        "(worker_proc_alive_timeout; Celery's own default of 4 s kills larger models mid-load).",
+        "Seconds the LLM worker's model process may take to load its model before it is killed and the load "
+        "counts as failed (the waiting tasks retry, and the next call starts it again).",
     )
     llm_prompt_cache_mb: int = _setting(
         128, "LLM_PROMPT_CACHE_MB",
-        "llama_cpp: MiB of KV-cache snapshots per model process, so a conversation whose turn comes back after "
-        "others skips re-reading its history (~22 KB per token for a 1.1B model). 0: off.",
+        "llama_cpp: MiB of snapshots of conversations whose sequence was given to another, so one that comes "
+        "back skips re-reading its history (~22 KB per token for a 1.1B model; a conversation that keeps its "
+        "sequence needs none). 0: off.",
     )
     llm_parallel: int = _setting(
         0, "LLM_PARALLEL",
@@ -601,9 +602,6 @@ class Settings:
     )
 
     # --- worker processes -----------------------------------------------------
-    core_concurrency: int = _setting(
-        1, "CORE_CONCURRENCY", "LLM worker processes (prefork): each loads its own model; see `LLM_THREADS`."
-    )
     io_concurrency: int = _setting(8, "IO_CONCURRENCY", "Threads of the delivery worker (queue `deliver`).")
     convert_concurrency: int = _setting(
         4, "CONVERT_CONCURRENCY", "Threads of the convert worker (queue `convert`); each runs one conversion."
@@ -702,9 +700,8 @@ class Settings:
         if self.llm_parallel > 1 and self.llm_backend.strip().lower() == "ctransformers":
             raise SettingsError("LLM_PARALLEL must be 1 with LLM_BACKEND=ctransformers: it generates one "
                                 "conversation at a time (no batched decoding); use llama_cpp to batch")
-        if min(self.core_concurrency, self.io_concurrency, self.convert_concurrency, self.helper_concurrency,
-               self.edge_workers) < 1:
-            raise SettingsError("EDGE_WORKERS and the worker concurrencies (CORE_, IO_, CONVERT_, HELPER_CONCURRENCY) "
+        if min(self.io_concurrency, self.convert_concurrency, self.helper_concurrency, self.edge_workers) < 1:
+            raise SettingsError("EDGE_WORKERS and the worker concurrencies (IO_, CONVERT_, HELPER_CONCURRENCY) "
                                 "must be at least 1")
         if self.edge_threads < 2:
             raise SettingsError("EDGE_THREADS must be at least 2 (one for long polls, one for everything else)")

@@ -38,11 +38,11 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 MakeSystem = Callable[..., System]
 
 
-def generating(redis_server: RedisServer, workers: list[int], fresh: float, timeout: float = 60, last: str = ""
-               ) -> tuple[int, str]:
-    """(pid, text) of a generation in a child of one of the ``workers`` processes (their model processes, which
+def running(redis_server: RedisServer, workers: list[int], fresh: float, timeout: float = 60, last: str = "",
+            at_least: int = 1) -> list[tuple[int, str]]:
+    """(pid, text) of the generations in children of the ``workers`` processes (their model processes, which
     they start as they become ready) whose text ends with ``last`` and that started less than ``fresh`` seconds
-    ago, so it is still running when the caller strikes."""
+    ago, so they are still running when the caller strikes: once there are ``at_least`` of them at once."""
     found: list[tuple[int, str]] = []
 
     def look() -> bool:
@@ -52,10 +52,16 @@ def generating(redis_server: RedisServer, workers: list[int], fresh: float, time
         found[:] = [(e["pid"], e["text"]) for e in entries
                     if e["event"] == "start" and e["pid"] in pids and (e["pid"], e["text"]) not in ended
                     and e["text"].endswith(last) and e["at"] > time.time() - fresh]
-        return bool(found)
+        return len(found) >= at_least
 
-    wait_until(look, timeout, "a generation in progress", 0.01)
-    return found[-1]
+    wait_until(look, timeout, f"{at_least} generation(s) in progress", 0.01)
+    return list(found)
+
+
+def generating(redis_server: RedisServer, workers: list[int], fresh: float, timeout: float = 60, last: str = ""
+               ) -> tuple[int, str]:
+    """The newest of ``running``'s generations."""
+    return running(redis_server, workers, fresh, timeout, last)[-1]
 
 
 def message_of(book: FateBook, text: str) -> str:
@@ -109,6 +115,34 @@ def test_a_core_worker_killed_mid_generation_answers_every_message_once(
     assert tally.accepted == load.total and set(book.refused) == set()
     assert tally.exactly_once, (tally, system.logs())
     assert sum(1 for run in book.runs if run.label == text) >= 2  # it really was generated again
+
+
+def test_the_model_process_killed_mid_batch_runs_each_conversation_of_the_batch_again_once(
+    make_system: MakeSystem, callbacks: CallbackReceiver, clean_redis: RedisServer
+) -> None:
+    """Four conversations are generated at once in the one model process; SIGKILL to it fails all four calls,
+    each task retries, and each of the four is generated exactly once more (alone: an attempt after a crash
+    runs with nothing beside it) and answered exactly once."""
+    system = start_system(make_system(LLM_BACKEND=FAULT_BACKEND, FAULT_BACKEND_SECONDS="1", LLM_PARALLEL="4"),
+                          core_threads=4)
+    book = FateBook()
+    load = Load(system.base_url, book, callbacks.url, sessions=6, per_session=4, pause=0.3).start()
+    core = system.procs["core"]
+    assert core.popen is not None
+    batch = running(clean_redis, [core.popen.pid], 0.6, at_least=3)
+    pid = batch[0][0]
+    assert {p for p, _ in batch} == {pid}  # one process holds the whole batch
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)
+    load.join()
+    wait_all_answered(book, [callbacks], 180, system.logs)
+    tally = settle(book, [callbacks], runs=clean_redis.client())
+    again = {text: sum(1 for run in book.runs if run.label == text and run.start > killed_at) for _, text in batch}
+    report(tally.line("kill-model-process-mid-batch", f"{len(batch)} conversations in the killed batch, each run "
+                      f"again {sorted(set(again.values()))} time(s) after the kill"))
+    assert tally.accepted == load.total and not book.refused
+    assert tally.exactly_once, (tally, system.logs())
+    assert all(count == 1 for count in again.values()), again
 
 
 def test_sigterm_to_every_worker_under_load_loses_and_repeats_nothing(
@@ -173,7 +207,7 @@ def test_one_busy_session_over_two_core_workers_one_killed_keeps_order_and_never
     make_system: MakeSystem, callbacks: CallbackReceiver, clean_redis: RedisServer
 ) -> None:
     system = start_system(make_system(LLM_BACKEND=FAULT_BACKEND, FAULT_BACKEND_SECONDS="0.05"),
-                          core_workers=2, core_concurrency=1)
+                          core_workers=2, core_threads=1)
     book = FateBook()
     load = Load(system.base_url, book, callbacks.url, sessions=1, per_session=100).start()
     load.wait_sent(25)
@@ -209,7 +243,7 @@ def test_a_core_worker_frozen_past_its_lease_cannot_write_over_its_successor(
     system = start_system(make_system(LLM_BACKEND=FAULT_BACKEND, FAULT_BACKEND_SECONDS="1",
                                       SWEEP_INTERVAL="1", SWEEP_AGE="4", TASK_SOFT_TIME_LIMIT="30",
                                       TASK_TIME_LIMIT="40", VISIBILITY_TIMEOUT="60"),
-                          core_workers=2, core_concurrency=1)
+                          core_workers=2, core_threads=1)
     book = FateBook()
     # One session, so the other worker's only work is to take it over once the frozen worker's lease expired.
     load = Load(system.base_url, book, callbacks.url, sessions=1, per_session=20, pause=0.2).start()

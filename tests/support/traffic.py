@@ -168,12 +168,12 @@ def report(line: str) -> str:
 FAULT_BACKEND = "tests.support.fault_backend:factory"
 
 
-def start_system(system: System, *, core_workers: int = 1, core_concurrency: int = 2, io_concurrency: int = 4
+def start_system(system: System, *, core_workers: int = 1, core_threads: int = 2, io_concurrency: int = 4
                  ) -> System:
     """The edge, ``core_workers`` core workers (``core``, ``core2``, ...) and the three io workers, started together."""
     system.start_edge()
     names = ["core"] + [f"core{i}" for i in range(2, core_workers + 1)]
-    procs = [system.core_worker(name, core_concurrency) for name in names]
+    procs = [system.core_worker(name, core_threads) for name in names]
     procs += system.io_workers(io_concurrency)
     for proc in procs:
         system._wait_ready(proc)
