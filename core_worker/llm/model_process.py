@@ -36,7 +36,7 @@ from typing import Any
 
 from .base import BackendConfig, ChatMessage, Completion, GenerationError, ModelLoadError, Progress
 
-__all__ = ["ModelProcess", "ModelProcessDied", "generating_alone", "serve"]
+__all__ = ["ModelProcess", "ModelProcessDied", "generating_alone", "runs_alone", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,11 @@ def generating_alone(alone: bool = True) -> Iterator[None]:
         yield
     finally:
         _alone.reset(token)
+
+
+def runs_alone() -> bool:
+    """Whether calls made here now would run alone (inside ``generating_alone``)."""
+    return _alone.get()
 
 
 class ModelProcess:
@@ -200,7 +205,7 @@ class ModelProcess:
     def chat(self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, stop: Sequence[str] = (),
              json_schema: dict[str, Any] | None = None, on_progress: Progress | None = None) -> Completion:
         payload = {"messages": [(m.role, m.content) for m in messages], "max_tokens": max_tokens,
-                   "stop": list(stop), "json_schema": json_schema, "alone": _alone.get(),
+                   "stop": list(stop), "json_schema": json_schema, "alone": runs_alone(),
                    "stream": on_progress is not None}
         completion: Completion = self._call("chat", payload, on_progress)
         return completion
