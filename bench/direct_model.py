@@ -76,7 +76,7 @@ class DirectModel:
         if backend == "llama_cpp":
             from core_worker.llm.llama_cpp_backend import vocab_tokens
 
-            vocab = vocab_tokens(self.llm)
+            vocab = vocab_tokens(self.llm._model)  # the LlamaModel inside Llama
             control, self.lstrip, self.rstrip = vocab.control, vocab.lstrip, vocab.rstrip
             self.user_defined = PromptSplitter({})
         else:

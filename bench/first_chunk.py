@@ -1,8 +1,10 @@
 """Benchmark: time to first visible text vs time to the full reply, for web chat, Telegram and Slack.
 
-Run ``.venv/bin/python bench/first_chunk.py [--rounds N] [--max-tokens T] [--json OUT]`` from the
-repository root.  It starts a real redis-server, the edge (gunicorn), a core worker (llama_cpp
-backend, 2 threads) and an io worker (``deliver``) through ``tests/support/harness.py``, with
+Run ``.venv/bin/python bench/first_chunk.py [--quick] [--rounds N] [--max-tokens T] [--json OUT]`` from the
+repository root (``--quick``: 2 rounds of 32 tokens, 1 hook pair).  It starts a real redis-server, the edge
+(gunicorn), a core worker as the Procfile runs it (threads pool, ``LLM_PARALLEL`` task threads, the
+model in a child process; llama_cpp backend, 2 threads) and an io worker (``deliver``) through
+``tests/support/harness.py``, with
 local fake Telegram and Slack servers (``tests/support/fake_*.py``, real HTTP).  The model is
 the TinyLlama-1.1B-shaped random Q4_0 model (``core_worker/tiny_model.py``, cached in
 ``bench/.cache``), generating up to ``--max-tokens`` (default 128) tokens.
@@ -50,6 +52,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `tests` and the product i
 import requests  # noqa: E402
 
 from edge.channels.telegram.channel import EMPTY_REPLY  # noqa: E402  (Slack's is the same sentence)
+from tests.support.factories import AUTH  # noqa: E402
 from tests.support.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackEvents  # noqa: E402
 from tests.support.fake_telegram import TOKEN, FakeTelegram  # noqa: E402
 from tests.support.harness import RedisServer, System, wait_until  # noqa: E402
@@ -108,7 +111,7 @@ class Bench:
         while True:
             params = {"wait": 25, **({"partial": seq} if stream else {})}
             record = requests.get(f"{self.system.base_url}/v1/messages/{message_id}", params=params,
-                                  timeout=40).json()
+                                  headers=AUTH, timeout=40).json()
             now = time.time()
             if record["status"] in ("answered", "failed"):
                 break
@@ -238,8 +241,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="LLM_THREADS (default 2; 1 is faster when other processes load the cores)")
     parser.add_argument("--hook-runs", type=int, default=3, help="pairs of direct calls timing the progress hook")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write results (default {RESULTS})")
+    parser.add_argument("--quick", action="store_true", help="a fast check: 2 rounds of 32 tokens, 1 hook pair")
+    parser.add_argument("--no-wait", action="store_true", help="accepted as by every bench script (make bench); "
+                        "this one does not wait for an idle machine")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.max_tokens = min(args.rounds, 2), min(args.max_tokens, 32)
+        args.hook_runs = min(args.hook_runs, 1)
 
+    from tasks.settings import load_settings
     from tasks.signing import new_secret
 
     model = model_file()
@@ -249,9 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         system = System(environment(redis_server.url, new_secret(), model, telegram, slack, args.max_tokens,
                                     args.backend, args.threads),
                         Path(tmp))
+        parallel = load_settings(system.env).parallel_conversations  # the core worker's task threads
         try:
-            print(f"starting redis, edge, core worker ({args.backend}, {args.threads} threads) and io worker ...",
-                  flush=True)
+            print(f"starting redis, edge, core worker ({args.backend}, {args.threads} threads, "
+                  f"LLM_PARALLEL={parallel}) and io worker ...", flush=True)
             system.start_all(io_concurrency=4)
             bench = Bench(system, redis_server.client(), telegram, slack)
             measure: dict[str, Callable[[], dict[str, Any]]] = {
@@ -288,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "model": f"{MODEL_SHAPE} random Q4_0 (core_worker/tiny_model.py)",
-        "backend": args.backend, "threads": args.threads,
-        "max_tokens": args.max_tokens, "rounds": args.rounds,
+        "backend": args.backend, "threads": args.threads, "core_parallel": parallel,
+        "max_tokens": args.max_tokens, "rounds": args.rounds, "quick": args.quick,
         "settings": {"STREAM_INTERVAL_SECONDS": 0.4, "TELEGRAM_STREAM_INTERVAL": 1.0, "SLACK_STREAM_INTERVAL": 1.0,
                      "STREAM_FIRST_CHARS": 12},
         "summary": summary, "progress_hook": hook, "runs": runs,

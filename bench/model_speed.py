@@ -5,9 +5,12 @@ TinyLlama-1.1B-shaped random Q4_0 model (~640 MB) is written to ``bench/.cache``
 
 For each model and backend (llama_cpp, ctransformers; the tiny model at 1 thread, TinyLlama at 2), in one run:
 
-* direct: ``bench/direct_model.py``, the library loaded by hand with our backends' load arguments, in a child;
-* worker: a real core worker (prefork, concurrency 1) behind the edge; ``completion_tokens / generation_ms`` and
-  ``prompt_tokens / generation_ms`` of the stored replies (``GET /v1/messages/<id>?wait=``);
+* direct: ``bench/direct_model.py``, the library loaded by hand with our backends' load arguments, in a child
+  (llama_cpp: ``Llama`` with one sequence, where the worker's backend runs a batch engine of ``LLM_PARALLEL``);
+* worker: a real core worker behind the edge, as the Procfile runs it (threads pool, ``LLM_PARALLEL`` task threads:
+  the default, 4 for llama_cpp and 1 for ctransformers; the model in a child process of the worker), one message
+  at a time; ``completion_tokens / generation_ms`` and ``prompt_tokens / generation_ms`` of the stored replies
+  (``GET /v1/messages/<id>?wait=``);
 * ceiling (TinyLlama only: the tiny model's 2 MiB of weights live in the CPU caches): this machine's memory
   read bandwidth (``bench/bandwidth.py``, 1 and 2 processes) divided by the weight bytes one token reads.
 
@@ -123,6 +126,8 @@ def alternate(runs: int, direct: Any, worker: Any, deadline: float) -> tuple[Run
 
 
 def measure(system: System, case: Case, path: Path, tag: str, budget: float) -> dict[str, Any]:
+    from tasks.settings import load_settings
+
     direct = DirectRunner(case.backend, path, threads=case.threads, n_ctx=MODEL_CONTEXT, text=PROMPT_TEXT)
     row: dict[str, Any] = {"model": case.label, "backend": case.backend, "threads": case.threads,
                            "max_tokens": case.max_tokens, "runs": case.runs, "load_s": direct.info["load_s"],
@@ -132,7 +137,9 @@ def measure(system: System, case: Case, path: Path, tag: str, budget: float) -> 
             name = f"core-{tag}-{phase}"
             system.env.update(LLM_BACKEND=case.backend, MODEL_PATH=str(path), LLM_MAX_TOKENS=str(limit),
                               LLM_THREADS=str(case.threads))
-            system.start_worker(name, "core")
+            row["parallel"] = load_settings(system.env).parallel_conversations
+            # as System.core_worker starts it (the Procfile's threads pool, LLM_PARALLEL task threads), waited for
+            system.start_worker(name, "core", pool="threads", concurrency=row["parallel"])
             try:
                 began = time.monotonic()
                 worker_message(system, f"warm-{tag}-{phase}", PROMPT_TEXT)
@@ -209,20 +216,20 @@ def run_bench(run: Run) -> dict[str, Any]:
 
 def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
     bw = results["bandwidth"]
-    speed = [[r["model"], r["backend"], r["threads"], r.get("prompt_phase_tokens", r["prompt_tokens"]),
+    speed = [[r["model"], r["backend"], r["threads"], r["parallel"], r.get("prompt_phase_tokens", r["prompt_tokens"]),
               r["direct_prompt_tok_s"], r["worker_prompt_tok_s"], r["prompt_ratio"], r["max_tokens"],
               r["direct_gen_tok_s"], r["worker_gen_tok_s"], r["gen_ratio"],
               min(r["gen_ratio"], r["prompt_ratio"]) >= results["target_ratio"]] for r in results["rows"]]
-    speed += [[f["model"], f["backend"], f["threads"], f"FAILED: {f['error'][:100]}", "", "", "", "", "", "", "",
-               "no"] for f in results.get("failures", [])]
+    speed += [[f["model"], f["backend"], f["threads"], "", f"FAILED: {f['error'][:100]}", "", "", "", "", "", "",
+               "", "no"] for f in results.get("failures", [])]
     ceiling = [[r["model"], r["backend"], r["threads"], r["bytes_per_token"] / 2**20, r["ceiling_tok_s"],
                 r["direct_gen_tok_s"], r["worker_gen_tok_s"], f"{r['direct_of_ceiling']:.0%}",
                 f"{r['worker_of_ceiling']:.0%}"] for r in results["rows"] if r["bytes_per_token"] > IN_CACHE_BYTES]
     return [
         (f"Tokens/s through the worker vs the library directly (target: worker >= {TARGET:.0%} of direct)",
-         markdown_table(["model", "backend", "threads", "prompt tokens", "direct prompt tok/s", "worker prompt tok/s",
-                         "worker/direct", "max tokens", "direct gen tok/s", "worker gen tok/s", "worker/direct",
-                         "both >= 95%"], speed)),
+         markdown_table(["model", "backend", "threads", "worker LLM_PARALLEL", "prompt tokens", "direct prompt tok/s",
+                         "worker prompt tok/s", "worker/direct", "max tokens", "direct gen tok/s", "worker gen tok/s",
+                         "worker/direct", "both >= 95%"], speed)),
         (f"Generation against the memory-bandwidth ceiling ({bw['1']['bytes_per_s'] / 1e9:.1f} GB/s read by 1 "
          f"process, {bw['2']['bytes_per_s'] / 1e9:.1f} GB/s by 2)",
          markdown_table(["model", "backend", "threads", "MiB read per token", "ceiling tok/s", "direct tok/s",

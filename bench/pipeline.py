@@ -2,8 +2,9 @@
 
 ``.venv/bin/python bench/pipeline.py [--quick]`` (about 2 min; --quick ~40 s).
 
-The edge (gunicorn, the product's settings), a core worker (prefork,
-concurrency 1) and an io worker (``deliver``, threads) run with the zero-cost
+The edge (gunicorn, the product's settings), a core worker as the Procfile
+runs it (threads pool, ``LLM_PARALLEL`` task threads: 4 by default, sharing one
+model process) and an io worker (``deliver``, threads) run with the zero-cost
 echo backend, so every millisecond belongs to the pipeline.  N sender threads
 (N = 1, 10, 100), each a distinct user per message, POST with a ``reply_url``
 and wait for the signed callback before sending the next.  The baselines run
@@ -189,7 +190,10 @@ class Pipeline:
 
     def _session(self) -> requests.Session:
         if not hasattr(self.local, "session"):
+            from tests.support.factories import AUTH
+
             self.local.session = requests.Session()
+            self.local.session.headers.update(AUTH)  # the test edge's client key (API_KEYS)
         session: requests.Session = self.local.session
         return session
 
@@ -232,6 +236,7 @@ def plan(quick: bool) -> dict[int, dict[str, int]]:
 
 
 def run_bench(run: Run) -> dict[str, Any]:
+    from tasks.settings import load_settings
     from tasks.signing import new_secret
     from tests.support.harness import CallbackReceiver
 
@@ -274,7 +279,8 @@ def run_bench(run: Run) -> dict[str, Any]:
             "redis": pingpong.latency[n].summary(), "celery": bare.latency[n].summary(),
             **{k: v.summary() for k, v in pipe.parts[n].items()},
         })
-    return {"rows": rows, "bare_http": http.latency.summary(), "target_ratio": TARGET}
+    return {"rows": rows, "bare_http": http.latency.summary(), "target_ratio": TARGET,
+            "core_parallel": load_settings(env).parallel_conversations}
 
 
 def _share(total: int, rounds: int, r: int) -> int:
@@ -297,7 +303,8 @@ def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
         ratio_rows.append([row["senders"], p50, ratio(pipe["p99_ms"], celery["p99_ms"]),
                            ratio(celery["p50_ms"], red["p50_ms"]), p50 <= results["target_ratio"]])
     return [
-        ("Pipeline latency against bare Celery and raw Redis (ms)",
+        (f"Pipeline latency against bare Celery and raw Redis (ms), core worker at "
+         f"LLM_PARALLEL={results['core_parallel']}",
          markdown_table(["measurement", "n", "p50", "p90", "p99", "mean", "per s"], lat_rows)),
         (f"Ratios (target: pipeline p50 <= {TARGET:g} x bare Celery p50)",
          markdown_table(["senders", "pipeline/Celery p50", "pipeline/Celery p99", "Celery/Redis p50",

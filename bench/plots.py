@@ -98,6 +98,11 @@ def model_speed(results: Results, out: Path) -> None:
     plt.close(fig)
 
 
+def _holds_model(role: str) -> bool:
+    """The processes the model lives in: the model process (or a pool child, in results from before it)."""
+    return role == "model process" or role.startswith("child")
+
+
 def memory(results: Results, out: Path) -> None:
     rows = results["rows"]
     fig, ax = plt.subplots(figsize=(9, 4.2))
@@ -112,13 +117,14 @@ def memory(results: Results, out: Path) -> None:
     ax.bar([x - 0.2 for x in xs], rss, 0.4, label="RSS")
     ax.bar([x + 0.2 for x in xs], uss, 0.4, label="USS (private)")
     for x, m in zip(xs, model, strict=True):
-        if m and "parent" not in labels[x]:
+        if m and _holds_model(labels[x].rsplit("\n", 1)[1]):
             ax.hlines(m + 150, x - 0.45, x + 0.45, colors="k", linestyles="--", lw=1)
     ax.set_xticks(list(xs), labels, fontsize=7)
     ax.set_ylabel("MiB")
     ax.legend(title="dashed: model file + 150 MiB")
-    ax.set_title(f"Core worker memory, prefork concurrency {results['concurrency']}\n{_subtitle(results)}",
-                 fontsize=10)
+    shape = (f"the worker process and its model process, LLM_PARALLEL={results['parallel']}" if "parallel" in results
+             else f"prefork concurrency {results['concurrency']}")  # results from before the threads pool
+    ax.set_title(f"Core worker memory: {shape}\n{_subtitle(results)}", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -240,14 +246,17 @@ def targets() -> str:
             rows.append(f"| worker >= 95% of direct, {f['model']} {f['backend']} {f['threads']}t | crashed | "
                         f"{_met(False)} |")
     if (mem := _load("memory")) is not None:
+        # "child"/"parent" in results from before the threads pool: the pool children and their parent
+        child, parent = ("model process", "worker process") if "parallel" in mem else ("child", "parent")
         for r in mem["rows"][1:]:
             worst = max(r["child_overhead"]) / MIB
-            rows.append(f"| child RSS <= model + 150 MiB, {r['backend']} | model + {worst:.0f} MiB | "
+            rows.append(f"| {child} RSS <= model + 150 MiB, {r['backend']} | model + {worst:.0f} MiB | "
                         f"{_met(r['children_within_target'])} |")
-            rows.append(f"| parent does not load the model, {r['backend']} | parent +{r['parent_extra'] / MIB:.1f} MiB"
-                        f" over the echo worker's | {_met(r['parent_without_model'] and r['one_copy_per_child'])} |")
+            rows.append(f"| {parent} does not load the model, {r['backend']} | {parent} +"
+                        f"{r['parent_extra'] / MIB:.1f} MiB over the echo worker's | "
+                        f"{_met(r['parent_without_model'] and r['one_copy_per_child'])} |")
         for f in mem.get("failures", []):
-            rows.append(f"| child RSS <= model + 150 MiB, {f['backend']} | crashed | {_met(False)} |")
+            rows.append(f"| {child} RSS <= model + 150 MiB, {f['backend']} | crashed | {_met(False)} |")
     if (sc := _load("scale")) is not None:
         one = sc["rows"][0]["answers_per_s"]
         for r in sc["rows"][1:]:

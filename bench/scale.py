@@ -3,8 +3,9 @@
 ``.venv/bin/python bench/scale.py [--quick]`` (about 2 min; --quick ~50 s).  Needs root for ``ip netns``; without
 it the network-namespace rows are skipped (and say so).
 
-The edge, an io worker (``deliver``) and N core workers (each its own ``celery`` process, prefork concurrency 1,
-``LLM_THREADS=1`` so processes x threads stays within the cores up to N = 2) serve the tiny model with llama_cpp
+The edge, an io worker (``deliver``) and N core workers (each its own ``celery`` process on the Procfile's threads
+pool with ``LLM_PARALLEL=1``: one conversation at a time, in the worker's one model process; ``LLM_THREADS=1`` so
+model processes x threads stays within the cores up to N = 2) serve the tiny model with llama_cpp
 and a fixed ``LLM_MAX_TOKENS``, so every answer costs the same.  32 sender threads, a new user per message,
 POST with a ``reply_url`` and send the next message when the signed callback arrives; answers/s is counted over
 a fixed window after a warm-up (tokens/s: answers/s x the mean completion tokens of the last 20 replies).  The
@@ -53,6 +54,7 @@ HOST_IF, NS_IF = "sbb-host", "sbb-ns"
 HOST_ADDR, NS_ADDR = "10.231.77.1", "10.231.77.2"
 SENDERS = 32
 MAX_TOKENS = 256  # model time (~50 ms at 1 thread) dominates the pipeline's own CPU (~10 ms per message)
+PARALLEL = 1  # LLM_PARALLEL of each core worker: one conversation at a time, so the workers are what scales
 
 
 def _ip(*args: str, check: bool = True) -> None:
@@ -127,7 +129,10 @@ class Senders:
             t.start()
 
     def _loop(self) -> None:
+        from tests.support.factories import AUTH
+
         session = requests.Session()
+        session.headers.update(AUTH)  # the test edge's client key (API_KEYS)
         while not self.stop.is_set():
             n = next(self.sent)
             try:
@@ -154,10 +159,12 @@ class Senders:
 
 
 def core_worker(system: System, name: str, netns: bool, redis_url: str) -> Proc:
-    argv = [str(BIN / "celery"), "-A", "core_worker.llm_worker", "worker", "-Q", "core", "--pool", "prefork",
-            "--concurrency", "1", "--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-gossip",
+    """A core worker as ``System.core_worker`` starts it at ``LLM_PARALLEL=PARALLEL`` (threads pool, that many task
+    threads), inside the network namespace when ``netns``."""
+    argv = [str(BIN / "celery"), "-A", "core_worker.llm_worker", "worker", "-Q", "core", "--pool", "threads",
+            "--concurrency", str(PARALLEL), "--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-gossip",
             "--without-mingle"]
-    env = dict(system.env)
+    env = {**system.env, "LLM_PARALLEL": str(PARALLEL)}
     if netns:
         argv = ["ip", "netns", "exec", NETNS, *argv]
         env["REDIS_URL"] = redis_url
@@ -225,16 +232,17 @@ def run_bench(run: Run) -> dict[str, Any]:
     base = rows[0]["answers_per_s"]
     for row in rows:
         row["vs_one"] = ratio(row["answers_per_s"], base)
-    return {"rows": rows, "senders": SENDERS, "max_tokens": MAX_TOKENS, "window_s": window, "netns": have_netns,
-            "cpus": os.cpu_count()}
+    return {"rows": rows, "senders": SENDERS, "max_tokens": MAX_TOKENS, "parallel": PARALLEL, "window_s": window,
+            "netns": have_netns, "cpus": os.cpu_count()}
 
 
 def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [[r["label"], r["host"] + r["netns"], r["answers_per_s"], r["answers_per_s"] * r["mean_tokens"],
              r["vs_one"], r["netns_tasks"] if r["netns"] else "", r["n_errors"]] for r in results["rows"]]
-    title = (f"Answers/s, tiny model, llama_cpp, LLM_THREADS=1, LLM_MAX_TOKENS={results['max_tokens']}, "
+    title = (f"Answers/s, tiny model, llama_cpp, LLM_PARALLEL={results['parallel']}, LLM_THREADS=1, "
+             f"LLM_MAX_TOKENS={results['max_tokens']}, "
              f"{results['senders']} senders, {results['window_s']:g} s window, {results['cpus']} CPUs")
-    return [(title, markdown_table(["core workers", "processes", "answers/s", "tokens/s", "x 1 worker",
+    return [(title, markdown_table(["core workers", "model processes", "answers/s", "tokens/s", "x 1 worker",
                                     "answered in the netns", "errors"], rows))]
 
 

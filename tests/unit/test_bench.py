@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -22,6 +24,7 @@ from bench.concurrency import (
     summarize,
 )
 from bench.edge_throughput import TWILIO_TOKEN, parse_wrk, twilio_script
+from bench.memory import worker_processes
 from bench.redis_recovery import BUDGET, Figure, summary
 
 WRK_REPORT = """Running 10s test @ http://127.0.0.1:46557/v1/messages
@@ -149,3 +152,17 @@ def test_common_prefix_is_what_every_sequence_starts_with() -> None:
     assert common_prefix([1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 7]) == 2
     assert common_prefix([1, 2], [1, 2, 3]) == 2
     assert common_prefix([5], [6]) == 0
+
+
+def test_the_model_process_is_the_workers_child_that_is_not_the_resource_tracker() -> None:
+    sleep = "import time; time.sleep(30)"
+    tracker = subprocess.Popen([sys.executable, "-c", f"{sleep}  # multiprocessing.resource_tracker"])
+    model = subprocess.Popen([sys.executable, "-c", sleep])
+    try:
+        roles = dict(worker_processes(os.getpid()))
+        assert (roles["worker"], roles["model process"], roles["resource tracker"]) == (os.getpid(), model.pid,
+                                                                                         tracker.pid)
+    finally:
+        for child in (tracker, model):
+            child.kill()
+            child.wait()
