@@ -38,7 +38,7 @@ from .batch_engine import BatchEngine, Job, Sampling, run_job
 from .prefix_cache import PrefixCache
 from .prompt_pieces import Piece, PromptSplitter, pieces_text, strip_around, template_tokens, token_ids
 
-__all__ = ["LlamaCppBackend", "VocabTokens", "grammar_schema", "vocab_tokens"]
+__all__ = ["LlamaCppBackend", "VocabTokens", "grammar_schema", "set_fields", "vocab_tokens"]
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,8 @@ class LlamaCppBackend:
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ModelLoadError(f"llama-cpp-python is not installed: {exc}") from exc
         _quiet_llama_cpp()
-        params = llama_cpp.llama_model_default_params()
-        params.n_gpu_layers = 0
-        params.use_mmap = config.use_mmap
+        params = set_fields(llama_cpp.llama_model_default_params(), n_gpu_layers=0,
+                            load_mode=llama_cpp.LLAMA_LOAD_MODE_MMAP if config.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE)
         try:
             model = LlamaModel(path_model=info.path, params=params, verbose=False)
         except Exception as exc:  # llama-cpp-python raises ValueError/RuntimeError with little detail
@@ -180,6 +179,18 @@ class LlamaCppBackend:
         if engine is not None:
             engine.close()
             self._model.close()
+
+
+def set_fields(params: Any, **values: Any) -> Any:
+    """Set fields of a llama.cpp params struct, refusing a name it lacks: ctypes would take a misspelt or
+    renamed field (``use_mmap`` became ``load_mode``) as a plain attribute, and llama.cpp would ignore it."""
+    known = {name for name, *_ in type(params)._fields_}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ModelLoadError(f"this llama-cpp-python has no {', '.join(unknown)} in {type(params).__name__}")
+    for name, value in values.items():
+        setattr(params, name, value)
+    return params
 
 
 def _quiet_llama_cpp() -> None:

@@ -100,3 +100,16 @@ def test_two_conversations_alternating_on_two_slots_each_reuse_their_own(model: 
         assert engine.reused_tokens - before > 200  # each found its own first turn in its own sequence
     finally:
         backend.close()
+
+
+def test_llama_params_refuse_a_field_they_lack() -> None:
+    """``use_mmap`` was renamed ``load_mode``: setting the old name must fail, not be silently ignored."""
+    import llama_cpp
+
+    from core_worker.llm.base import ModelLoadError
+    from core_worker.llm.llama_cpp_backend import set_fields
+
+    params = set_fields(llama_cpp.llama_model_default_params(), load_mode=llama_cpp.LLAMA_LOAD_MODE_NONE)
+    assert params.load_mode == llama_cpp.LLAMA_LOAD_MODE_NONE
+    with pytest.raises(ModelLoadError, match="use_mmap"):
+        set_fields(llama_cpp.llama_model_default_params(), use_mmap=False)
