@@ -69,8 +69,8 @@ class LlamaCppBackend:
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ModelLoadError(f"llama-cpp-python is not installed: {exc}") from exc
         _quiet_llama_cpp()
-        params = set_fields(llama_cpp.llama_model_default_params(), n_gpu_layers=0,
-                            load_mode=llama_cpp.LLAMA_LOAD_MODE_MMAP if config.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE)
+        load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP if config.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
+        params = set_fields(llama_cpp.llama_model_default_params(), n_gpu_layers=0, load_mode=load_mode)
         try:
             model = LlamaModel(path_model=info.path, params=params, verbose=False)
         except Exception as exc:  # llama-cpp-python raises ValueError/RuntimeError with little detail
