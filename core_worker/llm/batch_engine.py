@@ -251,7 +251,7 @@ class BatchEngine:
         add(chain, llama_cpp.llama_sampler_init_penalties(self._n_vocab, PENALTY_LAST_N, s.repeat_penalty, 0.0, 0.0))
         if job.grammar is not None:
             grammar = llama_cpp.llama_sampler_init_grammar(self._vocab, job.grammar.encode("utf-8"), b"root")
-            if grammar is None:
+            if not grammar:  # a NULL pointer: ctypes returns it as a false LP_llama_sampler, not None
                 llama_cpp.llama_sampler_free(chain)
                 raise GenerationError("llama.cpp refused the grammar")
             add(chain, grammar)
