@@ -178,6 +178,8 @@ class BatchEngine:
         import llama_cpp
 
         with self._wake:
+            if self._closed:  # freed already (or being freed): a second llama_batch_free aborts the process
+                return
             self._closed = True
             self._wake.notify()
         self._thread.join(timeout=30)
