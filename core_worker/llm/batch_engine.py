@@ -76,6 +76,11 @@ class Job:
     error: BaseException | None = None
     cancelled: bool = False
     first_token_at: float | None = None
+    # Engine steps, so tests can check the schedule without clocks: ``steps`` when the job got its slot (its
+    # first decode is the next step), the step that sampled each generated token, and the step it ended in.
+    admitted_step: int | None = None
+    token_steps: list[int] = field(default_factory=list)
+    ended_step: int | None = None
     _done: threading.Event = field(default_factory=threading.Event)
     _progress: threading.Event = field(default_factory=threading.Event)
 
@@ -239,6 +244,7 @@ class BatchEngine:
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
         slot.cached = list(job.tokens[:keep])
         slot.job, slot.prompt_at, slot.reused = job, keep, keep
+        job.admitted_step = self.steps
         self.prompt_tokens += len(job.tokens)
         self.reused_tokens += keep
         slot.last_token, slot.text = None, b""
@@ -335,6 +341,7 @@ class BatchEngine:
             self._release(slot, finish="stop")
             return
         job.generated.append(token)
+        job.token_steps.append(self.steps)
         slot.text += self._detokenize([token])
         text, stopped = apply_stop(slot.text.decode("utf-8", errors="ignore"), job.stops)
         if stopped:
@@ -352,6 +359,7 @@ class BatchEngine:
         assert job is not None
         self._free_sampler(slot)
         slot.job, slot.last_token = None, None
+        job.ended_step = self.steps
         if error is not None:
             job._finish(error=error)
             return
