@@ -76,6 +76,11 @@ class Job:
     error: BaseException | None = None
     cancelled: bool = False
     first_token_at: float | None = None
+    # Engine steps, so tests can check the schedule without clocks: ``steps`` when the job got its slot (its
+    # first decode is the next step), the step that sampled each generated token, and the step it ended in.
+    admitted_step: int | None = None
+    token_steps: list[int] = field(default_factory=list)
+    ended_step: int | None = None
     _done: threading.Event = field(default_factory=threading.Event)
     _progress: threading.Event = field(default_factory=threading.Event)
 
@@ -178,6 +183,8 @@ class BatchEngine:
         import llama_cpp
 
         with self._wake:
+            if self._closed:  # freed already (or being freed): a second llama_batch_free aborts the process
+                return
             self._closed = True
             self._wake.notify()
         self._thread.join(timeout=30)
@@ -237,6 +244,7 @@ class BatchEngine:
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
         slot.cached = list(job.tokens[:keep])
         slot.job, slot.prompt_at, slot.reused = job, keep, keep
+        job.admitted_step = self.steps
         self.prompt_tokens += len(job.tokens)
         self.reused_tokens += keep
         slot.last_token, slot.text = None, b""
@@ -251,7 +259,7 @@ class BatchEngine:
         add(chain, llama_cpp.llama_sampler_init_penalties(self._n_vocab, PENALTY_LAST_N, s.repeat_penalty, 0.0, 0.0))
         if job.grammar is not None:
             grammar = llama_cpp.llama_sampler_init_grammar(self._vocab, job.grammar.encode("utf-8"), b"root")
-            if grammar is None:
+            if not grammar:  # a NULL pointer: ctypes returns it as a false LP_llama_sampler, not None
                 llama_cpp.llama_sampler_free(chain)
                 raise GenerationError("llama.cpp refused the grammar")
             add(chain, grammar)
@@ -333,6 +341,7 @@ class BatchEngine:
             self._release(slot, finish="stop")
             return
         job.generated.append(token)
+        job.token_steps.append(self.steps)
         slot.text += self._detokenize([token])
         text, stopped = apply_stop(slot.text.decode("utf-8", errors="ignore"), job.stops)
         if stopped:
@@ -350,6 +359,7 @@ class BatchEngine:
         assert job is not None
         self._free_sampler(slot)
         slot.job, slot.last_token = None, None
+        job.ended_step = self.steps
         if error is not None:
             job._finish(error=error)
             return

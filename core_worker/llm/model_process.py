@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -142,10 +143,12 @@ class ModelProcess:
                 waiting = self._calls.get(call_id)
             if waiting is not None:
                 waiting.put(tuple(item))
-        proc.join(5)
-        with self._lock:
+        with self._lock:  # closed here, by the one thread that reads it, between two sends (close() shuts it down)
+            conn.close()
             if self._conn is conn:
                 self._conn = None
+        proc.join(5)
+        with self._lock:
             calls = list(self._calls.values())
         if not self._closed:
             log.error("the model process %s ended (exit code %s); %d call(s) in flight fail and retry",
@@ -223,7 +226,7 @@ class ModelProcess:
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None:
-            conn.close()  # the child ends when its pipe closes
+            _hang_up(conn)  # the child ends when its pipe closes
         if self._proc is not None:
             self._proc.join(10)
             if self._proc.is_alive():
@@ -332,6 +335,20 @@ def serve(conn: Connection, config: dict[str, Any]) -> None:
     # The worker is gone: nobody waits for the calls still running. Exit without the native threads'
     # teardown (llama.cpp's can hang at exit).
     os._exit(0)
+
+
+def _hang_up(conn: Connection) -> None:
+    """Close the worker's end of the pipe so that the child sees it closed and the reader thread wakes.
+
+    ``conn.close()`` from here did neither: the reader thread blocked in ``recv()`` keeps the socket open (the
+    kernel holds it until that read returns), so the child never got EOF and close() killed it after 10 s; and
+    a reader woken mid-message then read from a closed handle (TypeError), died, and left the calls in flight
+    waiting forever.  Shutting the socket down ends both reads; the reader closes the connection itself."""
+    try:
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        conn.close()
 
 
 def _constant(text: str) -> Callable[[], str]:
