@@ -29,7 +29,7 @@ from core_worker.conversation import build_messages, prompt_budget
 from core_worker.helper_calls import call_deadline
 from core_worker.helper_flow import Decision, HelperFlow, call_outcome, failure_text, refusal_note, result_note
 from core_worker.llm import LLMBackend
-from core_worker.llm.base import Progress, chat_with_progress
+from core_worker.llm.base import Progress, chat_with_progress, generating_for
 from core_worker.llm.model_process import generating_alone
 from core_worker.routing import ToolCall
 from core_worker.sessions import Lease, LeaseLost, SessionStore, Turn
@@ -172,7 +172,7 @@ class SessionProcessor:
         try:
             # An attempt after one that crashed, timed out or lost its lease is generated alone, so that a poison
             # message crashes only itself, never the conversations batched beside it (model_process.py).
-            with generating_alone(attempts > 1):
+            with generating_alone(attempts > 1), generating_for(lease.session_id):
                 return self._step(lease, MessageRecord.from_hash(raw), history)
         except LeaseLost:
             raise

@@ -7,7 +7,9 @@ model library: llama.cpp children hang if the parent touched the model before
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -29,7 +31,9 @@ __all__ = [
     "Progress",
     "apply_stop",
     "chat_with_progress",
+    "conversation_owner",
     "effective_context",
+    "generating_for",
     "hold_back_stop",
     "merge_stops",
     "read_model",
@@ -47,6 +51,25 @@ DEFAULT_REPEAT_PENALTY = 1.1
 # reply's text so far; the callee decides whether the moment is worth decoding it (a clock check),
 # so a backend pays microseconds per token and nothing more.
 Progress = Callable[[Callable[[], str]], None]
+
+
+_owner: contextvars.ContextVar[str] = contextvars.ContextVar("conversation_owner", default="")
+
+
+@contextlib.contextmanager
+def generating_for(owner: str) -> Iterator[None]:
+    """Model calls made inside are ``owner``'s (a session): a backend that reuses cached prompt tokens reuses
+    another owner's no further than the shared system prompt (core_worker/llm/batch_engine.py)."""
+    token = _owner.set(owner)
+    try:
+        yield
+    finally:
+        _owner.reset(token)
+
+
+def conversation_owner() -> str:
+    """Whose conversation the model calls made here are ("" when nobody said)."""
+    return _owner.get()
 
 
 class LLMError(Exception):

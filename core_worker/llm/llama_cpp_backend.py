@@ -30,15 +30,16 @@ from .base import (
     GenerationError,
     ModelLoadError,
     Progress,
+    conversation_owner,
     effective_context,
     merge_stops,
     read_model,
 )
-from .batch_engine import BatchEngine, Job, Sampling, run_job
-from .prefix_cache import PrefixCache
+from .batch_engine import BatchEngine, Job, Sampling, run_job, set_fields
+from .prefix_cache import PrefixCache, common_prefix
 from .prompt_pieces import Piece, PromptSplitter, pieces_text, strip_around, template_tokens, token_ids
 
-__all__ = ["LlamaCppBackend", "VocabTokens", "grammar_schema", "set_fields", "vocab_tokens"]
+__all__ = ["LlamaCppBackend", "VocabTokens", "grammar_schema", "vocab_tokens"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class LlamaCppBackend:
         self.context_length = effective_context(config.n_ctx, info.context_length)
         self.parallel = max(1, config.parallel)
         self._grammars: dict[str, str] = {}
+        self._system_tokens: dict[str, list[int]] = {}  # a system prompt's tokens, rendered alone
         self._grammar_lock = threading.Lock()
         try:
             import llama_cpp
@@ -153,12 +155,27 @@ class LlamaCppBackend:
         # Without an explicit seed every call gets its own, so identical prompts get different replies.
         seed = self._config.seed if self._config.seed is not None else random.getrandbits(31)
         job = Job(tokens=tokens, max_tokens=max(1, min(wanted, room)), grammar=grammar,
-                  stops=merge_stops(self.template.stop, stop),
+                  stops=merge_stops(self.template.stop, stop), owner=conversation_owner(),
+                  public=self._public_prefix(messages, tokens),
                   sampling=Sampling(temperature=self._config.temperature, top_k=DEFAULT_TOP_K, top_p=DEFAULT_TOP_P,
                                     repeat_penalty=DEFAULT_REPEAT_PENALTY, seed=seed))
         result = run_job(engine, job, on_progress=on_progress)
         return Completion(text=result.text.strip(), prompt_tokens=result.prompt_tokens,
                           completion_tokens=result.completion_tokens, finish_reason=result.finish_reason)
+
+    def _public_prefix(self, messages: Sequence[ChatMessage], tokens: list[int]) -> int:
+        """How many of ``tokens`` are the system prompt's, which every conversation shares."""
+        if not messages or messages[0].role != "system":
+            return 0
+        with self._grammar_lock:
+            system = self._system_tokens.get(messages[0].content)
+        if system is None:
+            system = self.tokenize_messages([messages[0]])
+            with self._grammar_lock:
+                if len(self._system_tokens) > 16:
+                    self._system_tokens.clear()
+                self._system_tokens[messages[0].content] = system
+        return common_prefix(system, tokens)
 
     def _grammar(self, schema: dict[str, Any]) -> str:
         """llama.cpp's GBNF grammar for ``schema``, converted once per schema (routing reuses few)."""
@@ -179,18 +196,6 @@ class LlamaCppBackend:
         if engine is not None:
             engine.close()
             self._model.close()
-
-
-def set_fields(params: Any, **values: Any) -> Any:
-    """Set fields of a llama.cpp params struct, refusing a name it lacks: ctypes would take a misspelt or
-    renamed field (``use_mmap`` became ``load_mode``) as a plain attribute, and llama.cpp would ignore it."""
-    known = {name for name, *_ in type(params)._fields_}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ModelLoadError(f"this llama-cpp-python has no {', '.join(unknown)} in {type(params).__name__}")
-    for name, value in values.items():
-        setattr(params, name, value)
-    return params
 
 
 def _quiet_llama_cpp() -> None:

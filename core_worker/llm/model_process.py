@@ -35,7 +35,16 @@ from dataclasses import asdict
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .base import BackendConfig, ChatMessage, Completion, GenerationError, ModelLoadError, Progress
+from .base import (
+    BackendConfig,
+    ChatMessage,
+    Completion,
+    GenerationError,
+    ModelLoadError,
+    Progress,
+    conversation_owner,
+    generating_for,
+)
 
 __all__ = ["ModelProcess", "ModelProcessDied", "generating_alone", "runs_alone", "serve"]
 
@@ -208,7 +217,7 @@ class ModelProcess:
     def chat(self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, stop: Sequence[str] = (),
              json_schema: dict[str, Any] | None = None, on_progress: Progress | None = None) -> Completion:
         payload = {"messages": [(m.role, m.content) for m in messages], "max_tokens": max_tokens,
-                   "stop": list(stop), "json_schema": json_schema, "alone": runs_alone(),
+                   "stop": list(stop), "json_schema": json_schema, "alone": runs_alone(), "owner": conversation_owner(),
                    "stream": on_progress is not None}
         completion: Completion = self._call("chat", payload, on_progress)
         return completion
@@ -317,7 +326,8 @@ def serve(conn: Connection, config: dict[str, Any]) -> None:
             kwargs["json_schema"] = payload["json_schema"]
         if getattr(backend, "streams", False):
             kwargs["on_progress"] = progress  # also how a cancel reaches a generation under way
-        return backend.chat(messages, **kwargs)
+        with generating_for(str(payload.get("owner") or "")):
+            return backend.chat(messages, **kwargs)
 
     conn.send(("ready", {"name": backend.name, "context_length": int(backend.context_length),
                          "constrains_json": bool(backend.constrains_json), "parallel": parallel,

@@ -40,6 +40,7 @@ class _Snapshot:
     ids: npt.NDArray[np.intc]
     state: Any  # ctypes c_uint8 array holding llama_state_seq_get_data's bytes
     size: int
+    owner: str  # whose conversation: only its owner's prompts are matched against it
 
 
 @dataclass
@@ -61,21 +62,23 @@ class PrefixCache:
         self._keys = itertools.count()
         self.stats = CacheStats()
 
-    def best(self, tokens: Sequence[int]) -> tuple[int | None, int]:
-        """The snapshot sharing the longest prefix with ``tokens``: (key, shared tokens)."""
+    def best(self, tokens: Sequence[int], owner: str = "") -> tuple[int | None, int]:
+        """The snapshot of ``owner`` sharing the longest prefix with ``tokens``: (key, shared tokens)."""
         best_key, best = None, 0
         for key, snap in self._snapshots.items():
+            if snap.owner != owner:
+                continue
             shared = common_prefix(snap.ids, tokens)
             if shared > best:
                 best_key, best = key, shared
         return best_key, best
 
-    def restore(self, ctx: Any, seq_id: int, tokens: Sequence[int], live: int) -> int:
+    def restore(self, ctx: Any, seq_id: int, tokens: Sequence[int], live: int, owner: str = "") -> int:
         """Copy the best snapshot into ``seq_id`` if it beats the ``live`` tokens the slot already shares with
         ``tokens`` by ``min_gain_tokens``; the tokens now valid in the sequence (``live`` when not restored)."""
         import llama_cpp
 
-        key, shared = self.best(tokens)
+        key, shared = self.best(tokens, owner)
         if key is None or shared < live + self.min_gain_tokens:
             if shared <= live:
                 self.stats.misses += 1
@@ -90,7 +93,7 @@ class PrefixCache:
         self.stats.tokens_saved += shared - live
         return min(shared, len(snap.ids))
 
-    def save(self, ctx: Any, seq_id: int, ids: Sequence[int]) -> None:
+    def save(self, ctx: Any, seq_id: int, ids: Sequence[int], owner: str = "") -> None:
         """Snapshot sequence ``seq_id`` (holding ``ids``) before its slot is given to another conversation."""
         import llama_cpp
 
@@ -108,10 +111,10 @@ class PrefixCache:
         # Almost, because the history is re-rendered from stored text, which can tokenize differently from
         # the tokens the model generated.
         stale = [k for k, s in self._snapshots.items()
-                 if common_prefix(s.ids, array) >= len(s.ids) - self.min_gain_tokens]
+                 if s.owner == owner and common_prefix(s.ids, array) >= len(s.ids) - self.min_gain_tokens]
         for key in stale:
             del self._snapshots[key]
-        self._snapshots[next(self._keys)] = _Snapshot(array, buffer, written)
+        self._snapshots[next(self._keys)] = _Snapshot(array, buffer, written, owner)
         total = sum(s.size for s in self._snapshots.values())
         while total > self.capacity_bytes and self._snapshots:
             _, old = self._snapshots.popitem(last=False)

@@ -71,6 +71,7 @@ def start_engine(model: Any, *, parallel: int = 2, n_ctx_seq: int = 512, prefill
     return engine, brake
 
 
-def job(tokens: list[int], max_tokens: int, *, grammar: str | None = None) -> Job:
+def job(tokens: list[int], max_tokens: int, *, grammar: str | None = None, owner: str = "", public: int = 0) -> Job:
     """A greedy job with no stop strings: it runs to ``max_tokens`` unless the model ends it."""
-    return Job(tokens=list(tokens), max_tokens=max_tokens, sampling=GREEDY, stops=[], grammar=grammar)
+    return Job(tokens=list(tokens), max_tokens=max_tokens, sampling=GREEDY, stops=[], grammar=grammar, owner=owner,
+               public=public)

@@ -207,3 +207,22 @@ def test_a_grammar_llama_cpp_refuses_fails_its_job_alone(model: Any, engine_with
     assert isinstance(refused.error, GenerationError) and "refused the grammar" in str(refused.error)
     assert fine.result is not None and fine.result.completion_tokens == 80
     assert run_job(engine, job(tokens(model, "next"), 5)).completion_tokens == 5  # its slot serves again
+
+
+def test_another_owners_cache_is_reused_no_further_than_the_public_prefix(model: Any, engine_with_brake: Any) -> None:
+    """Mallory sends Alice's exact history as her own prompt: she gets no token of Alice's cache past the shared
+    system prompt (so neither Alice's state nor the speed of a correct guess), from a slot or a snapshot."""
+    engine, _ = engine_with_brake(parallel=1, snapshot_bytes=64 << 20)
+    system = tokens(model, "you are a helpful assistant of the bank")
+    alice = system + tokens(model, "my account number is 12345 and my pin is 9876 " * 4)[1:]
+    first = job(alice, 4, owner="api:t:alice", public=len(system))
+    run_job(engine, first)
+    guess = run_job(engine, job(alice + tokens(model, "so")[1:], 4, owner="api:t:mallory", public=len(system)))
+    assert guess.reused_tokens <= len(system)  # her own slot now; Alice's state went to a snapshot
+    assert engine.snapshots is not None and engine.snapshots.stats.entries == 1
+    back = run_job(engine, job(alice + first.generated + tokens(model, "thanks")[1:], 4, owner="api:t:alice",
+                               public=len(system)))
+    assert back.reused_tokens > len(alice) - 1  # Alice's own snapshot: her whole history, not read again
+    # Mallory's state went to a snapshot of its own: identical tokens, but a snapshot never serves, nor
+    # supersedes, another owner's.
+    assert engine.snapshots.stats.entries == 1 + 1

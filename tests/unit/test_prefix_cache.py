@@ -107,7 +107,7 @@ def test_llama_params_refuse_a_field_they_lack() -> None:
     import llama_cpp
 
     from core_worker.llm.base import ModelLoadError
-    from core_worker.llm.llama_cpp_backend import set_fields
+    from core_worker.llm.batch_engine import set_fields
 
     params = set_fields(llama_cpp.llama_model_default_params(), load_mode=llama_cpp.LLAMA_LOAD_MODE_NONE)
     assert params.load_mode == llama_cpp.LLAMA_LOAD_MODE_NONE
