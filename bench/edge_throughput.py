@@ -43,6 +43,7 @@ from bench.common import (
     run_script,
     wait_until,
 )
+from tests.support.factories import API_KEY
 
 TARGET = 0.5
 CONNECTIONS = 32
@@ -55,7 +56,8 @@ local prefix = "%(prefix)s"
 request = function()
   n = n + 1
   local body = '{"user":"' .. prefix .. '-' .. n .. '","text":"hello from wrk"}'
-  return wrk.format("POST", "/v1/messages", {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", "/v1/messages", {["Content-Type"] = "application/json",
+                                             ["Authorization"] = "Bearer %(key)s"}, body)
 end
 """
 
@@ -145,7 +147,7 @@ def run_bench(run: Run) -> dict[str, Any]:
                     prefix = f"{run.run_id}{r}{target.replace('_', '')}"
                     if kind == "api":
                         script = (run.tmp / f"{target}-{r}.lua")
-                        script.write_text(API_LUA % {"prefix": prefix})
+                        script.write_text(API_LUA % {"prefix": prefix, "key": API_KEY})  # the test edge's client key
                     else:
                         script = twilio_script(run.tmp / f"{target}-{r}.lua", env["PUBLIC_BASE_URL"], signed,
                                                prefix[-10:])

@@ -226,3 +226,20 @@ def test_another_owners_cache_is_reused_no_further_than_the_public_prefix(model:
     # Mallory's state went to a snapshot of its own: identical tokens, but a snapshot never serves, nor
     # supersedes, another owner's.
     assert engine.snapshots.stats.entries == 1 + 1
+
+
+def test_a_newcomer_on_an_empty_slot_gets_the_system_prompt_from_another_sequence(
+    model: Any, engine_with_brake: Any
+) -> None:
+    """The shared system prompt is copied from the sequence that holds it instead of read again, and the
+    newcomer's answer is exactly what it is with everything read (greedy)."""
+    engine, _ = engine_with_brake(parallel=2)
+    system = tokens(model, "you are a helpful assistant who answers briefly and kindly " * 3)
+    first = system + tokens(model, "alice asks about the sea and the ships " * 20)[1:]  # worth keeping in its slot
+    run_job(engine, job(first, 4, owner="alice", public=len(system)))
+    second = system + tokens(model, "bob asks about mountains")[1:]
+    shared = run_job(engine, job(second, 12, owner="bob", public=len(system)))
+    assert engine.shared_tokens == len(system) and shared.reused_tokens == len(system)
+    fresh, _ = engine_with_brake(parallel=1)
+    alone = run_job(fresh, job(second, 12, owner="bob", public=len(system)))
+    assert alone.reused_tokens == 0 and shared.text == alone.text
