@@ -88,6 +88,7 @@ class Job:
     token_steps: list[int] = field(default_factory=list)
     ended_step: int | None = None
     _done: threading.Event = field(default_factory=threading.Event)
+    _progress: threading.Event = field(default_factory=threading.Event)
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -97,14 +98,18 @@ class Job:
         return self._done.is_set()
 
     def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` for the end; True once it came.  Tokens wake nobody: a waiter polls for
-        them, so the engine's thread never hands the GIL to a waiter per token (measured: ~10% of a lone
-        conversation's speed)."""
-        return self._done.wait(timeout)
+        """Wait up to ``timeout`` for a new token or the end; True if either came.  The engine's thread wakes
+        its waiter while it is inside the next ``llama_decode``, which holds no GIL, so this costs it nothing."""
+        if self._done.is_set():
+            return True
+        came = self._progress.wait(timeout)
+        self._progress.clear()
+        return came or self._done.is_set()
 
     def _finish(self, result: JobResult | None = None, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
         self._done.set()
+        self._progress.set()
 
 
 @dataclass
@@ -374,6 +379,7 @@ class BatchEngine:
             self._release(slot, finish="length", text=text)
         else:
             slot.last_token = token
+            job._progress.set()
 
     def _release(self, slot: _Slot, *, finish: str = "stop", text: str | None = None,
                  error: BaseException | None = None) -> None:
@@ -430,20 +436,16 @@ def set_fields(params: Any, **values: Any) -> Any:
     return params
 
 
-PROGRESS_POLL = 0.05  # seconds between two looks at a job's text for its progress callback
-
-
 def run_job(engine: BatchEngine, job: Job, *, on_progress: Callable[[Callable[[], str]], None] | None = None,
             poll: float = 0.5) -> JobResult:
-    """Submit ``job`` and wait for it in this thread, offering the text so far to ``on_progress`` every
-    PROGRESS_POLL seconds (the callback throttles further; it also checks the caller's lease).  Whatever
-    ``on_progress`` raises cancels the job and is raised here, as is an exception raised in this thread while
-    it waits (a time limit)."""
+    """Submit ``job`` and wait for it in this thread, offering the text so far to ``on_progress`` after each
+    token (and every ``poll`` seconds while it waits for a slot; the callback throttles itself and checks the
+    caller's lease).  Whatever ``on_progress`` raises cancels the job and is raised here, as is an exception
+    raised in this thread while it waits (a time limit)."""
     engine.submit(job)
-    interval = min(poll, PROGRESS_POLL) if on_progress is not None else poll
     try:
         while not job.done:
-            job.wait(interval)
+            job.wait(poll)
             if on_progress is not None and not job.done:
                 on_progress(lambda: engine.text_of(job))
     except BaseException:
