@@ -46,19 +46,19 @@ def reply_of(record: dict[str, Any]) -> str:
     return text
 
 
-def test_status_names_the_model_file_each_core_process_loaded(system: System) -> None:
-    ask(system, "Hello!", user="status")  # the pool process has loaded its model and generated once
+def test_status_names_the_model_file_the_core_worker_loaded(system: System) -> None:
+    ask(system, "Hello!", user="status")  # the model process has loaded its model and generated once
 
-    def core_processes() -> list[dict[str, Any]]:
+    def core_model() -> dict[str, Any]:
         body = requests.get(f"{system.base_url}/v1/status", timeout=10).json()
         core = next(w for w in body["workers"] if "core" in w["queues"])
-        processes: list[dict[str, Any]] = core["processes"]
-        return processes
+        model: dict[str, Any] = core["model"]  # the threads pool's one process reports its model process
+        return model
 
-    wait_until(lambda: all(p["model"]["loaded"] for p in core_processes()), 30, "the loaded model in the heartbeat")
-    (child,) = core_processes()
-    assert child["model"]["backend"] == "llama_cpp"
-    assert child["model"]["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    wait_until(lambda: core_model()["loaded"], 30, "the loaded model in the heartbeat")
+    model = core_model()
+    assert model["backend"] == "llama_cpp" and model["model_pid"]
+    assert model["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def test_a_helpers_result_reaches_the_reply_in_the_models_words(system: System, helpers: Helpers) -> None:

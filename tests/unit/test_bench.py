@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from bench.concurrency import (
     summarize,
 )
 from bench.edge_throughput import TWILIO_TOKEN, parse_wrk, twilio_script
-from bench.memory import worker_processes
+from bench.memory import children, worker_processes
 from bench.redis_recovery import BUDGET, Figure, summary
 
 WRK_REPORT = """Running 10s test @ http://127.0.0.1:46557/v1/messages
@@ -155,14 +156,24 @@ def test_common_prefix_is_what_every_sequence_starts_with() -> None:
 
 
 def test_the_model_process_is_the_workers_child_that_is_not_the_resource_tracker() -> None:
-    sleep = "import time; time.sleep(30)"
-    tracker = subprocess.Popen([sys.executable, "-c", f"{sleep}  # multiprocessing.resource_tracker"])
-    model = subprocess.Popen([sys.executable, "-c", sleep])
+    # A "worker" of its own (pytest's process has other children: Redis servers, helper processes) that starts
+    # a resource tracker look-alike and a model look-alike, prints their pids and waits.
+    script = (
+        "import subprocess, sys, time\n"
+        "sleep = 'import time; time.sleep(30)'\n"
+        "tracker = subprocess.Popen([sys.executable, '-c', sleep + '  # multiprocessing.resource_tracker'])\n"
+        "model = subprocess.Popen([sys.executable, '-c', sleep])\n"
+        "print(tracker.pid, model.pid, flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        roles = dict(worker_processes(os.getpid()))
-        assert (roles["worker"], roles["model process"], roles["resource tracker"]) == (os.getpid(), model.pid,
-                                                                                         tracker.pid)
+        assert worker.stdout is not None
+        tracker, model = (int(pid) for pid in worker.stdout.readline().split())
+        roles = dict(worker_processes(worker.pid))
+        assert (roles["worker"], roles["model process"], roles["resource tracker"]) == (worker.pid, model, tracker)
     finally:
-        for child in (tracker, model):
-            child.kill()
-            child.wait()
+        for pid in children(worker.pid):
+            os.kill(pid, signal.SIGKILL)
+        worker.kill()
+        worker.wait()
